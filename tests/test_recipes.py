@@ -1,0 +1,34 @@
+"""Recipes are data; layer maps follow TinyBERT and fail with a message that names the fix."""
+
+import pytest
+
+from tinybert_tf import recipes
+
+
+def test_uniform_map_is_tinybert():
+    # 12-layer teacher, 4-layer student: attention layers 2, 5, 8, 11 (0-based).
+    assert recipes.resolve_layer_map("uniform", 12, 4) == [2, 5, 8, 11]
+    assert recipes.resolve_layer_map("uniform", 6, 3) == [1, 3, 5]
+    assert recipes.resolve_layer_map("last", 12, 4) == [8, 9, 10, 11]
+    assert recipes.resolve_layer_map([0, 5, 6, 11], 12, 4) == [0, 5, 6, 11]
+
+
+def test_layer_map_errors():
+    with pytest.raises(ValueError, match=r"multiple of the student's \(5\).*layer_map='last'"):
+        recipes.resolve_layer_map("uniform", 12, 5)
+    with pytest.raises(ValueError, match="must list 4 teacher layers"):
+        recipes.resolve_layer_map([0, 1, 12, 3], 12, 4)
+    with pytest.raises(ValueError, match="must be 'uniform', 'last'"):
+        recipes.resolve_layer_map("middle", 12, 4)
+
+
+def test_recipe_contents_and_overrides():
+    d = recipes.get("distilbert")
+    assert d.weights == {"kd": 5.0, "mlm": 2.0, "cos": 1.0} and d.temperature == 2.0
+    assert recipes.get("tinybert_general").terms == ("emb", "att", "hidden")
+    p = recipes.get("tinybert_task_prediction", temperature=3.0, regression=True)
+    assert p.temperature == 3.0 and p.regression and not p.needs_intermediate
+    with pytest.raises(ValueError, match="Unknown recipe"):
+        recipes.get("tinybert_general_v2")
+    with pytest.raises(ValueError, match="Unknown loss terms"):
+        recipes.Recipe("x", {"att": 1.0, "attn": 1.0})

@@ -1,0 +1,44 @@
+"""Tiny models and inputs for tests: 2 layers, hidden 32, a word-list vocabulary written here."""
+
+import keras_hub
+import numpy as np
+
+WORDS = (
+    "the a of and to in is it that for on with as was he she they we you this are be by at "
+    "from or an have not but what all were when there can more if no out so said one about up "
+    "model student teacher layer attention hidden small fast distil text data train test"
+).split()
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS + ["##s", "##ing", "##ed", "##er"]
+
+
+def tokenizer():
+    return keras_hub.tokenizers.BertTokenizer(vocabulary=list(VOCAB), lowercase=True)
+
+
+def backbone(num_layers=2, hidden_dim=32, num_heads=2, intermediate_dim=64, seed=0, dtype=None,
+             max_sequence_length=16):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    return keras_hub.models.BertBackbone(
+        vocabulary_size=len(VOCAB),
+        num_layers=num_layers,
+        num_heads=num_heads,
+        hidden_dim=hidden_dim,
+        intermediate_dim=intermediate_dim,
+        max_sequence_length=max_sequence_length,
+        dtype=dtype,
+    )
+
+
+def inputs(batch=4, seq=12, seed=0, pad_from=None):
+    """Random token ids with trailing padding: row b has `seq - b` real tokens (at least 3)."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(5, len(VOCAB), size=(batch, seq)).astype("int32")
+    mask = np.zeros((batch, seq), "int32")
+    for b in range(batch):
+        n = max(3, seq - b * 2) if pad_from is None else pad_from
+        mask[b, :n] = 1
+    ids[:, 0] = 2
+    ids = ids * mask
+    return {"token_ids": ids, "segment_ids": np.zeros_like(ids), "padding_mask": mask}

@@ -1,0 +1,221 @@
+"""`Distiller`: a keras.Model whose train_step runs a frozen teacher and a student and sums a recipe's losses.
+
+The loss arithmetic lives in one backend-neutral method, `compute_terms`, written in `keras.ops`
+(like `keras.distillation` puts it in `compute_loss`); `train_step` is a thin TensorFlow wrapper
+around it (teacher forward outside the gradient tape, student forward inside).
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+from keras import ops
+
+from tinybert_tf import features as feature_view
+from tinybert_tf import losses, recipes
+
+
+def num_replicas():
+    """Replicas that each see a slice of the global batch (TF distribution strategies)."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.distribute.get_strategy().num_replicas_in_sync
+    return 1
+
+
+class Distiller(keras.Model):
+    """Distil `teacher` into `student` with `recipe` (a `recipes.Recipe` or its name).
+
+    teacher, student: keras-hub encoder backbones (e.g. `BertBackbone`) or task models wrapping one
+    (`BertTextClassifier`, `BertMaskedLM`, `tinybert_tf.heads.TokenClassifier`).
+    Data: `x` is keras-hub's `{"token_ids", "segment_ids", "padding_mask"}` (plus `"mask_positions"`
+    for masked-LM recipes); `y`/`sample_weight` are task labels/weights, or keras-hub's masked-LM
+    `mask_ids`/`mask_weights`. Every term is a tracked metric named `<term>_loss`, plus `loss`.
+    """
+
+    def __init__(self, teacher, student, recipe, name="distiller", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.recipe = recipes.get(recipe)
+        self.teacher = teacher
+        self.teacher.trainable = False
+        self.student = student
+        t_layers, s_layers = feature_view.num_layers(teacher), feature_view.num_layers(student)
+        self.layer_map = recipes.resolve_layer_map(self.recipe.layer_map, t_layers, s_layers)
+        self._check_heads()
+        t_dim, s_dim = feature_view.hidden_dim(teacher), feature_view.hidden_dim(student)
+        # Student -> teacher width projections (TinyBERT's W_h); built here so that they are created
+        # under the strategy scope the Distiller is constructed in.
+        self.projections = []
+        if self.recipe.needs_intermediate and t_dim != s_dim:
+            count = 1 if self.recipe.share_projection else s_layers + 1
+            for i in range(count):
+                proj = keras.layers.Dense(t_dim, name=f"projection_{i}")
+                proj.build((None, None, s_dim))
+                self.projections.append(proj)
+        self.trackers = {
+            term: keras.metrics.Mean(name=f"{term}_loss") for term in self.recipe.terms
+        }
+        self.trackers["loss"] = keras.metrics.Mean(name="loss")
+        self.built = True
+
+    def _check_heads(self):
+        needs = [t for t in ("pred", "kd", "mlm") if t in self.recipe.weights]
+        for role, model in (("teacher", self.teacher), ("student", self.student)):
+            if needs and feature_view.backbone_of(model) is model:
+                raise ValueError(
+                    f"Recipe {self.recipe.name!r} uses {needs} but the {role} is a bare backbone; "
+                    "give it a task head (e.g. keras_hub.models.BertTextClassifier)."
+                )
+        if "hard" in self.recipe.weights and feature_view.backbone_of(self.student) is self.student:
+            raise ValueError("The 'hard' term needs a student with a task head.")
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def call(self, inputs, training=False):
+        return self.student(inputs, training=training)
+
+    # ---- features -------------------------------------------------------------------------------
+
+    def _model_features(self, model, x, training):
+        feats = feature_view.encoder_features(model, x, training=training)
+        if self.recipe.needs_logits and feature_view.backbone_of(model) is not model:
+            head_inputs = x
+            if hasattr(model, "masked_lm_head") and self.recipe.kd_positions == "all":
+                batch, seq = ops.shape(x["token_ids"])[0], ops.shape(x["token_ids"])[1]
+                every = ops.broadcast_to(ops.arange(seq, dtype="int32")[None, :], (batch, seq))
+                head_inputs = dict(x, mask_positions=every)
+            feats["logits"] = feature_view.head_logits(model, feats, head_inputs, training)
+        return feats
+
+    def teacher_features(self, x):
+        """Teacher feature view in inference mode, with gradients stopped."""
+        feats = self._model_features(self.teacher, x, training=False)
+        return keras.tree.map_structure(ops.stop_gradient, feats)
+
+    def student_features(self, x, training=True):
+        return self._model_features(self.student, x, training=training)
+
+    def _project(self, index, hidden):
+        if not self.projections:
+            return hidden
+        return self.projections[0 if len(self.projections) == 1 else index](hidden)
+
+    # ---- the loss arithmetic (backend-neutral) ----------------------------------------------------
+
+    def compute_terms(self, x, y, sample_weight, teacher, student):
+        """Loss terms from the two feature views; returns `{term: scalar}` plus the weighted `loss`.
+
+        Each term is a mean over the local batch (divide by `num_replicas()` for gradients).
+        """
+        r = self.recipe
+        mask = x["padding_mask"]
+        hidden_mask = mask if r.hidden_mask else None
+        terms = {}
+        if "emb" in r.weights:
+            emb = self._project(0, student["embeddings"])
+            terms["emb"] = losses.hidden_mse(emb, teacher["embeddings"], hidden_mask)
+        if "att" in r.weights:
+            terms["att"] = 0.0
+            for s_i, t_i in enumerate(self.layer_map):
+                if r.attention == "mse":
+                    term = losses.attention_mse(
+                        student["attention_scores"][s_i], teacher["attention_scores"][t_i], mask
+                    )
+                else:
+                    term = losses.attention_kl(
+                        student["attention_probs"][s_i], teacher["attention_probs"][t_i], mask
+                    )
+                terms["att"] = terms["att"] + term
+        if "hidden" in r.weights:
+            terms["hidden"] = 0.0
+            for s_i, t_i in enumerate(self.layer_map):
+                hidden = self._project(s_i + 1, student["hidden_states"][s_i])
+                terms["hidden"] = terms["hidden"] + losses.hidden_mse(
+                    hidden, teacher["hidden_states"][t_i], hidden_mask
+                )
+        if "cos" in r.weights:
+            last = self._project(len(self.layer_map), student["sequence_output"])
+            terms["cos"] = losses.cosine_hidden(last, teacher["sequence_output"], mask)
+        s_logits = student.get("logits")
+        t_logits = teacher.get("logits")
+        is_mlm = hasattr(self.student, "masked_lm_head")
+        if "pred" in r.weights:
+            if r.regression:
+                terms["pred"] = losses.logits_mse(s_logits, t_logits)
+            else:
+                terms["pred"] = losses.soft_cross_entropy(s_logits, t_logits, r.temperature)
+        if "kd" in r.weights:
+            if is_mlm:
+                weights = mask if r.kd_positions == "all" else sample_weight
+            else:
+                weights = sample_weight if s_logits is not None and len(s_logits.shape) == 3 else None
+            terms["kd"] = losses.kl_divergence(s_logits, t_logits, r.temperature, weights)
+        if "mlm" in r.weights:
+            mlm_logits = s_logits
+            if r.kd_positions == "all":
+                positions = ops.cast(x["mask_positions"], "int32")[:, :, None]
+                mlm_logits = ops.take_along_axis(s_logits, positions, axis=1)
+            terms["mlm"] = losses.masked_lm_loss(mlm_logits, y, sample_weight)
+        if "hard" in r.weights:
+            if r.regression:
+                terms["hard"] = losses.logits_mse(s_logits[..., 0], y)
+            else:
+                terms["hard"] = losses.sparse_cross_entropy(s_logits, y, sample_weight)
+        total = 0.0
+        for name, value in terms.items():
+            total = total + r.weights[name] * value
+        terms["loss"] = total
+        return terms
+
+    def _update_trackers(self, terms):
+        for name, value in terms.items():
+            self.trackers[name].update_state(value)
+        return {tracker.name: tracker.result() for tracker in self.trackers.values()}
+
+    # ---- TensorFlow steps --------------------------------------------------------------------------
+
+    def _teacher_or_empty(self, x):
+        # The finetune recipe has no teacher term: skip the teacher forward entirely.
+        if not set(self.recipe.weights) - {"hard"}:
+            return {}
+        return self.teacher_features(x)
+
+    def train_step(self, data):
+        import tensorflow as tf
+
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        teacher = self._teacher_or_empty(x)
+        variables = self.trainable_variables
+        with tf.GradientTape() as tape:
+            student = self.student_features(x, training=True)
+            terms = self.compute_terms(x, y, sample_weight, teacher, student)
+            loss = self.optimizer.scale_loss(terms["loss"] / num_replicas())
+        grads = tape.gradient(loss, variables)
+        # Variables no term reaches (e.g. the pooler under intermediate-layer terms) keep still.
+        pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+        self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
+        return self._update_trackers(terms)
+
+    def test_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        teacher = self._teacher_or_empty(x)
+        student = self.student_features(x, training=False)
+        return self._update_trackers(self.compute_terms(x, y, sample_weight, teacher, student))
+
+    # ---- saving -----------------------------------------------------------------------------------
+
+    def save_student(self, path, tokenizer=None):
+        """Write the student (with its task head, if any) and tokenizer as a keras-hub preset dir.
+
+        `from_preset(path)` reloads it. Only the student's variables are written, never the
+        teacher's; projections (distillation-only layers) are not part of the student.
+        """
+        os.makedirs(path, exist_ok=True)
+        self.student.save_to_preset(path)
+        if tokenizer is not None and not getattr(self.student, "preprocessor", None):
+            tokenizer.save_to_preset(path)
+        return path

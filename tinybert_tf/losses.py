@@ -1,0 +1,121 @@
+"""Distillation loss terms in pure `keras.ops`, always computed in float32.
+
+Each term returns the mean over the *local* batch; the Distiller divides by the number of replicas so
+that the sum over replicas equals the mean over the global batch. Masks are [B, S] with 1 = real token.
+Numerics follow the official TinyBERT code (huawei-noah/Pretrained-Language-Model) and DistilBERT
+(huggingface/transformers research_projects/distillation) where noted.
+"""
+
+from __future__ import annotations
+
+from keras import ops
+
+
+def _f32(x):
+    return ops.cast(x, "float32")
+
+
+def _safe_div(total, count):
+    return total / ops.maximum(count, 1.0)
+
+
+def attention_mse(student_scores, teacher_scores, padding_mask):
+    """MSE of attention scores [B, heads, S, S] with padded *key* positions zeroed in both.
+
+    Mean over all B*heads*S*S entries. Equals the official TinyBERT loss, which adds -1e4 to masked
+    keys and then zeroes every entry <= -1e2 before `MSELoss()`.
+    """
+    keep = _f32(padding_mask)[:, None, None, :]
+    diff = (_f32(student_scores) - _f32(teacher_scores)) * keep
+    return ops.mean(ops.square(diff))
+
+
+def attention_kl(student_probs, teacher_probs, padding_mask, eps=1e-12):
+    """KL(teacher || student) of attention probabilities [B, heads, S, S] (MiniLM-style).
+
+    Summed over keys, averaged over heads and real query positions.
+    """
+    t = _f32(teacher_probs)
+    s = _f32(student_probs)
+    kl = ops.sum(t * (ops.log(t + eps) - ops.log(s + eps)), axis=-1)  # [B, heads, S]
+    rows = _f32(padding_mask)[:, None, :] * ops.ones_like(kl)
+    return _safe_div(ops.sum(kl * rows), ops.sum(rows))
+
+
+def hidden_mse(student_hidden, teacher_hidden, padding_mask=None):
+    """MSE of hidden states [B, S, H] (projection applied by the caller).
+
+    Without a mask: mean over all entries (official TinyBERT numerics, padding included).
+    With a mask: mean over the entries of real tokens only.
+    """
+    sq = ops.square(_f32(student_hidden) - _f32(teacher_hidden))
+    if padding_mask is None:
+        return ops.mean(sq)
+    m = _f32(padding_mask)[:, :, None]
+    return _safe_div(ops.sum(sq * m), ops.sum(m) * ops.cast(ops.shape(sq)[-1], "float32"))
+
+
+def soft_cross_entropy(student_logits, teacher_logits, temperature=1.0):
+    """TinyBERT prediction loss: mean over rows of -sum_c softmax(t/T)_c * log_softmax(s/T)_c.
+
+    Logits [..., C]. No T^2 factor (as in TinyBERT). The official code takes `.mean()` over classes
+    too, a constant 1/C factor that only rescales the learning rate; we sum over classes instead.
+    """
+    t = ops.softmax(_f32(teacher_logits) / temperature, axis=-1)
+    log_s = ops.log_softmax(_f32(student_logits) / temperature, axis=-1)
+    return ops.mean(-ops.sum(t * log_s, axis=-1))
+
+
+def kl_divergence(student_logits, teacher_logits, temperature=1.0, weights=None):
+    """Hinton/DistilBERT soft-target loss: T^2 * KL(softmax(t/T) || softmax(s/T)).
+
+    Logits [..., C]; summed over classes, averaged over rows (rows weighted by `weights` [...] if
+    given, e.g. real-token mask), times T^2 so gradients keep their scale as T changes.
+    """
+    log_t = ops.log_softmax(_f32(teacher_logits) / temperature, axis=-1)
+    log_s = ops.log_softmax(_f32(student_logits) / temperature, axis=-1)
+    kl = ops.sum(ops.exp(log_t) * (log_t - log_s), axis=-1)
+    if weights is None:
+        return ops.mean(kl) * temperature**2
+    w = _f32(weights) * ops.ones_like(kl)
+    return _safe_div(ops.sum(kl * w), ops.sum(w)) * temperature**2
+
+
+def logits_mse(student_logits, teacher_logits):
+    """Regression heads (e.g. STS-B): mean squared error of the predictions [B, 1]."""
+    return ops.mean(ops.square(_f32(student_logits) - _f32(teacher_logits)))
+
+
+def cosine_hidden(student_hidden, teacher_hidden, padding_mask, eps=1e-8):
+    """DistilBERT cosine-embedding loss: mean over real tokens of 1 - cos(s, t); hidden [B, S, H]."""
+    s = _f32(student_hidden)
+    t = _f32(teacher_hidden)
+    dot = ops.sum(s * t, axis=-1)
+    norms = ops.sqrt(ops.sum(s * s, axis=-1)) * ops.sqrt(ops.sum(t * t, axis=-1))
+    cos = dot / ops.maximum(norms, eps)
+    m = _f32(padding_mask)
+    return _safe_div(ops.sum((1.0 - cos) * m), ops.sum(m))
+
+
+def sparse_cross_entropy(logits, labels, weights=None):
+    """Hard-label cross-entropy, logits [..., C], int labels [...].
+
+    `weights` [...] (0/1 or real) selects positions: this is how masked-LM labels (keras-hub's
+    `mask_weights`) and token-classification labels on first word pieces are counted. Labels at
+    weight-0 positions may hold any value (they are clipped into range, then ignored).
+    """
+    logits = _f32(logits)
+    num_classes = ops.shape(logits)[-1]
+    labels = ops.clip(ops.cast(labels, "int32"), 0, num_classes - 1)
+    log_p = ops.log_softmax(logits, axis=-1)
+    nll = -ops.sum(ops.one_hot(labels, num_classes, dtype="float32") * log_p, axis=-1)
+    if weights is None:
+        return ops.mean(nll)
+    w = _f32(weights)
+    return _safe_div(ops.sum(nll * w), ops.sum(w))
+
+
+def masked_lm_loss(logits, labels, weights):
+    """Masked-LM cross-entropy [B, P, V] at the masked positions only (keras-hub convention:
+    `labels` = original ids at `mask_positions`, `weights` = `mask_weights`, 0 for padding slots)."""
+    return sparse_cross_entropy(logits, labels, weights)

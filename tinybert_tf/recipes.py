@@ -1,0 +1,129 @@
+"""Distillation recipes as data: which loss terms, their weights, temperature and layer mapping.
+
+The Distiller reads a `Recipe`; nothing else about a method is a code path. Terms:
+`emb` (embedding MSE), `att` (attention scores MSE, or KL of probabilities), `hidden` (hidden-state
+MSE), `pred` (TinyBERT soft cross-entropy at T, or MSE for regression), `kd` (DistilBERT KL * T^2),
+`mlm` (masked-LM cross-entropy on labels), `cos` (cosine loss of last hidden states), `hard`
+(cross-entropy / MSE against task labels).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+TERMS = ("emb", "att", "hidden", "pred", "kd", "mlm", "cos", "hard")
+INTERMEDIATE_TERMS = ("emb", "att", "hidden")
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """One distillation method. `weights` maps term name -> weight; absent terms are not computed.
+
+    layer_map: "uniform" | "last" | explicit tuple of teacher layers (0-based), one per student layer.
+    attention: "mse" on pre-softmax scores (TinyBERT) or "kl" on probabilities.
+    share_projection: one student->teacher width projection for embeddings and all hidden layers
+      (official TinyBERT `fit_dense`), else one per mapped layer.
+    hidden_mask: mask padding out of the hidden/embedding MSE (official TinyBERT does not).
+    regression: the prediction terms use MSE instead of soft targets (STS-B).
+    kd_positions: DistilBERT soft targets over "all" real tokens (its default) or "masked" only.
+    """
+
+    name: str
+    weights: Mapping[str, float]
+    temperature: float = 1.0
+    layer_map: str | tuple[int, ...] = "uniform"
+    attention: str = "mse"
+    share_projection: bool = True
+    hidden_mask: bool = False
+    regression: bool = False
+    kd_positions: str = "all"
+
+    def __post_init__(self):
+        unknown = set(self.weights) - set(TERMS)
+        if unknown:
+            raise ValueError(f"Unknown loss terms {sorted(unknown)}; known terms are {TERMS}.")
+        if self.attention not in ("mse", "kl"):
+            raise ValueError(f"attention must be 'mse' or 'kl', got {self.attention!r}.")
+        if self.kd_positions not in ("all", "masked"):
+            raise ValueError(f"kd_positions must be 'all' or 'masked', got {self.kd_positions!r}.")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}.")
+        object.__setattr__(self, "weights", dict(self.weights))
+        if isinstance(self.layer_map, list):
+            object.__setattr__(self, "layer_map", tuple(self.layer_map))
+
+    @property
+    def terms(self):
+        return tuple(t for t in TERMS if t in self.weights)
+
+    @property
+    def needs_intermediate(self):
+        return any(t in self.weights for t in INTERMEDIATE_TERMS) or "cos" in self.weights
+
+    @property
+    def needs_logits(self):
+        return any(t in self.weights for t in ("pred", "kd", "mlm", "hard"))
+
+
+RECIPES = {
+    "tinybert_general": Recipe("tinybert_general", {"emb": 1.0, "att": 1.0, "hidden": 1.0}),
+    "tinybert_task_intermediate": Recipe(
+        "tinybert_task_intermediate", {"emb": 1.0, "att": 1.0, "hidden": 1.0}
+    ),
+    "tinybert_task_prediction": Recipe("tinybert_task_prediction", {"pred": 1.0}, temperature=1.0),
+    # Sanh et al. 2019 (DistilBERT): alpha_ce=5, alpha_mlm=2, alpha_cos=1, T=2.
+    "distilbert": Recipe(
+        "distilbert", {"kd": 5.0, "mlm": 2.0, "cos": 1.0}, temperature=2.0, layer_map="last"
+    ),
+    # DistilBERT-style single step on a labelled task: soft targets + hard labels.
+    "distilbert_task": Recipe(
+        "distilbert_task", {"kd": 0.5, "hard": 0.5}, temperature=2.0, layer_map="last"
+    ),
+    # Plain fine-tuning of the student, no teacher term (the baseline reports compare to).
+    "finetune": Recipe("finetune", {"hard": 1.0}),
+}
+
+
+def get(name, **overrides):
+    """A recipe by name, with fields replaced, e.g. `get("tinybert_task_prediction", temperature=2)`."""
+    if isinstance(name, Recipe):
+        return dataclasses.replace(name, **overrides) if overrides else name
+    if name not in RECIPES:
+        raise ValueError(f"Unknown recipe {name!r}; choose one of {sorted(RECIPES)}.")
+    return dataclasses.replace(RECIPES[name], **overrides) if overrides else RECIPES[name]
+
+
+def resolve_layer_map(layer_map, teacher_layers, student_layers):
+    """Teacher layer (0-based) for each student layer; validated with a one-line error.
+
+    uniform (TinyBERT): student layer i <-> teacher layer (i+1)*k-1 with k = teacher/student, so the
+    hidden list [emb, h1..hM] pairs with the teacher's [emb, h_k, h_2k, ...].
+    last: the student's layers pair with the teacher's top layers.
+    """
+    if isinstance(layer_map, str):
+        if layer_map == "uniform":
+            if teacher_layers % student_layers:
+                example = resolve_layer_map("last", teacher_layers, student_layers)
+                raise ValueError(
+                    f"uniform layer mapping needs the teacher's layer count ({teacher_layers}) to "
+                    f"be a multiple of the student's ({student_layers}); use layer_map='last' or "
+                    f"an explicit list of {student_layers} teacher layers, e.g. {example}."
+                )
+            k = teacher_layers // student_layers
+            return [(i + 1) * k - 1 for i in range(student_layers)]
+        if layer_map == "last":
+            if student_layers > teacher_layers:
+                raise ValueError(
+                    f"layer_map='last' needs student layers ({student_layers}) <= teacher layers "
+                    f"({teacher_layers}); use an explicit list."
+                )
+            return [teacher_layers - student_layers + i for i in range(student_layers)]
+        raise ValueError(f"layer_map must be 'uniform', 'last' or a list, got {layer_map!r}.")
+    layers = [int(i) for i in layer_map]
+    if len(layers) != student_layers or not all(0 <= i < teacher_layers for i in layers):
+        raise ValueError(
+            f"layer_map {layers} must list {student_layers} teacher layers, each in "
+            f"0..{teacher_layers - 1}."
+        )
+    return layers
