@@ -1,0 +1,421 @@
+"""Unlabelled corpora for general distillation: text files / TFRecords -> packed BERT inputs.
+
+Everything after file listing runs inside `tf.data` (TensorFlow Text ops via the teacher's
+keras-hub tokenizer), so the same pipeline feeds CPU, GPU and Cloud TPU (`gs://` globs work
+through `tf.io.gfile`). Output elements are int32 dicts
+`{"token_ids", "segment_ids", "padding_mask"}` of shape `[batch, seq_len]`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import tensorflow as tf
+
+_TFRECORD_SUFFIXES = (".tfrecord", ".tfrecords", ".tfrec")
+_DOC_FORMATS = ("line", "blank_line")
+# Sentence ends: Latin punctuation followed by whitespace, or CJK full stops (no space needed).
+_LATIN_END = r"([.!?]+[\"')\]]*)\s+"
+_CJK_END = "([。！？]+[」』”）]*)\\s*"
+
+
+@dataclasses.dataclass
+class CorpusStats:
+    """Counts from one pass over a corpus; `lines` counts TFRecord records too."""
+
+    files: int = 0
+    lines: int = 0
+    documents: int = 0
+    empty_lines: int = 0  # whitespace-only lines/records (skipped, or doc separators)
+    invalid_utf8_lines: int = 0  # lines with bad bytes (replaced by U+FFFD, kept)
+    sequences: int = 0  # packed sequences (only when a tokenizer was given)
+    tokens: int = 0  # word pieces in those sequences, excluding [CLS]/[SEP]
+
+    def summary(self) -> str:
+        """One printable line, e.g. for the launcher's log."""
+        return ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(self).items())
+
+
+def expand_patterns(patterns) -> list[str]:
+    """Sorted file list from a pattern, a comma-separated string or a list of globs/paths.
+
+    Uses `tf.io.gfile`, so `gs://bucket/*.txt` works. A pattern matching nothing raises a
+    one-line FileNotFoundError naming it.
+    """
+    if isinstance(patterns, (str, os.PathLike)):
+        patterns = [p for p in str(patterns).split(",") if p.strip()]
+    patterns = [str(p).strip() for p in patterns]
+    if not patterns:
+        raise ValueError("No corpus input given; pass a file, a glob or a comma-separated list.")
+    files = []
+    for pattern in patterns:
+        matched = sorted(tf.io.gfile.glob(pattern))
+        if not matched:
+            raise FileNotFoundError(f"No file matches corpus pattern {pattern!r}; check the path.")
+        files.extend(m for m in matched if not tf.io.gfile.isdir(m))
+    return sorted(dict.fromkeys(files))
+
+
+def _to_inputs(token_ids, seq_len, pad_id):
+    """Pads one 1-D sequence to `seq_len` (None: unpadded) -> keras-hub int32 input dict."""
+    n = tf.shape(token_ids)[0]
+    if seq_len is not None:
+        token_ids = tf.pad(token_ids, [[0, seq_len - n]], constant_values=pad_id)
+        token_ids = tf.ensure_shape(token_ids, [seq_len])
+    mask = tf.cast(tf.range(tf.shape(token_ids)[0]) < n, tf.int32)
+    return {"token_ids": token_ids, "segment_ids": tf.zeros_like(token_ids), "padding_mask": mask}
+
+
+def finish_sequences(
+    seqs, seq_len, batch_size, pad_id=0, shuffle_buffer=10000, seed=0, repeat=True,
+    drop_remainder=False, bucket_boundaries=None, deterministic=True,
+):
+    """Shuffle/repeat/batch/prefetch a dataset of unpadded 1-D int32 sequences.
+
+    Batches are `{"token_ids","segment_ids","padding_mask"}` int32 `[B, seq_len]`; with
+    `bucket_boundaries` they are padded only to the longest sequence of the batch instead.
+    """
+    if shuffle_buffer:
+        seqs = seqs.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        seqs = seqs.repeat()  # tf.data stops (no hang) if the corpus turns out empty
+    if bucket_boundaries:
+        if max(bucket_boundaries) > seq_len:
+            raise ValueError(f"bucket_boundaries {bucket_boundaries} exceed seq_len={seq_len}.")
+        ds = seqs.map(lambda s: _to_inputs(s, None, pad_id))
+        ds = ds.bucket_by_sequence_length(
+            lambda x: tf.shape(x["token_ids"])[0],
+            bucket_boundaries=list(bucket_boundaries),
+            bucket_batch_sizes=[batch_size] * (len(bucket_boundaries) + 1),
+            padding_values={"token_ids": pad_id, "segment_ids": 0, "padding_mask": 0},
+            drop_remainder=drop_remainder,
+        )
+    else:
+        ds = seqs.map(lambda s: _to_inputs(s, seq_len, pad_id), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def _is_tfrecord(path: str) -> bool:
+    name = path[:-3] if path.endswith(".gz") else path
+    return name.endswith(_TFRECORD_SUFFIXES)
+
+
+def _compression(path):
+    """'GZIP' for `*.gz` paths, '' otherwise; works on a scalar string tensor."""
+    return tf.where(tf.strings.regex_full_match(path, r".*\.gz"), "GZIP", "")
+
+
+def _text_lines(path):
+    """Raw lines of one (optionally gzipped) text file, as a dataset of scalar strings."""
+    return tf.data.TextLineDataset(path, compression_type=_compression(path))
+
+
+def _tfrecord_texts(path):
+    """The `text` feature of each tf.train.Example in one TFRecord file."""
+    spec = {"text": tf.io.FixedLenFeature([], tf.string, default_value="")}
+    records = tf.data.TFRecordDataset(path, compression_type=_compression(path))
+    return records.map(lambda r: tf.io.parse_single_example(r, spec)["text"])
+
+
+def _fix_utf8(text):
+    """Replaces invalid UTF-8 by U+FFFD and strips surrounding whitespace."""
+    fixed = tf.strings.unicode_transcode(
+        text, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD
+    )
+    return tf.strings.strip(fixed)
+
+
+def _blank_line_docs(lines):
+    """Joins runs of non-blank lines into documents; a final '' sentinel flushes the last one."""
+    lines = lines.concatenate(tf.data.Dataset.from_tensors(tf.constant("")))
+
+    def step(acc, line):
+        line = _fix_utf8(line)
+        blank = tf.equal(line, "")
+        joined = tf.where(tf.equal(acc, ""), line, tf.strings.join([acc, line], " "))
+        return tf.where(blank, "", joined), tf.where(blank, acc, "")
+
+    return lines.scan(tf.constant(""), step)
+
+
+def _file_documents(path, doc_format, tfrecord):
+    """Documents (UTF-8-fixed, stripped, possibly empty) of one file."""
+    if tfrecord:
+        return _tfrecord_texts(path).map(_fix_utf8)
+    if doc_format == "blank_line":
+        return _blank_line_docs(_text_lines(path))
+    return _text_lines(path).map(_fix_utf8)
+
+
+def _check_doc_format(doc_format):
+    if doc_format not in _DOC_FORMATS:
+        raise ValueError(f"doc_format={doc_format!r} is not one of {_DOC_FORMATS}.")
+
+
+def documents_dataset(patterns, doc_format="line", shuffle_files=False, seed=0, deterministic=True):
+    """Non-empty documents (scalar tf.string) from text/.gz/TFRecord files, interleaved by file.
+
+    `doc_format="line"`: one document per line; `"blank_line"`: documents separated by blank
+    lines. TFRecords hold one document per tf.train.Example `text` feature.
+    """
+    _check_doc_format(doc_format)
+    files = expand_patterns(patterns)
+    streams = []
+    for tfrecord in (False, True):
+        group = [f for f in files if _is_tfrecord(f) == tfrecord]
+        if not group:
+            continue
+        ds = tf.data.Dataset.from_tensor_slices(group)
+        if shuffle_files:
+            ds = ds.shuffle(len(group), seed=seed, reshuffle_each_iteration=True)
+        streams.append(
+            ds.interleave(
+                lambda f, t=tfrecord: _file_documents(f, doc_format, t),
+                cycle_length=min(len(group), 8),
+                block_length=1,
+                num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=deterministic,
+            )
+        )
+    ds = streams[0]
+    if len(streams) == 2:
+        ds = tf.data.Dataset.sample_from_datasets(streams, seed=seed, stop_on_empty_dataset=False)
+    return ds.filter(lambda d: tf.strings.length(d) > 0)
+
+
+def split_sentences(doc):
+    """Splits one document (scalar string) into a 1-D tensor of non-empty sentences."""
+    text = tf.strings.regex_replace(doc, _LATIN_END, "\\1\n")
+    text = tf.strings.regex_replace(text, _CJK_END, "\\1\n")
+    sents = tf.strings.strip(tf.strings.split(text, "\n"))
+    return tf.boolean_mask(sents, tf.strings.length(sents) > 0)
+
+
+def pack_document(doc, tokenizer, seq_len=128):
+    """Tokenises one document and greedily packs consecutive sentences into rows.
+
+    Returns a RaggedTensor `[num_sequences, None]` int32 of word-piece ids **without**
+    [CLS]/[SEP], each row at most `seq_len - 2` long. Sentences longer than that are cut into
+    several pieces; no token is dropped.
+    """
+    if tf.executing_eagerly():  # keras-hub tokenizers take their TF path only when traced
+        return tf.function(lambda d: pack_document(d, tokenizer, seq_len))(doc)
+    cap = seq_len - 2
+    pieces = tokenizer(split_sentences(doc))
+    pieces = tf.RaggedTensor.from_tensor(pieces) if isinstance(pieces, tf.Tensor) else pieces
+    values = tf.cast(pieces.flat_values, tf.int32)
+    lengths = tf.cast(pieces.row_lengths(), tf.int32)
+    rowids = tf.cast(pieces.value_rowids(), tf.int32)
+    # Cut long sentences into chunks of at most `cap` tokens.
+    pos_in_row = tf.range(tf.size(values)) - tf.gather(tf.cumsum(lengths, exclusive=True), rowids)
+    n_chunks = (lengths + cap - 1) // cap
+    chunk_ids = tf.gather(tf.cumsum(n_chunks, exclusive=True), rowids) + pos_in_row // cap
+    chunk_lens = tf.math.bincount(chunk_ids, minlength=tf.reduce_sum(n_chunks), dtype=tf.int32)
+
+    # Greedy packing: start a new sequence when the next chunk does not fit.
+    def step(state, n):
+        used, group = state
+        new = used + n > cap
+        return tf.where(new, n, used + n), tf.where(new, group + 1, group)
+
+    _, groups = tf.scan(step, chunk_lens, initializer=(tf.constant(0), tf.constant(0)))
+    n_groups = tf.where(tf.size(groups) > 0, tf.reduce_max(tf.concat([groups, [0]], 0)) + 1, 0)
+    token_groups = tf.gather(groups, chunk_ids)
+    return tf.RaggedTensor.from_value_rowids(values, token_groups, nrows=n_groups)
+
+
+def _special_ids(tokenizer):
+    return tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
+
+
+def sequences_dataset(documents, tokenizer, seq_len=128, deterministic=True):
+    """Documents -> unpadded 1-D int32 sequences `[CLS] pieces [SEP]` (length <= seq_len)."""
+    if seq_len < 3:
+        raise ValueError(f"seq_len={seq_len} is too small; use at least 3.")
+    cls_id, sep_id, _ = _special_ids(tokenizer)
+
+    def to_rows(doc):
+        rows = pack_document(doc, tokenizer, seq_len)
+        n = rows.nrows(out_type=tf.int32)
+        cls = tf.fill([n, 1], tf.constant(cls_id, tf.int32))
+        sep = tf.fill([n, 1], tf.constant(sep_id, tf.int32))
+        return tf.concat([cls, rows, sep], axis=1)
+
+    ds = documents.map(to_rows, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    return ds.unbatch()
+
+
+def corpus_dataset(
+    patterns,
+    tokenizer,
+    seq_len=128,
+    batch_size=32,
+    doc_format="line",
+    shuffle_buffer=10000,
+    seed=0,
+    repeat=True,
+    drop_remainder=False,
+    bucket_boundaries=None,
+    deterministic=True,
+):
+    """Batched, prefetched packed-text dataset for general distillation.
+
+    Yields `{"token_ids", "segment_ids", "padding_mask"}` int32 `[batch_size, seq_len]` (with
+    `bucket_boundaries`, the length axis is the batch's bucket length instead). The order is a
+    pure function of `seed` (files and sequences are shuffled with it), which exact resume needs.
+    Use `drop_remainder=True` for static shapes on TPU.
+    """
+    docs = documents_dataset(
+        patterns, doc_format, shuffle_files=shuffle_buffer > 0, seed=seed,
+        deterministic=deterministic,
+    )
+    seqs = sequences_dataset(docs, tokenizer, seq_len, deterministic=deterministic)
+    return finish_sequences(
+        seqs, seq_len, batch_size, pad_id=tokenizer.pad_token_id, shuffle_buffer=shuffle_buffer,
+        seed=seed, repeat=repeat, drop_remainder=drop_remainder,
+        bucket_boundaries=bucket_boundaries, deterministic=deterministic,
+    )
+
+
+def scan_corpus(patterns, doc_format="line", tokenizer=None, seq_len=128):
+    """Counts files, lines, documents, skipped empty lines and invalid UTF-8 (-> CorpusStats).
+
+    With a tokenizer it also counts the packed sequences and tokens `corpus_dataset` would make.
+    Runs as `tf.data` reductions, one extra pass over the data.
+    """
+    _check_doc_format(doc_format)
+    files = expand_patterns(patterns)
+    stats = CorpusStats(files=len(files))
+    for path in files:
+        raw = _tfrecord_texts(path) if _is_tfrecord(path) else _text_lines(path)
+
+        def count(acc, line):
+            fixed = tf.strings.unicode_transcode(
+                line, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD
+            )
+            empty = tf.equal(tf.strings.strip(fixed), "")
+            bad = tf.not_equal(fixed, line)
+            return acc + tf.stack([1, tf.cast(empty, tf.int64), tf.cast(bad, tf.int64)])
+
+        lines, empty, bad = raw.reduce(tf.zeros([3], tf.int64), count).numpy().tolist()
+        stats.lines += lines
+        stats.empty_lines += empty
+        stats.invalid_utf8_lines += bad
+    docs = documents_dataset(files, doc_format)
+    stats.documents = int(docs.reduce(tf.constant(0, tf.int64), lambda a, _: a + 1))
+    if tokenizer is not None:
+        seqs = sequences_dataset(docs, tokenizer, seq_len)
+        n, toks = seqs.reduce(
+            (tf.constant(0, tf.int64), tf.constant(0, tf.int64)),
+            lambda a, s: (a[0] + 1, a[1] + tf.cast(tf.size(s) - 2, tf.int64)),
+        )
+        stats.sequences, stats.tokens = int(n), int(toks)
+    return stats
+
+
+
+
+# --- Pre-tokenised shards (written by tools/prepare_corpus.py, e.g. for a TPU bucket) ---
+META_FILE = "corpus_meta.json"
+
+
+def _shard_example(token_ids) -> bytes:
+    feature = tf.train.Feature(int64_list=tf.train.Int64List(value=token_ids))
+    return tf.train.Example(
+        features=tf.train.Features(feature={"token_ids": feature})
+    ).SerializeToString()
+
+
+def write_pretokenized_corpus(
+    patterns, output_dir, tokenizer, seq_len=128, num_shards=8, doc_format="line",
+    progress=True, prefix="corpus",
+):
+    """Tokenises and packs a corpus into `num_shards` TFRecord shards -> CorpusStats.
+
+    Each tf.train.Example holds one unpadded `token_ids` int64 list `[CLS] ... [SEP]`;
+    sequences go round-robin to `{prefix}-00000-of-0000N.tfrecord`. `corpus_meta.json` records
+    seq_len, pad id and the counts, which `pretokenized_dataset` checks.
+    """
+    if num_shards < 1:
+        raise ValueError(f"num_shards={num_shards} must be >= 1.")
+    stats = scan_corpus(patterns, doc_format)
+    seqs = sequences_dataset(documents_dataset(patterns, doc_format), tokenizer, seq_len)
+    tf.io.gfile.makedirs(output_dir)
+    names = [
+        os.path.join(output_dir, f"{prefix}-{i:05d}-of-{num_shards:05d}.tfrecord")
+        for i in range(num_shards)
+    ]
+    writers = [tf.io.TFRecordWriter(n) for n in names]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(unit="seq", desc="prepare_corpus")
+    try:
+        for batch in seqs.ragged_batch(256).prefetch(2).as_numpy_iterator():
+            for row in batch:
+                writers[stats.sequences % num_shards].write(_shard_example(row.tolist()))
+                stats.sequences += 1
+                stats.tokens += len(row) - 2
+            if bar is not None:
+                bar.update(len(batch))
+    finally:
+        for w in writers:
+            w.close()
+        if bar is not None:
+            bar.close()
+    meta = {
+        "seq_len": seq_len, "pad_id": int(tokenizer.pad_token_id),
+        "vocabulary_size": int(tokenizer.vocabulary_size()), "shards": [os.path.basename(n) for n in names],
+        "stats": dataclasses.asdict(stats),
+    }
+    with tf.io.gfile.GFile(os.path.join(output_dir, META_FILE), "w") as f:
+        json.dump(meta, f, indent=2)
+    return stats
+
+
+def read_corpus_meta(shard_dir):
+    """The `corpus_meta.json` dict of a shard directory, or None when absent."""
+    path = os.path.join(shard_dir, META_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
+
+
+def pretokenized_dataset(
+    patterns, seq_len=None, batch_size=32, pad_id=None, shuffle_buffer=10000, seed=0,
+    repeat=True, drop_remainder=False, bucket_boundaries=None, deterministic=True,
+):
+    """Reads shards from `write_pretokenized_corpus` -> same batches as `corpus_dataset`.
+
+    `seq_len`/`pad_id` default to the values in the shards' `corpus_meta.json`.
+    """
+    files = [f for f in expand_patterns(patterns) if not f.endswith(".json")]
+    meta = read_corpus_meta(os.path.dirname(files[0])) or {}
+    written = meta.get("seq_len")
+    seq_len = seq_len or written
+    if seq_len is None:
+        raise ValueError("seq_len unknown: pass seq_len= (no corpus_meta.json beside the shards).")
+    if written and written > seq_len:
+        raise ValueError(f"Shards were packed to seq_len={written} > {seq_len}; re-run prepare_corpus.")
+    pad_id = meta.get("pad_id", 0) if pad_id is None else pad_id
+    spec = {"token_ids": tf.io.RaggedFeature(tf.int64)}
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if shuffle_buffer:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.interleave(
+        tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic,
+    )
+    ds = ds.map(lambda r: tf.cast(tf.io.parse_single_example(r, spec)["token_ids"], tf.int32))
+    return finish_sequences(
+        ds, seq_len, batch_size, pad_id=pad_id, shuffle_buffer=shuffle_buffer, seed=seed,
+        repeat=repeat, drop_remainder=drop_remainder, bucket_boundaries=bucket_boundaries,
+        deterministic=deterministic,
+    )
