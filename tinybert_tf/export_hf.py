@@ -1,0 +1,239 @@
+"""Hugging Face BERT checkpoint export for keras-hub BERT students.
+
+keras-hub 0.32 can *read* Hugging Face BERT checkpoints
+(``keras_hub/src/utils/transformers/convert_bert.py``) but cannot write them. This module
+is the inverse of that converter: it writes ``config.json``, ``model.safetensors``,
+``vocab.txt``, ``tokenizer_config.json`` and ``special_tokens_map.json`` so that
+
+* PyTorch users can ``transformers.AutoModel.from_pretrained(dir)`` (encoder students are
+  written as ``BertModel``; classifier students as ``BertForSequenceClassification`` with a
+  ``bert.`` prefix plus ``classifier.weight``/``classifier.bias``), and
+* ``keras_hub.models.BertBackbone.from_preset(dir)`` reloads the encoder bit for bit
+  (:func:`check_hf_round_trip`).
+
+Weight layout (keras-hub -> HF; ``H`` hidden, ``N`` heads, ``D = H / N``):
+
+* query/key/value kernel ``[H, N, D]`` -> ``encoder.layer.i.attention.self.{query,key,value}
+  .weight`` ``[H, H]`` (reshape to ``[H, H]``, transpose); bias ``[N, D]`` -> ``[H]``.
+* attention output kernel ``[N, D, H]`` -> ``attention.output.dense.weight`` ``[H, H]``.
+* every Dense kernel ``[in, out]`` -> ``*.weight`` ``[out, in]`` (transpose).
+* LayerNorm ``gamma``/``beta`` -> ``*.LayerNorm.weight``/``*.LayerNorm.bias``.
+* embeddings (token, position ``[max_len, H]``, segment) are copied as they are.
+
+keras-hub BERT uses the tanh approximation of GELU, so the config says
+``"hidden_act": "gelu_new"`` (HF's tanh GELU); the students were trained with it, and PyTorch
+then computes the same function.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+HF_WEIGHTS_FILE = "model.safetensors"
+SPECIAL_TOKENS = {
+    "unk_token": "[UNK]",
+    "sep_token": "[SEP]",
+    "pad_token": "[PAD]",
+    "cls_token": "[CLS]",
+    "mask_token": "[MASK]",
+}
+
+
+class HFExportError(ValueError):
+    """Raised with a one-line message when a model cannot be written in HF BERT format."""
+
+
+def _np(variable) -> np.ndarray:
+    return np.asarray(variable.numpy() if hasattr(variable, "numpy") else variable, np.float32)
+
+
+def split_student(model):
+    """Return ``(backbone, head_dense_or_None)`` for a ``BertBackbone`` or ``BertTextClassifier``.
+
+    ``head_dense`` is the ``logits`` Dense layer with kernel ``[H, num_classes]``.
+    """
+    import keras_hub
+
+    if isinstance(model, keras_hub.models.BertBackbone):
+        return model, None
+    backbone = getattr(model, "backbone", None)
+    if isinstance(backbone, keras_hub.models.BertBackbone) and hasattr(model, "output_dense"):
+        return backbone, model.output_dense
+    raise HFExportError(
+        f"HF export supports BertBackbone and BertTextClassifier students, got "
+        f"{type(model).__name__}"
+    )
+
+
+def backbone_state_dict(backbone, prefix: str = "") -> dict[str, np.ndarray]:
+    """Map a keras-hub ``BertBackbone``'s variables to HF ``BertModel`` tensors (float32).
+
+    Returns:
+        ``{hf_key: array}``, e.g. ``encoder.layer.0.attention.self.query.weight`` ``[H, H]``.
+    """
+    hidden = backbone.hidden_dim
+    sd: dict[str, np.ndarray] = {}
+
+    def put(key, value):
+        sd[prefix + key] = np.ascontiguousarray(value, dtype=np.float32)
+
+    put("embeddings.word_embeddings.weight", _np(backbone.get_layer("token_embedding").embeddings))
+    put(
+        "embeddings.position_embeddings.weight",
+        _np(backbone.get_layer("position_embedding").position_embeddings),
+    )
+    put(
+        "embeddings.token_type_embeddings.weight",
+        _np(backbone.get_layer("segment_embedding").embeddings),
+    )
+    ln = backbone.get_layer("embeddings_layer_norm")
+    put("embeddings.LayerNorm.weight", _np(ln.gamma))
+    put("embeddings.LayerNorm.bias", _np(ln.beta))
+
+    for i in range(backbone.num_layers):
+        block = backbone.get_layer(f"transformer_layer_{i}")
+        attn = block._self_attention_layer
+        p = f"encoder.layer.{i}."
+        for name, dense in (
+            ("query", attn.query_dense),
+            ("key", attn.key_dense),
+            ("value", attn.value_dense),
+        ):
+            # keras kernel [H_in, N, D] -> [H_in, H_out] -> HF [H_out, H_in]
+            put(f"{p}attention.self.{name}.weight", _np(dense.kernel).reshape(hidden, -1).T)
+            put(f"{p}attention.self.{name}.bias", _np(dense.bias).reshape(-1))
+        # keras kernel [N, D, H_out] -> [H_in, H_out] -> HF [H_out, H_in]
+        out_kernel = _np(attn.output_dense.kernel)
+        put(f"{p}attention.output.dense.weight", out_kernel.reshape(-1, out_kernel.shape[-1]).T)
+        put(f"{p}attention.output.dense.bias", _np(attn.output_dense.bias).reshape(-1))
+        put(f"{p}attention.output.LayerNorm.weight", _np(block._self_attention_layer_norm.gamma))
+        put(f"{p}attention.output.LayerNorm.bias", _np(block._self_attention_layer_norm.beta))
+        put(f"{p}intermediate.dense.weight", _np(block._feedforward_intermediate_dense.kernel).T)
+        put(f"{p}intermediate.dense.bias", _np(block._feedforward_intermediate_dense.bias))
+        put(f"{p}output.dense.weight", _np(block._feedforward_output_dense.kernel).T)
+        put(f"{p}output.dense.bias", _np(block._feedforward_output_dense.bias))
+        put(f"{p}output.LayerNorm.weight", _np(block._feedforward_layer_norm.gamma))
+        put(f"{p}output.LayerNorm.bias", _np(block._feedforward_layer_norm.beta))
+
+    pooled = backbone.get_layer("pooled_dense")
+    put("pooler.dense.weight", _np(pooled.kernel).T)
+    put("pooler.dense.bias", _np(pooled.bias))
+    return sd
+
+
+def hf_config(backbone, head=None, labels=None) -> dict:
+    """HF ``config.json`` dict for a keras-hub ``BertBackbone`` (+ optional logits head)."""
+    config = {
+        "architectures": ["BertModel"],
+        "model_type": "bert",
+        "vocab_size": int(backbone.vocabulary_size),
+        "hidden_size": int(backbone.hidden_dim),
+        "num_hidden_layers": int(backbone.num_layers),
+        "num_attention_heads": int(backbone.num_heads),
+        "intermediate_size": int(backbone.intermediate_dim),
+        "hidden_act": "gelu_new",
+        "hidden_dropout_prob": float(backbone.dropout),
+        "attention_probs_dropout_prob": float(backbone.dropout),
+        "max_position_embeddings": int(backbone.max_sequence_length),
+        "type_vocab_size": int(backbone.num_segments),
+        "initializer_range": 0.02,
+        "layer_norm_eps": 1e-12,
+        "pad_token_id": 0,
+        "position_embedding_type": "absolute",
+        "use_cache": True,
+        "torch_dtype": "float32",
+    }
+    if head is not None:
+        num_labels = int(_np(head.kernel).shape[-1])
+        names = list(labels) if labels else [f"LABEL_{i}" for i in range(num_labels)]
+        if len(names) != num_labels:
+            raise HFExportError(f"got {len(names)} labels for a head with {num_labels} outputs")
+        config["architectures"] = ["BertForSequenceClassification"]
+        config["num_labels"] = num_labels
+        config["id2label"] = {str(i): n for i, n in enumerate(names)}
+        config["label2id"] = {n: i for i, n in enumerate(names)}
+        config["problem_type"] = "regression" if num_labels == 1 else "single_label_classification"
+    return config
+
+
+def export_hf_checkpoint(model, tokenizer, out_dir: str, labels=None) -> str:
+    """Write a Hugging Face BERT checkpoint of a keras-hub student.
+
+    Args:
+        model: ``keras_hub.models.BertBackbone`` or ``BertTextClassifier``.
+        tokenizer: the student's ``keras_hub.models.BertTokenizer`` (``vocab.txt`` source).
+        out_dir: directory to create (may exist; files in it are overwritten).
+        labels: optional class names for ``id2label`` (classifier only).
+
+    Returns:
+        ``out_dir``.
+    """
+    from safetensors.numpy import save_file
+
+    backbone, head = split_student(model)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        raise HFExportError(f"cannot create hf_dir {out_dir!r}: {e.strerror}") from None
+    prefix = "bert." if head is not None else ""
+    sd = backbone_state_dict(backbone, prefix)
+    if head is not None:
+        sd["classifier.weight"] = np.ascontiguousarray(_np(head.kernel).T)
+        sd["classifier.bias"] = np.ascontiguousarray(_np(head.bias))
+    save_file(sd, os.path.join(out_dir, HF_WEIGHTS_FILE), metadata={"format": "pt"})
+    config = hf_config(backbone, head, labels)
+    config["pad_token_id"] = int(getattr(tokenizer, "pad_token_id", 0) or 0)
+    with open(os.path.join(out_dir, "config.json"), "w", encoding="utf-8") as f:
+        json.dump(config, f, indent=2, sort_keys=True)
+
+    vocab = list(tokenizer.get_vocabulary())
+    with open(os.path.join(out_dir, "vocab.txt"), "w", encoding="utf-8") as f:
+        f.write("".join(tok + "\n" for tok in vocab))
+    lowercase = bool(getattr(tokenizer, "lowercase", False))
+    tok_config = {
+        "tokenizer_class": "BertTokenizer",
+        "do_lower_case": lowercase,
+        # keras-hub's WordPieceTokenizer only strips accents when asked to.
+        "strip_accents": bool(getattr(tokenizer, "strip_accents", False)),
+        "tokenize_chinese_chars": True,
+        "model_max_length": int(backbone.max_sequence_length),
+        **SPECIAL_TOKENS,
+    }
+    with open(os.path.join(out_dir, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+        json.dump(tok_config, f, indent=2, sort_keys=True)
+    with open(os.path.join(out_dir, "special_tokens_map.json"), "w", encoding="utf-8") as f:
+        json.dump(SPECIAL_TOKENS, f, indent=2, sort_keys=True)
+    return out_dir
+
+
+def check_hf_round_trip(model, hf_dir: str, inputs: dict) -> float:
+    """Reload ``hf_dir`` through keras-hub's own HF converter and compare with ``model``.
+
+    Args:
+        model: the exported student (backbone or classifier).
+        hf_dir: directory written by :func:`export_hf_checkpoint`.
+        inputs: ``{"token_ids", "segment_ids", "padding_mask"}`` int32 ``[batch, seq]``.
+
+    Returns:
+        max abs difference over ``sequence_output`` ``[b, s, H]``, ``pooled_output`` ``[b, H]``
+        and, for a classifier, the logits ``[b, C]`` recomputed from the safetensors head.
+    """
+    import keras_hub
+    from safetensors.numpy import load_file
+
+    backbone, head = split_student(model)
+    reloaded = keras_hub.models.BertBackbone.from_preset(hf_dir)
+    inputs = {k: np.asarray(v, np.int32) for k, v in inputs.items()}
+    ref = {k: np.asarray(v) for k, v in backbone(inputs, training=False).items()}
+    got = {k: np.asarray(v) for k, v in reloaded(inputs, training=False).items()}
+    diff = max(float(np.max(np.abs(ref[k] - got[k]))) for k in ("sequence_output", "pooled_output"))
+    if head is not None:
+        sd = load_file(os.path.join(hf_dir, HF_WEIGHTS_FILE))
+        hf_logits = got["pooled_output"] @ sd["classifier.weight"].T + sd["classifier.bias"]
+        hf_logits = np.asarray(head.activation(hf_logits))
+        ref_logits = np.asarray(model(inputs, training=False))
+        diff = max(diff, float(np.max(np.abs(ref_logits - hf_logits))))
+    return diff
