@@ -1,0 +1,85 @@
+"""TinyBERT data augmentation of a TSV with a keras-hub masked-LM preset (resumable shards).
+
+    python tools/augment.py --input=task/train.tsv --output_dir=/tmp/aug \\
+        --masked_lm_preset=/path/to/bert_masked_lm_preset --n_aug=20
+
+The preset must hold a *MaskedLM task* (``task.json`` of e.g. ``BertMaskedLM``, saved with
+``masked_lm.save_to_preset(dir)``) plus its WordPiece tokenizer. Writes
+``aug-SSSSS-of-NNNNN.tsv`` shards (+ ``.done`` markers; a rerun skips finished shards) and
+``augmented.tsv`` (original row first, then ``n_aug`` copies, labels copied).
+"""
+
+import json
+import os
+import sys
+
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("input", None, "Input TSV with a header row (plain, tab separated).")
+flags.DEFINE_string("output_dir", None, "Output directory for shards and augmented.tsv.")
+flags.DEFINE_string("masked_lm_preset", None, "keras-hub preset dir of a MaskedLM task.")
+flags.DEFINE_integer("n_aug", 20, "Augmented copies per example (paper: 10-30).")
+flags.DEFINE_float("p", 0.4, "Probability of replacing each word.")
+flags.DEFINE_integer("num_candidates", 15, "Candidates per word (M).")
+flags.DEFINE_integer("seed", 0, "Global seed (per-example seeds derive from it).")
+flags.DEFINE_integer("batch_size", 64, "Masked variants per MLM forward pass.")
+flags.DEFINE_integer("seq_len", 128, "Longest MLM input; longer sentences use a window.")
+flags.DEFINE_integer("shard_size", 1000, "Input rows per output shard.")
+flags.DEFINE_bool("pair_context", True, "MLM input '[CLS] masked [SEP] original [SEP]'.")
+flags.DEFINE_string("text_column", "text", "Column to augment.")
+flags.DEFINE_string("text_b_column", None, "Second text column of pair tasks (also augmented).")
+flags.DEFINE_string("label_column", "label", "Label column (copied; checked to exist).")
+flags.mark_flags_as_required(["input", "output_dir", "masked_lm_preset"])
+
+
+def load_masked_lm(preset: str):
+    """(masked_lm, tokenizer) from a keras-hub preset; exits with one line if it has no head."""
+    import keras_hub
+
+    task_json = os.path.join(preset, "task.json")
+    if os.path.isdir(preset):
+        name = ""
+        if os.path.exists(task_json):
+            with open(task_json) as f:
+                name = json.load(f).get("class_name", "")
+        if "MaskedLM" not in name:
+            sys.exit(f"error: {preset} has no masked-LM head (task.json is {name or 'missing'}); "
+                     "save a keras_hub *MaskedLM with save_to_preset and pass that directory")
+    masked_lm = keras_hub.models.MaskedLM.from_preset(preset, preprocessor=None)
+    tokenizer = keras_hub.tokenizers.Tokenizer.from_preset(preset)
+    return masked_lm, tokenizer
+
+
+def main(argv):
+    del argv
+    from tinybert_tf.data import augment
+
+    masked_lm, tokenizer = load_masked_lm(FLAGS.masked_lm_preset)
+    augmenter = augment.Augmenter(
+        masked_lm,
+        tokenizer,
+        p=FLAGS.p,
+        num_candidates=FLAGS.num_candidates,
+        seed=FLAGS.seed,
+        batch_size=FLAGS.batch_size,
+        seq_len=FLAGS.seq_len,
+        pair_context=FLAGS.pair_context,
+    )
+    stats = augmenter.augment_file(
+        FLAGS.input,
+        FLAGS.output_dir,
+        n_aug=FLAGS.n_aug,
+        shard_size=FLAGS.shard_size,
+        text_column=FLAGS.text_column,
+        text_b_column=FLAGS.text_b_column,
+        label_column=FLAGS.label_column,
+    )
+    print(json.dumps(stats))
+    print(f"wrote {os.path.join(FLAGS.output_dir, 'augmented.tsv')}")
+
+
+if __name__ == "__main__":
+    app.run(main)
