@@ -40,6 +40,7 @@ import unicodedata
 import numpy as np
 import regex
 import tensorflow as tf
+from tqdm.auto import tqdm
 
 _PUNCT = r"!-/:-@\[-`{-~\p{P}"
 _CJK = "\u4e00-\u9fff\u3400-\u4dbf\uf900-\ufaff\U00020000-\U0002fa1f"
@@ -282,7 +283,7 @@ class Augmenter:
         examples = [tuple(e) for e in examples]
         chunk = max(1, self.batch_size // 2)
         out = []
-        bar = _progress(len(examples), "augment", self.verbose)
+        bar = tqdm(total=len(examples), desc="augment", unit="ex", disable=not self.verbose)
         for c in range(0, len(examples), chunk):
             part = examples[c : c + chunk]
             flat = [t for e in part for t in e if t is not None]
@@ -306,22 +307,6 @@ class Augmenter:
     def augment_file(self, in_tsv: str, out_dir: str, n_aug: int = 20, **kwargs) -> dict:
         """Augment a TSV into resumable shards; see the module function ``augment_file``."""
         return augment_file(self, in_tsv, out_dir, n_aug=n_aug, **kwargs)
-
-
-class _NoBar:
-    def update(self, n):
-        pass
-
-    def close(self):
-        pass
-
-
-def _progress(total: int, desc: str, verbose: bool):
-    if not verbose:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="ex", leave=False)
 
 
 def _read_tsv(path: str) -> tuple[list[str], list[list[str]]]:
@@ -383,7 +368,7 @@ def augment_file(
             json.dump(config, f)
     totals = {"examples_in": 0, "copies_written": 0, "word_slots": 0, "words_replaced": 0,
               "shards": num, "shards_skipped": 0}
-    bar = _progress(len(rows), "shards", augmenter.verbose)
+    bar = tqdm(total=len(rows), desc="augment shards", unit="ex", disable=not augmenter.verbose)
     verbose, augmenter.verbose = augmenter.verbose, False  # one bar (over rows) is enough
     paths = []
     try:
