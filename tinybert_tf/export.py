@@ -453,8 +453,11 @@ def export(
     Returns:
         :class:`ExportReport` (also printed unless ``quiet``).
     """
+    import keras
     import tensorflow as tf
 
+    if keras.backend.backend() != "tensorflow":
+        raise ExportError(f"export needs KERAS_BACKEND=tensorflow, not {keras.backend.backend()}")
     if isinstance(model_or_preset_dir, (str, os.PathLike)):
         model, preset_tokenizer = load_student(model_or_preset_dir)
         tokenizer = tokenizer or preset_tokenizer
