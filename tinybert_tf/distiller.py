@@ -184,7 +184,12 @@ class Distiller(keras.Model):
             return {}
         return self.teacher_features(x)
 
-    def train_step(self, data):
+    def train_step(self, *args):
+        if keras.backend.backend() == "jax":  # Keras' JAX trainer calls train_step(state, data)
+            from tinybert_tf import jax_step
+
+            return jax_step.train_step(self, *args)
+        (data,) = args
         import tensorflow as tf
 
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -200,7 +205,12 @@ class Distiller(keras.Model):
         self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
         return self._update_trackers(terms)
 
-    def test_step(self, data):
+    def test_step(self, *args):
+        if keras.backend.backend() == "jax":
+            from tinybert_tf import jax_step
+
+            return jax_step.test_step(self, *args)
+        (data,) = args
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         teacher = self._teacher_or_empty(x)
         student = self.student_features(x, training=False)
