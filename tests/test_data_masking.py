@@ -93,7 +93,10 @@ def test_whole_word_masking_keeps_words_together(tok, tmp_path):
     ds = corpus.corpus_dataset(str(tmp_path / "c.txt"), tok, seq_len=32, batch_size=64,
                                shuffle_buffer=0, repeat=False)
     x, y, w = next(iter(masking.mask_dataset(ds, tok, whole_word=True, mask_rate=0.3, seed=0)))
-    ids = next(iter(ds))["token_ids"].numpy()[0]
+    ids, sel = x["token_ids"].numpy()[0].copy(), w.numpy()[0] == 1
+    ids[x["mask_positions"].numpy()[0][sel]] = y.numpy()[0][sel]  # undo the masking of row 0
+    assert " ".join(VOCAB[i] for i in ids[1:16]) == (
+        "the dog jump ##ed walk ##ing talk ##s w1 w2 jump ##ing walk ##ed .")
     cont = masking.continuation_table(tok).numpy()[ids]
     assert cont.sum() == 5  # jump ##ed walk ##ing talk ##s ... : 5 continuation pieces
     word = np.cumsum(~cont) - 1  # word index of every piece
