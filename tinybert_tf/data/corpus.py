@@ -54,7 +54,8 @@ def expand_patterns(patterns) -> list[str]:
         matched = sorted(tf.io.gfile.glob(pattern))
         if not matched:
             raise FileNotFoundError(f"No file matches corpus pattern {pattern!r}; check the path.")
-        files.extend(m for m in matched if not tf.io.gfile.isdir(m))
+        # Skip directories (checked locally only: one RPC per file would be slow on buckets).
+        files.extend(m for m in matched if "://" in m or not tf.io.gfile.isdir(m))
     return sorted(dict.fromkeys(files))
 
 
@@ -291,21 +292,23 @@ def scan_corpus(patterns, doc_format="line", tokenizer=None, seq_len=128):
     _check_doc_format(doc_format)
     files = expand_patterns(patterns)
     stats = CorpusStats(files=len(files))
-    for path in files:
-        raw = _tfrecord_texts(path) if _is_tfrecord(path) else _text_lines(path)
+    text = [f for f in files if not _is_tfrecord(f)]
+    records = [f for f in files if _is_tfrecord(f)]
+    raw = tf.data.Dataset.from_tensor_slices(text or [""]).take(len(text)).flat_map(_text_lines)
+    if records:
+        raw = raw.concatenate(tf.data.Dataset.from_tensor_slices(records).flat_map(_tfrecord_texts))
 
-        def count(acc, line):
-            fixed = tf.strings.unicode_transcode(
-                line, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD
-            )
-            empty = tf.equal(tf.strings.strip(fixed), "")
-            bad = tf.not_equal(fixed, line)
-            return acc + tf.stack([1, tf.cast(empty, tf.int64), tf.cast(bad, tf.int64)])
+    def count(acc, line):
+        fixed = tf.strings.unicode_transcode(
+            line, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD
+        )
+        empty = tf.equal(tf.strings.strip(fixed), "")
+        bad = tf.not_equal(fixed, line)
+        return acc + tf.stack([tf.constant(1, tf.int64), tf.cast(empty, tf.int64),
+                               tf.cast(bad, tf.int64)])
 
-        lines, empty, bad = raw.reduce(tf.zeros([3], tf.int64), count).numpy().tolist()
-        stats.lines += lines
-        stats.empty_lines += empty
-        stats.invalid_utf8_lines += bad
+    counts = raw.reduce(tf.zeros([3], tf.int64), count).numpy().tolist()
+    stats.lines, stats.empty_lines, stats.invalid_utf8_lines = counts
     docs = documents_dataset(files, doc_format)
     stats.documents = int(docs.reduce(tf.constant(0, tf.int64), lambda a, _: a + 1))
     if tokenizer is not None:
