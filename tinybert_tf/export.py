@@ -38,12 +38,13 @@ import time
 
 import numpy as np
 
-from tinybert_tf.export_checks import (
+from tinybert_tf.export_checks import (  # noqa: F401  (verify_export re-exported)
     build_parity_cases,
     check_tflite,
     finish_saved_model_cli,
     run_fresh_process_checks,
     start_saved_model_cli,
+    verify_export,
 )
 from tinybert_tf.export_hf import check_hf_round_trip, export_hf_checkpoint
 
@@ -52,8 +53,20 @@ TEXT_SIGNATURE = "serving_text"
 TEXT_PAIR_SIGNATURE = "serving_text_pair"
 INPUT_NAMES = ("token_ids", "segment_ids", "padding_mask")
 WARMUP_FILE = "tf_serving_warmup_requests"
+# Parity of the served graph with the Keras model: max|diff| <= PARITY_TOL + PARITY_RTOL * max|y|.
+# Tiny students land near 1e-8. A real 6-layer, 384-wide encoder (MiniLM-L6) differs by up to
+# ~7e-5 on sequence outputs of magnitude ~6, because graph-mode kernels sum in another order
+# (the same Keras model in eager vs tf.function already differs by ~3e-5), hence the
+# relative term.
 PARITY_TOL = 1e-5
+PARITY_RTOL = 1e-4
+TFLITE_TOL = 1e-4
 HF_TOL = 1e-5
+
+
+def parity_tolerance(scale: float) -> float:
+    """Allowed max|diff| for outputs whose largest magnitude is ``scale``."""
+    return PARITY_TOL + PARITY_RTOL * float(scale)
 
 
 class ExportError(ValueError):
@@ -74,6 +87,7 @@ class ExportReport:
     min_tf_serving_version: str | None = None
     saved_model_cli: str = ""
     parity: dict = dataclasses.field(default_factory=dict)
+    parity_scale: dict = dataclasses.field(default_factory=dict)
     warmup_records: int = 0
     warmup_replayed: int = 0
     hf_dir: str | None = None
@@ -105,7 +119,8 @@ class ExportReport:
         for case, diff in self.parity.items():
             lat = self.latency_ms.get(case)
             lat = f"; {lat['median_ms']:.2f} ms median at batch {lat['batch']}" if lat else ""
-            lines.append(f"  parity {case}: max|diff| {diff:.3g} (tol {PARITY_TOL:g}){lat}")
+            tol = parity_tolerance(self.parity_scale.get(case, 0.0))
+            lines.append(f"  parity {case}: max|diff| {diff:.3g} (tol {tol:.3g}){lat}")
         lines.append(f"  warm-up: {self.warmup_records} records, {self.warmup_replayed} replayed")
         if self.hf_dir:
             lines.append(
@@ -318,7 +333,8 @@ def build_serving_module(
             token_ids = tf.identity(token_ids)
         return forward(token_ids, segment_ids, padding_mask)
 
-    module.serving_default = serving_default
+    # Only as signatures (not also as module attributes): attaching the tf.functions too
+    # would store every function twice in saved_model.pb.
     signatures = {DEFAULT_SIGNATURE: serving_default.get_concrete_function()}
     table = {
         DEFAULT_SIGNATURE: {
@@ -358,8 +374,6 @@ def build_serving_module(
         def serving_text_pair(text, text_b):
             return pack_and_run(text, text_b)
 
-        module.serving_text = serving_text
-        module.serving_text_pair = serving_text_pair
         signatures[TEXT_SIGNATURE] = serving_text.get_concrete_function()
         signatures[TEXT_PAIR_SIGNATURE] = serving_text_pair.get_concrete_function()
         out_table = {k: list(info.outputs[k]) for k in wanted}
@@ -504,82 +518,93 @@ def export(
     )
     text_len = int(module.text_sequence_length.numpy()) if text_signature else None
     tmp = os.path.join(model_dir, f".tmp-{version}-{os.getpid()}-{int(time.time())}")
-    t0 = time.perf_counter()
-    tf.saved_model.save(module, tmp, signatures=signatures)
-    timings = {"save": time.perf_counter() - t0}
+    try:
+        t0 = time.perf_counter()
+        tf.saved_model.save(module, tmp, signatures=signatures)
+        timings = {"save": time.perf_counter() - t0}
 
-    cases = build_parity_cases(
-        model, tokenizer, info.max_sequence_length, text_len, list(table), sample_texts
-    )
-    extra = os.path.join(tmp, "assets.extra")
-    os.makedirs(extra, exist_ok=True)
-    n_warm = 0
-    if warmup:
-        n_warm = write_warmup(os.path.join(extra, WARMUP_FILE), model_name, cases)
-    if label_list:
-        with open(os.path.join(extra, "labels.txt"), "w", encoding="utf-8") as f:
-            f.write("".join(x + "\n" for x in label_list))
-    if tokenizer is not None:
-        with open(os.path.join(extra, "vocab.txt"), "w", encoding="utf-8") as f:
-            f.write("".join(t + "\n" for t in tokenizer.get_vocabulary()))
-    config = {
-        "model_name": model_name,
-        "version": version,
-        "task": info.task,
-        "max_sequence_length": info.max_sequence_length,
-        "text_sequence_length": text_len,
-        "text_truncation": "round_robin (serving_text* truncate to text_sequence_length)",
-        "input_names": list(INPUT_NAMES),
-        "output_names": list(table[DEFAULT_SIGNATURE]["outputs"]),
-        "signatures": table,
-        "labels": label_list,
-        "labels_source": label_source,
-        "head_activation": info.head_activation,
-        "tokenizer": None
-        if tokenizer is None
-        else {
-            "vocab_file": "vocab.txt",
-            "lowercase": bool(getattr(tokenizer, "lowercase", False)),
-            "cls_token_id": int(tokenizer.start_token_id),
-            "sep_token_id": int(tokenizer.end_token_id),
-            "pad_token_id": int(tokenizer.pad_token_id),
-        },
-        "exported_with": _versions_info(),
-        "num_variables": len(module.student_variables),
-    }
-    report = ExportReport(
-        path=final,
-        model_name=model_name,
-        version=version,
-        task=info.task,
-        max_sequence_length=info.max_sequence_length,
-        signatures=table,
-        warmup_records=n_warm,
-    )
-    timings["assets"] = time.perf_counter() - t0 - timings["save"]
-    if verify:
-        t1 = time.perf_counter()
-        cli = start_saved_model_cli(tmp)  # runs alongside the fresh-process checks
-        fresh = run_fresh_process_checks(tmp, cases, model_name)
-        report.ops = fresh["ops"]
-        report.min_tf_serving_version = fresh["ops"]["min_tf_serving_version"]
-        report.parity = fresh["parity"]
-        report.warmup_replayed = fresh["warmup_replayed"]
-        report.latency_ms = fresh["latency"]
-        report.saved_model_cli = finish_saved_model_cli(cli).replace(tmp, final)
-        report.verified = True
-        timings["verify"] = time.perf_counter() - t1
-        for case, diff in report.parity.items():
-            if not diff <= PARITY_TOL:
-                report.problems.append(f"parity {case}: {diff:.3g} > {PARITY_TOL:g}")
-        if report.ops.get("unknown_ops"):
-            report.problems.append(f"ops outside TF + TF Text: {report.ops['unknown_ops']}")
-        if warmup and report.warmup_replayed != n_warm:
-            report.problems.append(f"warm-up replayed {report.warmup_replayed}/{n_warm}")
-        config["ops"] = {k: report.ops[k] for k in ("tf_text_ops", "unknown_ops")}
-    config["min_tf_serving_version"] = report.min_tf_serving_version
-    with open(os.path.join(extra, "export_config.json"), "w", encoding="utf-8") as f:
-        json.dump(config, f, indent=2)
+        cases = build_parity_cases(
+            model, tokenizer, info.max_sequence_length, text_len, list(table), sample_texts
+        )
+        extra = os.path.join(tmp, "assets.extra")
+        os.makedirs(extra, exist_ok=True)
+        n_warm = 0
+        if warmup:
+            n_warm = write_warmup(os.path.join(extra, WARMUP_FILE), model_name, cases)
+        if label_list:
+            with open(os.path.join(extra, "labels.txt"), "w", encoding="utf-8") as f:
+                f.write("".join(x + "\n" for x in label_list))
+        if tokenizer is not None:
+            with open(os.path.join(extra, "vocab.txt"), "w", encoding="utf-8") as f:
+                f.write("".join(t + "\n" for t in tokenizer.get_vocabulary()))
+        config = {
+            "model_name": model_name,
+            "version": version,
+            "task": info.task,
+            "max_sequence_length": info.max_sequence_length,
+            "text_sequence_length": text_len,
+            "text_truncation": "round_robin (serving_text* truncate to text_sequence_length)",
+            "input_names": list(INPUT_NAMES),
+            "output_names": list(table[DEFAULT_SIGNATURE]["outputs"]),
+            "signatures": table,
+            "labels": label_list,
+            "labels_source": label_source,
+            "head_activation": info.head_activation,
+            "tokenizer": None
+            if tokenizer is None
+            else {
+                "vocab_file": "vocab.txt",
+                "lowercase": bool(getattr(tokenizer, "lowercase", False)),
+                "cls_token_id": int(tokenizer.start_token_id),
+                "sep_token_id": int(tokenizer.end_token_id),
+                "pad_token_id": int(tokenizer.pad_token_id),
+            },
+            "exported_with": _versions_info(),
+            "num_variables": len(module.student_variables),
+        }
+        report = ExportReport(
+            path=final,
+            model_name=model_name,
+            version=version,
+            task=info.task,
+            max_sequence_length=info.max_sequence_length,
+            signatures=table,
+            warmup_records=n_warm,
+        )
+        timings["assets"] = time.perf_counter() - t0 - timings["save"]
+        if verify:
+            t1 = time.perf_counter()
+            cli = start_saved_model_cli(tmp)  # runs alongside the fresh-process checks
+            fresh = run_fresh_process_checks(tmp, cases, model_name)
+            report.ops = fresh["ops"]
+            report.min_tf_serving_version = fresh["ops"]["min_tf_serving_version"]
+            report.parity = fresh["parity"]
+            report.parity_scale = fresh["parity_scale"]
+            report.warmup_replayed = fresh["warmup_replayed"]
+            report.latency_ms = fresh["latency"]
+            report.saved_model_cli = finish_saved_model_cli(cli).replace(tmp, final)
+            report.verified = True
+            timings["verify"] = time.perf_counter() - t1
+            for case, diff in report.parity.items():
+                tol = parity_tolerance(report.parity_scale[case])
+                if not diff <= tol:
+                    report.problems.append(f"parity {case}: {diff:.3g} > {tol:.3g}")
+            if report.ops.get("unknown_ops"):
+                report.problems.append(f"ops outside TF + TF Text: {report.ops['unknown_ops']}")
+            if warmup and report.warmup_replayed != n_warm:
+                report.problems.append(f"warm-up replayed {report.warmup_replayed}/{n_warm}")
+            config["ops"] = {k: report.ops[k] for k in ("tf_text_ops", "unknown_ops")}
+        config["min_tf_serving_version"] = report.min_tf_serving_version
+        with open(os.path.join(extra, "export_config.json"), "w", encoding="utf-8") as f:
+            json.dump(config, f, indent=2)
+    except Exception as e:  # never leave a half-written candidate behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, ExportError):
+            raise
+        msg = (str(e).strip().splitlines() or [""])[0]
+        raise ExportError(
+            f"export of {model_name!r} v{version} failed: {type(e).__name__}: {msg}"
+        ) from e
     if report.problems:
         report.ok = False
         failed = tmp.replace(".tmp-", ".failed-")
@@ -610,9 +635,14 @@ def export(
         t1 = time.perf_counter()
         tfl_dir = os.path.join(os.fspath(export_dir), f"{model_name}_tflite", str(version))
         report.tflite = check_tflite(model, info, tfl_dir, cases)
-        if not report.tflite["fp32_max_abs_diff"] <= 1e-4:
+        # fp32 must match (1e-4, plus the same relative slack as the SavedModel check);
+        # int8 (dynamic-range weights) is only reported.
+        tol = TFLITE_TOL + PARITY_RTOL * report.tflite["output_scale"]
+        report.tflite["fp32_tolerance"] = tol
+        if not report.tflite["fp32_max_abs_diff"] <= tol:
             report.ok = False
-            report.problems.append(f"TFLite fp32 parity {report.tflite['fp32_max_abs_diff']:.3g}")
+            diff = report.tflite["fp32_max_abs_diff"]
+            report.problems.append(f"TFLite fp32 parity {diff:.3g} > {tol:.3g}")
         timings["tflite"] = time.perf_counter() - t1
     if not quiet:
         print(report.summary())

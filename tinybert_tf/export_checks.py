@@ -219,6 +219,7 @@ def run_fresh_process_checks(
 
     Returns:
         ``{"ops": {...,"min_tf_serving_version"}, "parity": {case: max_abs_diff},
+        "parity_scale": {case: max_abs_keras_output},
         "warmup_replayed": int, "keras_modules_loaded": [...], "num_variables": int}``.
     """
     with tempfile.TemporaryDirectory(prefix="tinybert_export_check_") as work:
@@ -248,9 +249,9 @@ def run_fresh_process_checks(
             raise RuntimeError(f"fresh-process check of {path} failed: {tail}")
         result = json.loads(line[len("FRESH_RESULT ") :])
         outs = np.load(os.path.join(work, "outputs.npz"))
-        parity = {}
+        parity, scale = {}, {}
         for case, spec in cases.items():
-            diffs = []
+            diffs, mags = [], [0.0]
             for k in manifest_outputs(outs, case):
                 ref = np.asarray(spec["expected"][k], np.float32)
                 got = outs[f"{case}::{k}"]
@@ -258,12 +259,15 @@ def run_fresh_process_checks(
                     diffs.append(float("inf"))
                 else:
                     diffs.append(float(np.max(np.abs(ref - got))))
+                    mags.append(float(np.max(np.abs(ref))) if ref.size else 0.0)
             parity[case] = max(diffs) if diffs else float("inf")
+            scale[case] = max(mags)
     ops = result["ops"]
     ops["min_tf_serving_version"] = TF_TEXT_MIN_TF_SERVING if ops["tf_text_ops"] else None
     if result["keras_modules_loaded"]:
         ops["unknown_ops"] = ops["unknown_ops"] + ["<needs keras to load>"]
     result["parity"] = parity
+    result["parity_scale"] = scale  # max |Keras output| per case
     return result
 
 
@@ -333,8 +337,9 @@ def check_tflite(model, info, out_dir: str, cases: dict) -> dict:
     assertion: TFLite has no Assert op; callers must keep ``s <= max_sequence_length``).
 
     Returns:
-        ``{"fp32_path", "fp32_bytes", "fp32_max_abs_diff", "int8_path", "int8_bytes",
-        "int8_max_abs_diff"}`` (diffs over the token-id parity cases).
+        ``{"fp32_path", "fp32_bytes", "fp32_max_abs_diff", "fp32_mean_abs_diff", "int8_path",
+        "int8_bytes", "int8_max_abs_diff", "int8_mean_abs_diff", "output_scale"}`` (diffs
+        over the token-id parity cases, all outputs including padded positions).
     """
     import tensorflow as tf
 
@@ -374,14 +379,20 @@ def check_tflite(model, info, out_dir: str, cases: dict) -> dict:
             warnings.simplefilter("ignore")
             interp = tf.lite.Interpreter(model_content=blob)
         runner = interp.get_signature_runner()
-        worst = 0.0
+        worst, scale, errs = 0.0, 0.0, []
         for case in cases.values():
             if case["signature"] != "serving_default":
                 continue
             got = runner(**{k: np.asarray(v, np.int32) for k, v in case["inputs"].items()})
             for k, v in got.items():
-                worst = max(worst, float(np.max(np.abs(v - case["expected"][k]))))
+                ref = np.asarray(case["expected"][k], np.float32)
+                err = np.abs(v - ref)
+                worst = max(worst, float(err.max()))
+                scale = max(scale, float(np.abs(ref).max()))
+                errs.append(err.ravel())
         report[f"{kind}_path"] = fpath
         report[f"{kind}_bytes"] = len(blob)
         report[f"{kind}_max_abs_diff"] = worst
+        report[f"{kind}_mean_abs_diff"] = float(np.concatenate(errs).mean()) if errs else 0.0
+        report["output_scale"] = scale  # max |Keras output| over the compared cases
     return report
