@@ -17,6 +17,7 @@ setup(
         "keras>=3.12",
         "keras-hub>=0.32",
         "tensorflow-text>=2.18",
+        "tensorboard>=2.18",
         "tensorflow-datasets>=4.9",
         "absl-py>=2.1",
         "ml-collections>=1.0",

@@ -42,3 +42,23 @@ def inputs(batch=4, seq=12, seed=0, pad_from=None):
     ids[:, 0] = 2
     ids = ids * mask
     return {"token_ids": ids, "segment_ids": np.zeros_like(ids), "padding_mask": mask}
+
+
+def write_teacher(path, num_layers=4, max_sequence_length=32, num_classes=None, seed=0):
+    """A tiny teacher preset dir (backbone, or a classifier with `num_classes`) + tokenizer."""
+    model = backbone(num_layers=num_layers, max_sequence_length=max_sequence_length, seed=seed)
+    if num_classes is not None:
+        model = keras_hub.models.BertTextClassifier(model, num_classes, preprocessor=None)
+    model.save_to_preset(str(path))
+    tokenizer().save_to_preset(str(path))
+    return str(path)
+
+
+def write_corpus(path, docs=200, seed=0):
+    """One document per line of vocabulary words, 5-40 words each."""
+    rng = np.random.default_rng(seed)
+    with open(path, "w") as f:
+        for _ in range(docs):
+            words = rng.choice(WORDS, size=rng.integers(5, 40))
+            f.write(" ".join(words) + ".\n")
+    return str(path)

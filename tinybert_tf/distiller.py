@@ -184,6 +184,25 @@ class Distiller(keras.Model):
             return {}
         return self.teacher_features(x)
 
+    def compile(self, *args, **kwargs):
+        super().compile(*args, **kwargs)
+        # Keras clips each replica's partial gradient before the cross-replica sum, which is not
+        # the clipping one device does. With several replicas we clip the summed gradient here.
+        self._replica_clipnorm = None
+        opt = self.optimizer
+        if (opt is not None and getattr(opt, "global_clipnorm", None) and num_replicas() > 1
+                and not isinstance(opt, keras.optimizers.LossScaleOptimizer)):
+            self._replica_clipnorm = float(opt.global_clipnorm)
+            opt.global_clipnorm = None
+
+    def _clip_across_replicas(self, grads):
+        import tensorflow as tf
+
+        total = tf.distribute.get_replica_context().all_reduce("sum", grads)
+        norm = tf.linalg.global_norm(total)
+        scale = tf.minimum(1.0, self._replica_clipnorm / tf.maximum(norm, 1e-12))
+        return [g * tf.cast(scale, g.dtype) for g in grads]
+
     def train_step(self, *args):
         if keras.backend.backend() == "jax":  # Keras' JAX trainer calls train_step(state, data)
             from tinybert_tf import jax_step
@@ -202,7 +221,10 @@ class Distiller(keras.Model):
         grads = tape.gradient(loss, variables)
         # Variables no term reaches (e.g. the pooler under intermediate-layer terms) keep still.
         pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
-        self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
+        grads, variables = [g for g, _ in pairs], [v for _, v in pairs]
+        if getattr(self, "_replica_clipnorm", None):
+            grads = self._clip_across_replicas(grads)
+        self.optimizer.apply(grads, variables)
         return self._update_trackers(terms)
 
     def test_step(self, *args):

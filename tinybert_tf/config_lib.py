@@ -1,0 +1,49 @@
+"""Shared pieces of the ml_collections configs in configs/ (each config file is a function)."""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def base(mode):
+    """Fields every mode reads. A field nothing reads is a bug: tests/test_configs.py checks."""
+    c = ml_collections.ConfigDict()
+    c.mode = mode
+    c.teacher = ""  # keras-hub preset name or preset directory (HF BERT dirs load too)
+    c.student_dropout = 0.1  # dropout rate of every student layer (0 for exact replica parity)
+    c.seed = 0
+    c.deterministic = False  # tf.config.experimental.enable_op_determinism()
+    c.overwrite = False  # allow reusing a workdir that holds a run with another config
+    c.strategy = "cpu"  # cpu | one_device | mirrored | multi_worker | tpu
+    c.tpu = ""  # TPU name, grpc:// address, or "local" on a TPU VM
+    c.precision = "float32"  # float32 | mixed_bfloat16 | mixed_float16
+    c.jit_compile = False
+    c.steps_per_execution = 1
+    c.batch_size = 32  # global batch, split across replicas
+    c.log_every = 100
+    c.checkpoint_every = 1000
+    c.keep_checkpoints = 3
+    c.optimizer = ml_collections.ConfigDict(
+        dict(name="adamw", learning_rate=1e-4, weight_decay=0.01, warmup_fraction=0.1,
+             clipnorm=1.0)
+    )
+    return c
+
+
+def tiny(c):
+    """Shrink a config for tests and CI: few steps, small batches, frequent logs."""
+    c.batch_size = 4
+    c.log_every = 2
+    c.checkpoint_every = 4
+    return c
+
+
+def task_fields(c):
+    """Task data: a TASKS name (GLUE via TFDS, conll2003) or task='file' with local files."""
+    c.task = "sst2"
+    c.data = ml_collections.ConfigDict(
+        dict(seq_len=64, tfds_data_dir="", train_file="", eval_file="", test_file="",
+             text_column="text", text_b_column="", label_column="label", regression=False,
+             shuffle_buffer=10000)
+    )
+    return c

@@ -1,0 +1,239 @@
+"""What each launch mode builds: teacher, student, data, Distiller; then `train.run`.
+
+Models, optimizers and projections are created under `strategy.scope()`; data is built outside.
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import keras_hub
+import tensorflow as tf
+
+from tinybert_tf import optim, recipes, students, train
+from tinybert_tf.distiller import Distiller
+from tinybert_tf.strategy import LaunchError, check_batch_size, steps_per_execution
+
+
+def check_preset(path, what):
+    """A local preset path that does not exist is a one-line error (preset names pass through)."""
+    if not path:
+        raise LaunchError(f"No {what} given; pass --config.{what}=<keras-hub preset name or dir>.")
+    looks_local = "://" not in path and (os.sep in path or path.startswith("."))
+    if looks_local and not tf.io.gfile.isdir(path):
+        raise LaunchError(
+            f"{what} path {path} does not exist; pass --config.{what}=<keras-hub preset name or "
+            "preset dir> (e.g. the `student`/`model` dir a previous run wrote)."
+        )
+    return path
+
+
+def load_tokenizer(preset):
+    return keras_hub.tokenizers.Tokenizer.from_preset(check_preset(preset, "teacher"))
+
+
+def load_classifier(preset, num_classes=None, what="teacher"):
+    """A keras-hub text classifier from a preset; a new head when `num_classes` is given."""
+    check_preset(preset, what)
+    kwargs = {"num_classes": num_classes} if num_classes is not None else {}
+    return keras_hub.models.TextClassifier.from_preset(preset, preprocessor=None, **kwargs)
+
+
+def student_backbone(spec, teacher):
+    """`spec`: a students.PRESETS name, `from_teacher:N`, or a preset dir (general-distilled)."""
+    if spec.startswith("from_teacher:"):
+        return students.init_from_teacher(teacher, int(spec.split(":", 1)[1]))
+    if spec in students.PRESETS:
+        return students.build(spec, teacher=teacher)
+    check_preset(spec, "student")
+    return keras_hub.models.Backbone.from_preset(spec)
+
+
+def set_dropout(model, rate):
+    """Set every Dropout rate of a student (config `student_dropout`); returns the model."""
+    for layer in model._flatten_layers():
+        if isinstance(layer, keras.layers.Dropout):
+            layer.rate = float(rate)
+    return model
+
+
+def _compile(model, strategy, c, total_steps, stage=None, **kwargs):
+    o = c.optimizer
+    lr = stage.learning_rate if stage is not None else o.learning_rate
+    model.compile(
+        optimizer=optim.make_optimizer(o.name, lr, total_steps, o.warmup_fraction,
+                                       o.weight_decay, o.clipnorm),
+        jit_compile=bool(c.jit_compile),
+        steps_per_execution=steps_per_execution(strategy, c.steps_per_execution),
+        **kwargs,
+    )
+
+
+def _run(model, data, workdir, c, total_steps, validation_data=None):
+    return train.run(model, data, workdir, total_steps, log_every=c.log_every,
+                     checkpoint_every=c.checkpoint_every, max_to_keep=c.keep_checkpoints,
+                     validation_data=validation_data)
+
+
+# ---- general distillation -----------------------------------------------------------------------
+
+
+def general_distill(c, workdir, strategy):
+    """TinyBERT general distillation (or DistilBERT) on unlabelled text; writes workdir/student."""
+    from tinybert_tf.data import corpus, masking
+
+    check_batch_size(strategy, c.batch_size)
+    tokenizer = load_tokenizer(c.teacher)
+    recipe = recipes.get(c.recipe)
+    is_mlm = "mlm" in recipe.weights or "kd" in recipe.weights
+    if not c.data.train:
+        raise LaunchError("No corpus given; pass --config.data.train=<text files, globs or gs://>.")
+    # drop_remainder=True on every strategy: static shapes for TPU, equal replica slices, exact resume.
+    common = dict(batch_size=c.batch_size, shuffle_buffer=c.data.shuffle_buffer, seed=c.seed,
+                  repeat=True, drop_remainder=True, deterministic=True)
+    if c.data.format == "pretokenized":
+        data = corpus.pretokenized_dataset(c.data.train, seq_len=c.data.seq_len, **common)
+    elif c.data.format == "text":
+        data = corpus.corpus_dataset(c.data.train, tokenizer, seq_len=c.data.seq_len,
+                                     doc_format=c.data.doc_format, **common)
+    else:
+        raise LaunchError(f"data.format must be 'text' or 'pretokenized', got {c.data.format!r}.")
+    if is_mlm:
+        data = masking.mask_dataset(data, tokenizer, mask_rate=c.data.mask_rate,
+                                    whole_word=c.data.whole_word, seed=c.seed)
+    with strategy.scope():
+        if is_mlm:
+            teacher = keras_hub.models.MaskedLM.from_preset(check_preset(c.teacher, "teacher"),
+                                                            preprocessor=None)
+            student = keras_hub.models.BertMaskedLM(
+                student_backbone(c.student, teacher), preprocessor=None
+            )
+        else:
+            teacher = keras_hub.models.Backbone.from_preset(check_preset(c.teacher, "teacher"))
+            student = student_backbone(c.student, teacher)
+        set_dropout(student, c.student_dropout)
+        distiller = Distiller(teacher, student, recipe)
+        _compile(distiller, strategy, c, c.steps)
+    print(f"teacher {students.count_params(teacher):,} params -> student "
+          f"{students.count_params(student):,} params; layer map {distiller.layer_map}")
+    _run(distiller, data, workdir, c, c.steps)
+    student_dir = os.path.join(workdir, "student")
+    backbone = student.backbone if is_mlm else student
+    backbone.save_to_preset(student_dir)
+    tokenizer.save_to_preset(student_dir)
+    print(f"Student saved to {student_dir}")
+    return student_dir
+
+
+# ---- tasks --------------------------------------------------------------------------------------
+
+
+def task_spec(c):
+    from tinybert_tf.data import tasks
+
+    if c.task != "file":
+        return tasks.get_task(c.task)
+    d = c.data
+    return tasks.load_file_task(
+        d.train_file, d.eval_file or None, d.test_file or None, name="file",
+        text_column=d.text_column, text_b_column=d.text_b_column or None,
+        label_column=d.label_column, regression=d.regression,
+    )
+
+
+def task_data(c, spec, split, tokenizer, training):
+    from tinybert_tf.data import tasks
+
+    if training and getattr(c, "augmented_train_file", ""):
+        d = c.data
+        aug = tasks.load_file_task(
+            c.augmented_train_file, name="augmented", text_column=d.text_column,
+            text_b_column=d.text_b_column or None, label_column=d.label_column,
+            regression=d.regression,
+        )
+        if aug.label_names != spec.label_names:
+            raise LaunchError(
+                f"augmented file labels {list(aug.label_names)} differ from the task's "
+                f"{list(spec.label_names)}; re-run tools/augment.py on this task's train file."
+            )
+        spec = aug
+    return tasks.task_dataset(
+        spec, split, tokenizer, seq_len=c.data.seq_len, batch_size=c.batch_size,
+        shuffle=training, seed=c.seed, data_dir=c.data.tfds_data_dir or None,
+        drop_remainder=training, shuffle_buffer=c.data.shuffle_buffer, repeat=training,
+    )
+
+
+def steps_per_epoch(c, spec, tokenizer):
+    one_pass = task_data(c, spec, spec.train_split, tokenizer, training=False)
+    n = int(one_pass.cardinality())
+    if n < 0:
+        n = int(one_pass.reduce(0, lambda acc, _: acc + 1))
+    return max(1, n)
+
+
+def _save_task_model(model, tokenizer, path):
+    model.save_to_preset(path)
+    tokenizer.save_to_preset(path)
+    print(f"Saved {type(model).__name__} to {path}")
+    return path
+
+
+def finetune(c, workdir, strategy):
+    """Fine-tune the teacher (preset + new head) on the task; writes workdir/teacher."""
+    check_batch_size(strategy, c.batch_size)
+    spec = task_spec(c)
+    tokenizer = load_tokenizer(c.teacher)
+    data = task_data(c, spec, spec.train_split, tokenizer, training=True)
+    total = steps_per_epoch(c, spec, tokenizer) * c.finetune.epochs
+    with strategy.scope():
+        model = load_classifier(c.teacher, spec.num_classes)
+        if spec.kind == "regression":
+            loss, metrics = keras.losses.MeanSquaredError(), []
+        else:
+            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+            metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+        _compile(model, strategy, c, total, c.finetune, loss=loss, metrics=metrics)
+    _run(model, data, os.path.join(workdir, "finetune"), c, total)
+    return _save_task_model(model, tokenizer, os.path.join(workdir, "teacher"))
+
+
+def task_distill(c, workdir, strategy):
+    """TinyBERT task distillation: step 1 intermediate layers, step 2 prediction layer."""
+    if c.step not in ("intermediate", "prediction", "both"):
+        raise LaunchError(f"step must be intermediate, prediction or both; got {c.step!r}.")
+    check_batch_size(strategy, c.batch_size)
+    spec = task_spec(c)
+    tokenizer = load_tokenizer(c.teacher)
+    per_epoch = steps_per_epoch(c, spec, tokenizer)
+    stage_one = os.path.join(workdir, "intermediate", "student")
+    regression = spec.kind == "regression"
+    stages = ["intermediate", "prediction"] if c.step == "both" else [c.step]
+    out = None
+    for stage in stages:
+        settings = c.intermediate if stage == "intermediate" else c.prediction
+        total = per_epoch * settings.epochs
+        if stage == "intermediate":
+            recipe = recipes.get("tinybert_task_intermediate")
+        else:
+            recipe = recipes.get("tinybert_task_prediction", regression=regression,
+                                 temperature=settings.temperature)
+        data = task_data(c, spec, spec.train_split, tokenizer, training=True)
+        with strategy.scope():
+            teacher = load_classifier(c.teacher)
+            if stage == "prediction" and tf.io.gfile.isdir(stage_one):
+                student = load_classifier(stage_one, what="student")  # carries step 1's weights
+            else:
+                student = keras_hub.models.BertTextClassifier(
+                    student_backbone(c.student, teacher), num_classes=spec.num_classes,
+                    preprocessor=None,
+                )
+            set_dropout(student, c.student_dropout)
+            distiller = Distiller(teacher, student, recipe)
+            _compile(distiller, strategy, c, total, settings)
+        print(f"[{stage}] {settings.epochs} epochs x {per_epoch} steps, recipe {recipe.name}")
+        stage_dir = os.path.join(workdir, stage)
+        _run(distiller, data, stage_dir, c, total)
+        out = _save_task_model(student, tokenizer, os.path.join(stage_dir, "student"))
+    return out
