@@ -16,7 +16,6 @@ import pytest
 keras = pytest.importorskip("keras")
 keras_hub = pytest.importorskip("keras_hub")
 tf = pytest.importorskip("tensorflow")
-pytest.importorskip("tensorflow_serving.apis")
 
 from tinybert_tf import export as ex  # noqa: E402
 from tinybert_tf.export_hf import export_hf_checkpoint  # noqa: E402

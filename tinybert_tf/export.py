@@ -395,7 +395,14 @@ def write_warmup(path: str, model_name: str, cases: dict) -> int:
         number of records written to ``path``.
     """
     import tensorflow as tf
-    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    try:
+        from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+    except ImportError:
+        raise ExportError(
+            "warm-up records need the TF Serving protos: pip install tensorflow-serving-api "
+            "(or export with warmup=False)"
+        ) from None
 
     n = 0
     with tf.io.TFRecordWriter(path) as writer:
