@@ -36,8 +36,6 @@ import os
 import shutil
 import time
 
-import numpy as np
-
 from tinybert_tf.export_checks import (  # noqa: F401  (verify_export re-exported)
     build_parity_cases,
     check_tflite,
@@ -46,7 +44,7 @@ from tinybert_tf.export_checks import (  # noqa: F401  (verify_export re-exporte
     start_saved_model_cli,
     verify_export,
 )
-from tinybert_tf.export_hf import check_hf_round_trip, export_hf_checkpoint
+from tinybert_tf.export_hf import HFExportError, check_hf_round_trip, export_hf_checkpoint
 
 DEFAULT_SIGNATURE = "serving_default"
 TEXT_SIGNATURE = "serving_text"
@@ -630,7 +628,12 @@ def export(
     report.timings_s = timings
     if hf_dir:
         t1 = time.perf_counter()
-        export_hf_checkpoint(model, tokenizer, hf_dir, labels=label_list)
+        try:
+            export_hf_checkpoint(model, tokenizer, hf_dir, labels=label_list)
+        except HFExportError as e:
+            raise ExportError(
+                f"SavedModel published at {final}, but HF export failed: {e}"
+            ) from None
         report.hf_dir = hf_dir
         inputs = next(c["inputs"] for c in cases.values() if c["signature"] == DEFAULT_SIGNATURE)
         report.hf_max_abs_diff = check_hf_round_trip(model, hf_dir, inputs)
@@ -654,7 +657,3 @@ def export(
     if not quiet:
         print(report.summary())
     return report
-
-
-def _to_numpy(x):
-    return {k: np.asarray(v) for k, v in x.items()} if isinstance(x, dict) else np.asarray(x)
