@@ -15,6 +15,8 @@ def get_config(variant=None):
     c = config_lib.base("general_distill")
     c.student = "tinybert_4l_312h"  # a students.PRESETS name, a preset dir, or from_teacher:N
     c.recipe = "tinybert_general"
+    c.layer_map = ""  # "" = the recipe's (uniform); or last, or teacher layers e.g. "1,2,4,5"
+    c.save_initial = False  # also write workdir/student_init (the student before training)
     c.steps = 100_000
     c.batch_size = 256
     c.optimizer.learning_rate = 1e-4

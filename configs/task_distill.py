@@ -16,6 +16,7 @@ def get_config(variant=None):
     config_lib.task_fields(c)
     c.student = "tinybert_4l_312h"  # general-distilled student preset dir, a PRESETS name, ...
     c.step = "both"  # intermediate | prediction | both
+    c.layer_map = ""  # "" = uniform; or last, or teacher layers e.g. "1,2,4,5"
     c.augmented_train_file = ""  # TSV from tools/augment.py, used instead of the train split
     c.finetune = ml_collections.ConfigDict(dict(epochs=3, learning_rate=2e-5))
     c.intermediate = ml_collections.ConfigDict(dict(epochs=10, learning_rate=5e-5))

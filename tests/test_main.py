@@ -14,7 +14,8 @@ import pytest
 import tensorflow as tf
 import tiny
 
-from tinybert_tf import main, strategy, train
+from tinybert_tf import strategy, train
+from tinybert_tf.modes import run as run_mode
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -48,7 +49,7 @@ def _weights(preset):
 
 def test_general_distill_end_to_end(assets, tmp_path):
     c = _config("general_distill", teacher=assets["teacher"], **{"data.train": assets["corpus"]})
-    out = main.run(c, str(tmp_path))
+    out = run_mode(c, str(tmp_path))
     student = keras_hub.models.Backbone.from_preset(out)
     assert student.num_layers == 2 and student.hidden_dim == 32
     names = {r["step"]: r for r in train.read_metrics(str(tmp_path))}
@@ -62,7 +63,7 @@ def test_general_distill_end_to_end(assets, tmp_path):
     assert {"train/loss", "train/att_loss", "train/learning_rate"} <= tags
     # Restarting a finished run is a no-op that keeps the weights.
     before = _weights(out)
-    main.run(c, str(tmp_path))
+    run_mode(c, str(tmp_path))
     for a, b in zip(before, _weights(out)):
         np.testing.assert_array_equal(a, b)
 
@@ -73,7 +74,7 @@ def test_mirrored_matches_one_device(assets, tmp_path):
         c = _config("general_distill", teacher=assets["teacher"], strategy=name, steps=20,
                     log_every=10, checkpoint_every=20, student_dropout=0.0,
                     **{"data.train": assets["corpus"]})
-        results.append(_weights(main.run(c, str(tmp_path / name))))
+        results.append(_weights(run_mode(c, str(tmp_path / name))))
     assert tf.distribute.MirroredStrategy().num_replicas_in_sync == 2
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, atol=1e-5)
@@ -87,7 +88,7 @@ def test_distilbert_variant_runs(tmp_path):
     c = _config("general_distill", "distilbert", teacher=str(tmp_path / "mlm"), steps=4,
                 batch_size=4, log_every=2, checkpoint_every=4, student="from_teacher:2",
                 **{"data.train": tiny.write_corpus(tmp_path / "c.txt"), "data.seq_len": 32})
-    out = main.run(c, str(tmp_path / "run"))
+    out = run_mode(c, str(tmp_path / "run"))
     assert keras_hub.models.Backbone.from_preset(out).num_layers == 2
     assert {"kd_loss", "mlm_loss", "cos_loss"} <= set(train.read_metrics(str(tmp_path / "run"))[-1])
 
@@ -183,7 +184,7 @@ def test_workdir_with_other_config_is_refused(assets, tmp_path):
     train.prepare_workdir(str(tmp_path), c.to_dict())
     c.seed = 7
     with pytest.raises(strategy.LaunchError, match=r"differs in: seed.*--config.overwrite=True"):
-        main.run(c, str(tmp_path))
+        run_mode(c, str(tmp_path))
 
 
 def test_strategy_factory_every_value():

@@ -240,6 +240,24 @@ class Distiller(keras.Model):
 
     # ---- saving -----------------------------------------------------------------------------------
 
+    def save_projections(self, path):
+        """Write the student->teacher projections (distillation-only layers) to an .npz file."""
+        import numpy as np
+
+        arrays = {f"{p.name}/{w.name}": w.numpy() for p in self.projections for w in p.weights}
+        with open(path, "wb") as f:
+            np.savez(f, **arrays)
+        return path
+
+    def load_projections(self, path):
+        import numpy as np
+
+        with np.load(path) as data:
+            for p in self.projections:
+                p.set_weights([data[f"{p.name}/{w.name}"] for w in p.weights])
+
+    # ---- saving -----------------------------------------------------------------------------------
+
     def save_student(self, path, tokenizer=None):
         """Write the student (with its task head, if any) and tokenizer as a keras-hub preset dir.
 

@@ -58,6 +58,15 @@ def set_dropout(model, rate):
     return model
 
 
+def _recipe(name, layer_map="", **overrides):
+    """A recipe with the config's layer map: "" keeps the recipe's, else uniform | last | 1,2,4,5."""
+    if layer_map in ("uniform", "last"):
+        overrides["layer_map"] = layer_map
+    elif layer_map:
+        overrides["layer_map"] = tuple(int(i) for i in str(layer_map).split(","))
+    return recipes.get(name, **overrides)
+
+
 def _compile(model, strategy, c, total_steps, stage=None, **kwargs):
     o = c.optimizer
     lr = stage.learning_rate if stage is not None else o.learning_rate
@@ -85,7 +94,7 @@ def general_distill(c, workdir, strategy):
 
     check_batch_size(strategy, c.batch_size)
     tokenizer = load_tokenizer(c.teacher)
-    recipe = recipes.get(c.recipe)
+    recipe = _recipe(c.recipe, c.layer_map)
     is_mlm = "mlm" in recipe.weights or "kd" in recipe.weights
     if not c.data.train:
         raise LaunchError("No corpus given; pass --config.data.train=<text files, globs or gs://>.")
@@ -117,13 +126,22 @@ def general_distill(c, workdir, strategy):
         _compile(distiller, strategy, c, c.steps)
     print(f"teacher {students.count_params(teacher):,} params -> student "
           f"{students.count_params(student):,} params; layer map {distiller.layer_map}")
-    _run(distiller, data, workdir, c, c.steps)
-    student_dir = os.path.join(workdir, "student")
     backbone = student.backbone if is_mlm else student
-    backbone.save_to_preset(student_dir)
-    tokenizer.save_to_preset(student_dir)
-    print(f"Student saved to {student_dir}")
-    return student_dir
+    fresh = not tf.io.gfile.exists(os.path.join(workdir, "checkpoints"))
+    if c.save_initial and fresh:
+        _save_student(distiller, backbone, tokenizer, os.path.join(workdir, "student_init"))
+    _run(distiller, data, workdir, c, c.steps)
+    return _save_student(distiller, backbone, tokenizer, os.path.join(workdir, "student"))
+
+
+def _save_student(distiller, backbone, tokenizer, path):
+    """Student backbone + tokenizer as a preset dir, projections beside it in projections.npz."""
+    backbone.save_to_preset(path)
+    tokenizer.save_to_preset(path)
+    if distiller.projections:
+        distiller.save_projections(os.path.join(path, "projections.npz"))
+    print(f"Student saved to {path}")
+    return path
 
 
 # ---- tasks --------------------------------------------------------------------------------------
@@ -215,10 +233,10 @@ def task_distill(c, workdir, strategy):
         settings = c.intermediate if stage == "intermediate" else c.prediction
         total = per_epoch * settings.epochs
         if stage == "intermediate":
-            recipe = recipes.get("tinybert_task_intermediate")
+            recipe = _recipe("tinybert_task_intermediate", c.layer_map)
         else:
-            recipe = recipes.get("tinybert_task_prediction", regression=regression,
-                                 temperature=settings.temperature)
+            recipe = _recipe("tinybert_task_prediction", regression=regression,
+                             temperature=settings.temperature)
         data = task_data(c, spec, spec.train_split, tokenizer, training=True)
         with strategy.scope():
             teacher = load_classifier(c.teacher)
@@ -237,3 +255,36 @@ def task_distill(c, workdir, strategy):
         _run(distiller, data, stage_dir, c, total)
         out = _save_task_model(student, tokenizer, os.path.join(stage_dir, "student"))
     return out
+
+
+# ---- dispatch -----------------------------------------------------------------------------------
+
+MODES = ("general_distill", "task_distill", "finetune", "evaluate", "export")
+
+
+def run(config, workdir):
+    """Run one mode of a resolved config; returns what the mode returns (e.g. a preset dir)."""
+    from tinybert_tf import strategy
+
+    if config.mode not in MODES:
+        raise strategy.LaunchError(f"Unknown mode {config.mode!r}; use one of {', '.join(MODES)}.")
+    train.prepare_workdir(workdir, config.to_dict(), overwrite=config.overwrite)
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    strategy.set_precision(config.precision)
+    dist = strategy.make_strategy(config.strategy, config.tpu)
+    print(f"Strategy {type(dist).__name__} with {dist.num_replicas_in_sync} replicas.")
+    if config.mode == "general_distill":
+        return general_distill(config, workdir, dist)
+    if config.mode == "finetune":
+        return finetune(config, workdir, dist)
+    if config.mode == "task_distill":
+        return task_distill(config, workdir, dist)
+    if config.mode == "evaluate":
+        from tinybert_tf import evaluate
+
+        return evaluate.run_from_config(config, workdir)
+    from tinybert_tf import export
+
+    return export.run_from_config(config, workdir)
