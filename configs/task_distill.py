@@ -21,6 +21,10 @@ def get_config(variant=None):
     c.finetune = ml_collections.ConfigDict(dict(epochs=3, learning_rate=2e-5))
     c.intermediate = ml_collections.ConfigDict(dict(epochs=10, learning_rate=5e-5))
     c.prediction = ml_collections.ConfigDict(dict(epochs=3, learning_rate=3e-5, temperature=1.0))
+    c.export = ml_collections.ConfigDict(
+        dict(student="", dir="", model_name="student", version=0, text_signature=True,
+             hf=False, tflite=False)
+    )  # student "" = workdir/prediction/student; dir "" = workdir/export; version 0 = next free
     if variant == "tiny":
         config_lib.tiny(c)
         c.student = "tiny_2l_32h"

@@ -192,7 +192,15 @@ def steps_per_epoch(c, spec, tokenizer):
 
 
 def _save_task_model(model, tokenizer, path):
-    model.save_to_preset(path)
+    """Task model + tokenizer as a preset dir, without optimizer state (weights only)."""
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None:
+        model.optimizer = None
+    try:
+        model.save_to_preset(path)
+    finally:
+        if optimizer is not None:
+            model.optimizer = optimizer
     tokenizer.save_to_preset(path)
     print(f"Saved {type(model).__name__} to {path}")
     return path
@@ -268,7 +276,10 @@ def run(config, workdir):
 
     if config.mode not in MODES:
         raise strategy.LaunchError(f"Unknown mode {config.mode!r}; use one of {', '.join(MODES)}.")
-    train.prepare_workdir(workdir, config.to_dict(), overwrite=config.overwrite)
+    if config.mode in ("evaluate", "export"):  # read a run's outputs; leave its config alone
+        tf.io.gfile.makedirs(workdir)
+    else:
+        train.prepare_workdir(workdir, config.to_dict(), overwrite=config.overwrite)
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -285,6 +296,23 @@ def run(config, workdir):
         from tinybert_tf import evaluate
 
         return evaluate.run_from_config(config, workdir)
+    return export_student(config, workdir)
+
+
+def export_student(c, workdir):
+    """Export mode: the student preset (default: this workdir's task-distilled student) to
+    `<export.dir or workdir/export>/<model_name>/<version>/`, verified, with labels."""
     from tinybert_tf import export
 
-    return export.run_from_config(config, workdir)
+    e = c.export
+    student = e.student or os.path.join(workdir, "prediction", "student")
+    check_preset(student, "export.student")
+    labels = None
+    if c.task != "file" or c.data.train_file:
+        labels = list(task_spec(c).label_names) or None
+    report = export.export(
+        student, e.dir or os.path.join(workdir, "export"), model_name=e.model_name,
+        version=e.version or None, labels=labels, text_signature=e.text_signature,
+        hf_dir=os.path.join(workdir, "hf_checkpoint") if e.hf else None, tflite=e.tflite,
+    )
+    return report.path
