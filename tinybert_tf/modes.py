@@ -160,22 +160,30 @@ def task_spec(c):
     )
 
 
-def task_data(c, spec, split, tokenizer, training):
+def train_spec(c, spec):
+    """The task's spec, or the augmented training file's (tools/augment.py) when configured."""
+    if not getattr(c, "augmented_train_file", ""):
+        return spec
     from tinybert_tf.data import tasks
 
-    if training and getattr(c, "augmented_train_file", ""):
-        d = c.data
-        aug = tasks.load_file_task(
-            c.augmented_train_file, name="augmented", text_column=d.text_column,
-            text_b_column=d.text_b_column or None, label_column=d.label_column,
-            regression=d.regression,
+    d = c.data
+    aug = tasks.load_file_task(
+        c.augmented_train_file, name="augmented", text_column=d.text_column,
+        text_b_column=d.text_b_column or None, label_column=d.label_column,
+        regression=d.regression,
+    )
+    if aug.label_names != spec.label_names:
+        raise LaunchError(
+            f"augmented file labels {list(aug.label_names)} differ from the task's "
+            f"{list(spec.label_names)}; re-run tools/augment.py on this task's train file."
         )
-        if aug.label_names != spec.label_names:
-            raise LaunchError(
-                f"augmented file labels {list(aug.label_names)} differ from the task's "
-                f"{list(spec.label_names)}; re-run tools/augment.py on this task's train file."
-            )
-        spec = aug
+    return aug
+
+
+def task_data(c, spec, split, tokenizer, training):
+    """Batched task data; training batches repeat, shuffle (seeded) and drop the remainder."""
+    from tinybert_tf.data import tasks
+
     return tasks.task_dataset(
         spec, split, tokenizer, seq_len=c.data.seq_len, batch_size=c.batch_size,
         shuffle=training, seed=c.seed, data_dir=c.data.tfds_data_dir or None,
@@ -184,6 +192,7 @@ def task_data(c, spec, split, tokenizer, training):
 
 
 def steps_per_epoch(c, spec, tokenizer):
+    """Batches in one pass over the training split of `spec`."""
     one_pass = task_data(c, spec, spec.train_split, tokenizer, training=False)
     n = int(one_pass.cardinality())
     if n < 0:
@@ -231,8 +240,9 @@ def task_distill(c, workdir, strategy):
         raise LaunchError(f"step must be intermediate, prediction or both; got {c.step!r}.")
     check_batch_size(strategy, c.batch_size)
     spec = task_spec(c)
+    train_task = train_spec(c, spec)
     tokenizer = load_tokenizer(c.teacher)
-    per_epoch = steps_per_epoch(c, spec, tokenizer)
+    per_epoch = steps_per_epoch(c, train_task, tokenizer)
     stage_one = os.path.join(workdir, "intermediate", "student")
     regression = spec.kind == "regression"
     stages = ["intermediate", "prediction"] if c.step == "both" else [c.step]
@@ -245,7 +255,7 @@ def task_distill(c, workdir, strategy):
         else:
             recipe = _recipe("tinybert_task_prediction", regression=regression,
                              temperature=settings.temperature)
-        data = task_data(c, spec, spec.train_split, tokenizer, training=True)
+        data = task_data(c, train_task, train_task.train_split, tokenizer, training=True)
         with strategy.scope():
             teacher = load_classifier(c.teacher)
             if stage == "prediction" and tf.io.gfile.isdir(stage_one):
