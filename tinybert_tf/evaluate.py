@@ -1,0 +1,308 @@
+"""The `evaluate` mode: a teacher and one or more students side by side on one task split.
+
+For each model (a task preset dir: text classifier, regressor or `heads.TokenClassifier`): the
+task metrics (`data.metrics.compute`), parameter count, bytes on disk of its preset dir and CPU
+latency of a `tf.function` forward at batch 1 and 32; for each student, its share of the
+reference's (teacher's) first metric. Writes `report.json` + `report.md` into the workdir.
+
+Several students: `--config.student=name=dir,name=dir` (see `parse_students`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import statistics
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tinybert_tf import features, heads, students
+from tinybert_tf.data import metrics as task_metrics
+
+BATCH_SIZES = (1, 32)
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+# ---- metrics ------------------------------------------------------------------------------------
+
+
+def predict(model, dataset):
+    """Model outputs and labels over a whole `(x, y[, sample_weight])` dataset, in order.
+
+    Returns (outputs float32 `[N, C]` / `[N, 1]` / `[N, S, C]`, labels `[N]` / `[N, S]`).
+    """
+    forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    outputs, labels = [], []
+    for batch in dataset:
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(batch)
+        if y is None:
+            raise ValueError("evaluate needs labelled data; pick a split with labels.")
+        outputs.append(np.asarray(forward(x), np.float32))
+        labels.append(np.asarray(y))
+    if not outputs:
+        raise ValueError("The evaluation split is empty; check --config.data.eval_file / task.")
+    return np.concatenate(outputs), np.concatenate(labels)
+
+
+def predictions_from_outputs(outputs, spec):
+    """Regression value `[N]` for regression tasks, else argmax class ids `[N]` or `[N, S]`."""
+    if spec.kind == "regression":
+        return outputs.reshape(len(outputs), -1)[:, 0]
+    return outputs.argmax(-1)
+
+
+def evaluate_model(model, dataset, spec):
+    """{metric: value} of `model` on `dataset` for the task `spec` (a `tasks.TaskSpec`).
+
+    Token classification: positions labelled -100 are dropped and entity F1 is computed over
+    the remaining first word pieces (`metrics.compute`).
+    """
+    check_head(model, spec)
+    outputs, labels = predict(model, dataset)
+    return task_metrics.compute(spec, predictions_from_outputs(outputs, spec), labels)
+
+
+def check_head(model, spec, name="model"):
+    """Refuses a model whose head does not fit the task (kind or number of outputs)."""
+    token_level = bool(getattr(model, "token_level", False))
+    if token_level != (spec.kind == "token_classification"):
+        head = "a token-level" if token_level else "a sequence-level"
+        raise ValueError(f"{name} has {head} head but task {spec.name!r} is {spec.kind}; "
+                         "evaluate a model fine-tuned/distilled on this task.")
+    outputs = getattr(model, "num_classes", None)
+    if outputs is not None and int(outputs) != spec.num_classes:
+        raise ValueError(f"{name} predicts {outputs} classes but task {spec.name!r} has "
+                         f"{spec.num_classes}; evaluate a model trained on this task.")
+
+
+# ---- size and speed -----------------------------------------------------------------------------
+
+
+def preset_size(path):
+    """Total bytes of every file under a preset dir (local or gs://)."""
+    total = 0
+    for root, _, files in tf.io.gfile.walk(path):
+        for f in files:
+            total += tf.io.gfile.stat(os.path.join(root, f)).length
+    return int(total)
+
+
+def latency_inputs(model, seq_len, batch_size, seed=0):
+    """Random token ids `[batch_size, seq_len]` (no padding) in the model's input format."""
+    backbone = features.backbone_of(model)
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, backbone.vocabulary_size, size=(batch_size, seq_len)).astype("int32")
+    inputs = {"token_ids": ids, "segment_ids": np.zeros_like(ids),
+              "padding_mask": np.ones_like(ids)}
+    names = list(model.input) if isinstance(model.input, dict) else list(inputs)
+    return {k: tf.constant(inputs[k]) for k in names}
+
+
+def measure_latency(model, seq_len, batch_size, runs=20, warmup=2):
+    """Median wall-clock seconds of `runs` forward passes of a `tf.function`-compiled model at
+    `[batch_size, seq_len]` on the current device, after `warmup` untimed calls (tracing)."""
+    if runs < 1:
+        raise ValueError(f"latency runs must be >= 1, got {runs}; set --config.latency_runs.")
+    x = latency_inputs(model, seq_len, batch_size)
+    forward = tf.function(lambda inputs: model(inputs, training=False))
+    for _ in range(max(1, warmup)):
+        forward(x).numpy()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        forward(x).numpy()  # .numpy() waits for the result
+        times.append(time.perf_counter() - start)
+    return float(statistics.median(times))
+
+
+# ---- the comparison -----------------------------------------------------------------------------
+
+
+def check_compatible(models, seq_len):
+    """All models read the same token ids (same vocabulary size) at `seq_len`."""
+    sizes = {name: features.backbone_of(m).vocabulary_size for name, (m, _) in models.items()}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"Models have different vocabulary sizes {sizes}; they must share the "
+                         "teacher's tokenizer to be compared on the same data.")
+    for name, (model, _) in models.items():
+        limit = features.backbone_of(model).max_sequence_length
+        if seq_len > limit:
+            raise ValueError(f"seq_len {seq_len} exceeds {name}'s max_sequence_length {limit}; "
+                             "lower --config.data.seq_len.")
+
+
+def compare(models, spec, dataset, seq_len, runs=20, batch_sizes=BATCH_SIZES, reference=None):
+    """Evaluate every model on the same data and time it; returns the report dict.
+
+    models: {name: (model, preset_dir or None)}, in table order. reference: the name whose
+    first metric the others' share is taken of (default: the first model, i.e. the teacher).
+    Report: task, kind, seq_len, latency_runs, batch_sizes, metric_names, reference,
+    share_metric, and `models`: a list of {name, preset, metrics, params, size_bytes,
+    latency_b<N>_s for N in batch_sizes, share} (share = metric / reference metric, None if
+    the reference scores 0).
+    """
+    if not models:
+        raise ValueError("compare() needs at least one model.")
+    reference = reference or next(iter(models))
+    if reference not in models:
+        raise ValueError(f"reference {reference!r} is not one of the models {list(models)}.")
+    check_compatible(models, seq_len)
+    for name, (model, _) in models.items():
+        check_head(model, spec, name)
+    first = spec.metrics[0]
+    rows = []
+    for name, (model, preset) in models.items():
+        row = {"name": name, "preset": preset, "metrics": evaluate_model(model, dataset, spec),
+               "params": students.count_params(model),
+               "size_bytes": preset_size(preset) if preset else None}
+        for batch_size in batch_sizes:
+            row[f"latency_b{batch_size}_s"] = measure_latency(model, seq_len, batch_size, runs)
+        rows.append(row)
+    base = next(r for r in rows if r["name"] == reference)["metrics"][first]
+    for row in rows:
+        row["share"] = row["metrics"][first] / base if base else None
+    return {
+        "task": spec.name, "kind": spec.kind, "seq_len": int(seq_len), "latency_runs": int(runs),
+        "batch_sizes": list(batch_sizes), "metric_names": list(spec.metrics),
+        "reference": reference, "share_metric": first, "models": rows,
+    }
+
+
+# ---- output -------------------------------------------------------------------------------------
+
+
+def _fmt(value, pattern):
+    return "n/a" if value is None else pattern.format(value)
+
+
+def format_markdown(report):
+    """The report as a Markdown table (one row per model) plus one share line per model."""
+    names = report["metric_names"]
+    batches = report["batch_sizes"]
+    ref, metric = report["reference"], report["share_metric"]
+    header = (["model", *names, "params", "size (MB)"]
+              + [f"latency b{b} (ms)" for b in batches] + [f"share of {ref} {metric}"])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in report["models"]:
+        cells = [row["name"], *(f"{row['metrics'][m]:.4f}" for m in names),
+                 f"{row['params']:,}", _fmt(row["size_bytes"] and row["size_bytes"] / 1e6, "{:.2f}")]
+        cells += [f"{row[f'latency_b{b}_s'] * 1e3:.2f}" for b in batches]
+        cells.append(_fmt(row["share"] and 100 * row["share"], "{:.1f}%"))
+        lines.append("| " + " | ".join(cells) + " |")
+    shares = [f"{r['name']} {_fmt(r['share'] and 100 * r['share'], '{:.1f}%')}"
+              for r in report["models"] if r["name"] != ref]
+    title = f"Task {report['task']}"
+    if report.get("split"):
+        title += f" ({report['split']})"
+    title += f", seq_len {report['seq_len']}, median of {report['latency_runs']} CPU runs."
+    lines = [title, "", *lines, ""]
+    if shares:
+        lines.append(f"Share of {ref} {metric}: " + ", ".join(shares) + ".")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report, workdir):
+    """Writes `report.json` and `report.md` into `workdir`; returns their paths."""
+    tf.io.gfile.makedirs(workdir)
+    json_path = os.path.join(workdir, "report.json")
+    md_path = os.path.join(workdir, "report.md")
+    with tf.io.gfile.GFile(json_path, "w") as f:
+        f.write(json.dumps(report, indent=2) + "\n")
+    with tf.io.gfile.GFile(md_path, "w") as f:
+        f.write(format_markdown(report))
+    return json_path, md_path
+
+
+# ---- the launch mode ----------------------------------------------------------------------------
+
+
+def parse_students(value):
+    """`config.student` -> {name: preset dir}.
+
+    A comma-separated list; each item is `name=dir` or a bare `dir`. Bare dirs are named
+    `student` when alone, else `student1`, `student2`, ... by position. A name is letters,
+    digits, `_.-` (so `runs/lr=3e-5/student` is a bare dir); `teacher` is reserved.
+    Directories containing commas are not supported.
+    """
+    items = [item.strip() for item in str(value or "").split(",") if item.strip()]
+    if not items:
+        raise ValueError("No student given; pass --config.student=<preset dir> or "
+                         "name=dir,name=dir.")
+    out = {}
+    for i, item in enumerate(items, 1):
+        name, sep, path = item.partition("=")
+        if not (sep and _NAME.match(name) and path):
+            name, path = ("student" if len(items) == 1 else f"student{i}"), item
+        if name == "teacher" or name in out:
+            raise ValueError(f"Student name {name!r} is reserved or repeated in "
+                             f"--config.student={value}; give each student a unique name=dir.")
+        out[name] = path
+    return out
+
+
+def _student_value(config, workdir):
+    """config.student, or this workdir's task-distilled student when it names an architecture."""
+    value = str(config.get("student", "") or "")
+    if value in students.PRESETS or value.startswith("from_teacher:") or not value:
+        default = os.path.join(workdir, "prediction", "student")
+        if tf.io.gfile.isdir(default):
+            print(f"Evaluating the student task_distill wrote: {default}")
+            return default
+        raise ValueError(f"--config.student={value!r} is not a preset dir; pass the dir(s) "
+                         "task_distill wrote, e.g. <workdir>/prediction/student or a=dir,b=dir.")
+    return value
+
+
+def _check_tokenizers(tokenizer, dirs):
+    """A student dir that carries a tokenizer must carry the teacher's vocabulary."""
+    import keras_hub
+    from keras_hub.src.utils import preset_utils
+
+    vocab = tokenizer.get_vocabulary()
+    for name, path in dirs.items():
+        if not preset_utils.check_file_exists(path, preset_utils.TOKENIZER_CONFIG_FILE):
+            continue
+        other = keras_hub.tokenizers.Tokenizer.from_preset(path)
+        if other.get_vocabulary() != vocab:
+            raise ValueError(f"{name} ({path}) has a different tokenizer vocabulary from the "
+                             "teacher's; distil and evaluate it against a teacher with its vocab.")
+
+
+def run_from_config(config, workdir):
+    """Evaluate mode: teacher + student(s) on the first eval split; returns report.json's path.
+
+    Reads config.teacher, config.student (see `parse_students`), config.task / config.data.*,
+    config.batch_size (evaluation batches) and config.latency_runs (default 20).
+    """
+    from tinybert_tf import modes
+    from tinybert_tf.strategy import LaunchError
+
+    try:
+        teacher_dir = modes.check_preset(config.teacher, "teacher")
+        student_dirs = parse_students(_student_value(config, workdir))
+        for path in student_dirs.values():
+            modes.check_preset(path, "student")
+        spec = modes.task_spec(config)
+        if not spec.eval_splits:
+            raise ValueError(f"Task {spec.name!r} has no evaluation split; pass "
+                             "--config.data.eval_file=<labelled file>.")
+        split = spec.eval_splits[0]
+        tokenizer = modes.load_tokenizer(teacher_dir)
+        _check_tokenizers(tokenizer, student_dirs)
+        models = {"teacher": (heads.load_task_model(teacher_dir, "teacher"), teacher_dir)}
+        for name, path in student_dirs.items():
+            models[name] = (heads.load_task_model(path, f"student {name}"), path)
+        dataset = modes.task_data(config, spec, split, tokenizer, training=False)
+        report = compare(models, spec, dataset, config.data.seq_len,
+                         runs=int(config.get("latency_runs", 20)), reference="teacher")
+    except ValueError as err:
+        raise LaunchError(str(err)) from None
+    report["split"] = split
+    json_path, md_path = write_report(report, workdir)
+    print(format_markdown(report))
+    print(f"Wrote {json_path} and {md_path}")
+    return json_path
