@@ -80,13 +80,14 @@ def tsv_run(tmp_path_factory):
     c = _config(teacher=dirs["teacher"], student=f"small={dirs['small']},{dirs['student2']}",
                 task="file", **{"data.train_file": _write_tsv(d / "train.tsv", 8, 0),
                                 "data.eval_file": _write_tsv(d / "dev.tsv", 10, 1)})
-    path = run_mode(c, str(d / "work"))
-    return {"dirs": dirs, "config": c, "report_path": path, "work": str(d / "work")}
+    returned = run_mode(c, str(d / "work"))
+    return {"dirs": dirs, "config": c, "returned": returned, "work": str(d / "work")}
 
 
 def test_report_has_every_field_and_consistent_numbers(tsv_run):
-    with open(tsv_run["report_path"]) as f:
+    with open(os.path.join(tsv_run["work"], "report.json")) as f:
         report = json.load(f)
+    assert report == tsv_run["returned"]
     assert report["task"] == "file" and report["split"] == "validation"
     assert report["metric_names"] == ["accuracy", "f1"] and report["share_metric"] == "accuracy"
     assert (report["seq_len"], report["latency_runs"], report["batch_sizes"]) == (SEQ, 2, [1, 32])
@@ -133,9 +134,9 @@ def test_refuses_mismatched_vocab_and_architecture_names(tsv_run, tmp_path):
 
 def test_architecture_name_falls_back_to_the_workdir_student(tsv_run, tmp_path):
     shutil.copytree(tsv_run["dirs"]["small"], tmp_path / "prediction" / "student")
-    path = run_mode(_config(**{**_flat(tsv_run["config"]), "student": "tiny_2l_32h"}),
-                    str(tmp_path))
-    rows = json.load(open(path))["models"]
+    report = run_mode(_config(**{**_flat(tsv_run["config"]), "student": "tiny_2l_32h"}),
+                      str(tmp_path))
+    rows = report["models"]
     assert [r["name"] for r in rows] == ["teacher", "student"]
     assert rows[1]["preset"] == str(tmp_path / "prediction" / "student")
 
@@ -147,8 +148,8 @@ def _flat(c):
 
 def test_parse_students():
     assert evaluate.parse_students("/a/b") == {"student": "/a/b"}
-    assert evaluate.parse_students("x=/a, /b ,runs/lr=3e-5/s") == {
-        "x": "/a", "student2": "/b", "student3": "runs/lr=3e-5/s"}
+    assert evaluate.parse_students("x=/a, /b ,runs/lr=3e-5/s,TinyBERT-4: (b) 2-step=/c") == {
+        "x": "/a", "student2": "/b", "student3": "runs/lr=3e-5/s", "TinyBERT-4: (b) 2-step": "/c"}
     for bad in ("", "teacher=/a", "a=/x,a=/y"):
         with pytest.raises(ValueError):
             evaluate.parse_students(bad)
@@ -205,11 +206,10 @@ def test_token_classification_entity_f1(tmp_path):
     c = _config(teacher=dirs["teacher"], student=dirs["student"], task="conll2003")
     with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE,
                                 as_dataset_fn=_fixed(examples)):
-        path = run_mode(c, str(tmp_path / "work"))
+        report = run_mode(c, str(tmp_path / "work"))
         data = tasks.task_dataset("conll2003", "dev", tiny.tokenizer(), seq_len=SEQ, batch_size=4)
         assert evaluate.evaluate_model(Oracle(), data, spec) == {"entity_f1": 1.0}
         batches = list(data)
-    report = json.load(open(path))
     assert report["split"] == "dev" and report["metric_names"] == ["entity_f1"]
     labels = np.concatenate([y.numpy() for _, y, _ in batches])
     assert (labels > 0).any()  # there are entities to find

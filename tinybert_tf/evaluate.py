@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import statistics
 import time
 
@@ -24,7 +23,6 @@ from tinybert_tf import features, heads, students
 from tinybert_tf.data import metrics as task_metrics
 
 BATCH_SIZES = (1, 32)
-_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 # ---- metrics ------------------------------------------------------------------------------------
@@ -188,7 +186,7 @@ def format_markdown(report):
               + [f"latency b{b} (ms)" for b in batches] + [f"share of {ref} {metric}"])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in report["models"]:
-        cells = [row["name"], *(f"{row['metrics'][m]:.4f}" for m in names),
+        cells = [row["name"].replace("|", "\\|"), *(f"{row['metrics'][m]:.4f}" for m in names),
                  f"{row['params']:,}", _fmt(row["size_bytes"] and row["size_bytes"] / 1e6, "{:.2f}")]
         cells += [f"{row[f'latency_b{b}_s'] * 1e3:.2f}" for b in batches]
         cells.append(_fmt(row["share"] and 100 * row["share"], "{:.1f}%"))
@@ -224,9 +222,10 @@ def parse_students(value):
     """`config.student` -> {name: preset dir}.
 
     A comma-separated list; each item is `name=dir` or a bare `dir`. Bare dirs are named
-    `student` when alone, else `student1`, `student2`, ... by position. A name is letters,
-    digits, `_.-` (so `runs/lr=3e-5/student` is a bare dir); `teacher` is reserved.
-    Directories containing commas are not supported.
+    `student` when alone, else `student1`, `student2`, ... by position. A name is the text before
+    the first `=` when it holds no `/` (so `runs/lr=3e-5/student` is a bare dir) and may contain
+    spaces, e.g. `TinyBERT-4: (b) two-step=/runs/b/prediction/student`; `teacher` is reserved.
+    Names and dirs cannot contain commas.
     """
     items = [item.strip() for item in str(value or "").split(",") if item.strip()]
     if not items:
@@ -235,12 +234,13 @@ def parse_students(value):
     out = {}
     for i, item in enumerate(items, 1):
         name, sep, path = item.partition("=")
-        if not (sep and _NAME.match(name) and path):
+        name = name.strip()
+        if not (sep and name and "/" not in name and path.strip()):
             name, path = ("student" if len(items) == 1 else f"student{i}"), item
         if name == "teacher" or name in out:
             raise ValueError(f"Student name {name!r} is reserved or repeated in "
                              f"--config.student={value}; give each student a unique name=dir.")
-        out[name] = path
+        out[name] = path.strip()
     return out
 
 
@@ -273,7 +273,8 @@ def _check_tokenizers(tokenizer, dirs):
 
 
 def run_from_config(config, workdir):
-    """Evaluate mode: teacher + student(s) on the first eval split; returns report.json's path.
+    """Evaluate mode: teacher + student(s) on the first eval split; returns the report dict
+    (as written to `<workdir>/report.json`, plus `split`).
 
     Reads config.teacher, config.student (see `parse_students`), config.task / config.data.*,
     config.batch_size (evaluation batches) and config.latency_runs (default 20).
@@ -305,4 +306,4 @@ def run_from_config(config, workdir):
     json_path, md_path = write_report(report, workdir)
     print(format_markdown(report))
     print(f"Wrote {json_path} and {md_path}")
-    return json_path
+    return report
