@@ -21,6 +21,7 @@ def get_config(variant=None):
     c.finetune = ml_collections.ConfigDict(dict(epochs=3, learning_rate=2e-5))
     c.intermediate = ml_collections.ConfigDict(dict(epochs=10, learning_rate=5e-5))
     c.prediction = ml_collections.ConfigDict(dict(epochs=3, learning_rate=3e-5, temperature=1.0))
+    c.latency_runs = 20  # evaluate: timed forward passes per model and batch size (median)
     c.export = ml_collections.ConfigDict(
         dict(student="", dir="", model_name="student", version=0, text_signature=True,
              hf=False, tflite=False)

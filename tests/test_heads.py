@@ -105,8 +105,6 @@ def test_distiller_fits_on_token_data(recipe):
     assert term in history
 
 
-@pytest.mark.xfail(reason="Distiller.compute_terms averages the pred term over every position; "
-                          "needs the sample_weight patch described in the heads/evaluate report.")
 def test_pred_term_averages_over_weighted_tokens_only():
     teacher = token_model(num_layers=4, seed=0)
     student = token_model(num_layers=2, seed=1)

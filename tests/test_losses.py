@@ -116,3 +116,11 @@ def test_losses_are_float32_under_bfloat16_inputs():
     t = keras.ops.cast(rng.normal(size=(2, 3, 4)), "bfloat16")
     out = losses.hidden_mse(s, t)
     assert keras.backend.standardize_dtype(out.dtype) == "float32"
+
+
+def test_soft_cross_entropy_weighted_rows():
+    s, t = rng.normal(size=(2, 3, 5, 4))
+    w = _mask(3, 5)
+    ce = -(np.exp(_log_softmax(t / 2.0)) * _log_softmax(s / 2.0)).sum(-1)
+    ref = (ce * w).sum() / w.sum()
+    np.testing.assert_allclose(losses.soft_cross_entropy(s, t, 2.0, w), ref, rtol=1e-5)

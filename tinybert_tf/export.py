@@ -157,7 +157,9 @@ def load_student(preset_dir: str):
 
     try:
         if os.path.isfile(os.path.join(preset_dir, "task.json")):
-            model = keras_hub.models.TextClassifier.from_preset(preset_dir)
+            from tinybert_tf import heads
+
+            model = heads.load_task_model(preset_dir)
         else:
             model = keras_hub.models.Backbone.from_preset(preset_dir)
         tokenizer = None

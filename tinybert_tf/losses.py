@@ -55,15 +55,21 @@ def hidden_mse(student_hidden, teacher_hidden, padding_mask=None):
     return _safe_div(ops.sum(sq * m), ops.sum(m) * ops.cast(ops.shape(sq)[-1], "float32"))
 
 
-def soft_cross_entropy(student_logits, teacher_logits, temperature=1.0):
+def soft_cross_entropy(student_logits, teacher_logits, temperature=1.0, weights=None):
     """TinyBERT prediction loss: mean over rows of -sum_c softmax(t/T)_c * log_softmax(s/T)_c.
 
     Logits [..., C]. No T^2 factor (as in TinyBERT). The official code takes `.mean()` over classes
     too, a constant 1/C factor that only rescales the learning rate; we sum over classes instead.
+    `weights` [...] (e.g. token-classification sample_weight [B, S]: 1 on first word pieces)
+    averages over the weighted rows only, so padding and continuation pieces do not count.
     """
     t = ops.softmax(_f32(teacher_logits) / temperature, axis=-1)
     log_s = ops.log_softmax(_f32(student_logits) / temperature, axis=-1)
-    return ops.mean(-ops.sum(t * log_s, axis=-1))
+    ce = -ops.sum(t * log_s, axis=-1)
+    if weights is None:
+        return ops.mean(ce)
+    w = _f32(weights) * ops.ones_like(ce)
+    return _safe_div(ops.sum(ce * w), ops.sum(w))
 
 
 def kl_divergence(student_logits, teacher_logits, temperature=1.0, weights=None):

@@ -33,11 +33,26 @@ def load_tokenizer(preset):
     return keras_hub.tokenizers.Tokenizer.from_preset(check_preset(preset, "teacher"))
 
 
-def load_classifier(preset, num_classes=None, what="teacher"):
-    """A keras-hub text classifier from a preset; a new head when `num_classes` is given."""
+def load_classifier(preset, num_classes=None, what="teacher", token_level=False):
+    """A keras-hub text classifier (or, with `token_level`, a `heads.TokenClassifier`) from a
+    preset; a new head on the preset's backbone when `num_classes` is given."""
+    from tinybert_tf import heads
+
     check_preset(preset, what)
     kwargs = {"num_classes": num_classes} if num_classes is not None else {}
+    if token_level:
+        return heads.TokenClassifier.from_preset(preset, preprocessor=None, **kwargs)
     return keras_hub.models.TextClassifier.from_preset(preset, preprocessor=None, **kwargs)
+
+
+def new_task_model(spec, backbone):
+    """A fresh head for the task on `backbone`: token classifier (NER) or text classifier."""
+    from tinybert_tf import heads
+
+    if spec.kind == "token_classification":
+        return heads.TokenClassifier(backbone, spec.num_classes, preprocessor=None)
+    return keras_hub.models.BertTextClassifier(backbone, num_classes=spec.num_classes,
+                                               preprocessor=None)
 
 
 def student_backbone(spec, teacher):
@@ -223,13 +238,19 @@ def finetune(c, workdir, strategy):
     data = task_data(c, spec, spec.train_split, tokenizer, training=True)
     total = steps_per_epoch(c, spec, tokenizer) * c.finetune.epochs
     with strategy.scope():
-        model = load_classifier(c.teacher, spec.num_classes)
+        token_level = spec.kind == "token_classification"
+        model = load_classifier(c.teacher, spec.num_classes, token_level=token_level)
+        accuracy = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
         if spec.kind == "regression":
-            loss, metrics = keras.losses.MeanSquaredError(), []
+            kwargs = dict(loss=keras.losses.MeanSquaredError(), metrics=[])
+        elif token_level:  # labels -100 off first word pieces; weighted by sample_weight [B, S]
+            from tinybert_tf import heads
+
+            kwargs = dict(loss=heads.token_loss(), weighted_metrics=accuracy)
         else:
-            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-            metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-        _compile(model, strategy, c, total, c.finetune, loss=loss, metrics=metrics)
+            kwargs = dict(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                          metrics=accuracy)
+        _compile(model, strategy, c, total, c.finetune, **kwargs)
     _run(model, data, os.path.join(workdir, "finetune"), c, total)
     return _save_task_model(model, tokenizer, os.path.join(workdir, "teacher"))
 
@@ -245,6 +266,7 @@ def task_distill(c, workdir, strategy):
     per_epoch = steps_per_epoch(c, train_task, tokenizer)
     stage_one = os.path.join(workdir, "intermediate", "student")
     regression = spec.kind == "regression"
+    token_level = spec.kind == "token_classification"
     stages = ["intermediate", "prediction"] if c.step == "both" else [c.step]
     out = None
     for stage in stages:
@@ -257,14 +279,12 @@ def task_distill(c, workdir, strategy):
                              temperature=settings.temperature)
         data = task_data(c, train_task, train_task.train_split, tokenizer, training=True)
         with strategy.scope():
-            teacher = load_classifier(c.teacher)
+            teacher = load_classifier(c.teacher, token_level=token_level)
             if stage == "prediction" and tf.io.gfile.isdir(stage_one):
-                student = load_classifier(stage_one, what="student")  # carries step 1's weights
+                # carries step 1's weights
+                student = load_classifier(stage_one, what="student", token_level=token_level)
             else:
-                student = keras_hub.models.BertTextClassifier(
-                    student_backbone(c.student, teacher), num_classes=spec.num_classes,
-                    preprocessor=None,
-                )
+                student = new_task_model(spec, student_backbone(c.student, teacher))
             set_dropout(student, c.student_dropout)
             distiller = Distiller(teacher, student, recipe)
             _compile(distiller, strategy, c, total, settings)
