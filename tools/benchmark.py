@@ -61,9 +61,10 @@ flags.DEFINE_integer("warmup", 3, "Untimed warm-up repetitions (tracing/compilat
 flags.DEFINE_integer("threads", 0, "Intra-op threads for every framework; 0 = all cores.")
 flags.DEFINE_integer("inter_op_threads", 1, "Inter-op threads (TF and torch).")
 flags.DEFINE_list(
-    "variants", ["fp32", "fp32_xla", "bf16", "bf16_xla", "bf16_xla_spe4"],
+    "variants", ["fp32", "fp32_xla", "bf16t", "mixedt", "bf16", "bf16_xla", "bf16t_spe4"],
     "TF step variants: fp32 | bf16 (teacher policy bfloat16, student mixed_bfloat16) | "
-    "mixed (both mixed_bfloat16), with optional _xla (jit_compile) and _speN "
+    "mixed (both mixed_bfloat16) | bf16t (teacher bfloat16, student float32) | mixedt (teacher "
+    "mixed_bfloat16, student float32), with optional _xla (jit_compile) and _speN "
     "(steps_per_execution=N).",
 )
 flags.DEFINE_list(
@@ -134,8 +135,8 @@ def parse_variant(name):
     """'bf16_xla_spe4' -> precision 'bf16', jit True, steps_per_execution 4."""
     parts = name.split("_")
     precision, jit, spe = parts[0], False, 1
-    if precision not in ("fp32", "bf16", "mixed"):
-        raise ValueError(f"Unknown variant {name!r}: start with fp32, bf16 or mixed.")
+    if precision not in POLICIES:
+        raise ValueError(f"Unknown variant {name!r}: start with one of {sorted(POLICIES)}.")
     for part in parts[1:]:
         if part == "xla":
             jit = True
@@ -151,6 +152,8 @@ POLICIES = {
     "fp32": ("float32", "float32"),
     "bf16": ("bfloat16", "mixed_bfloat16"),
     "mixed": ("mixed_bfloat16", "mixed_bfloat16"),
+    "bf16t": ("bfloat16", "float32"),  # only the teacher in bfloat16
+    "mixedt": ("mixed_bfloat16", "float32"),
 }
 
 
@@ -283,6 +286,16 @@ def step_flops(cfg):
     )
     return {"teacher_forward": teacher, "student_forward": student,
             "projections_forward": projections, "total": teacher + 3 * (student + projections)}
+
+
+def ideal_seconds(flops, precision, matmul):
+    """Step time if every FLOP ran at the measured matmul rate of its precision (teacher and
+    student may differ); `ideal / measured` is the step's fraction of matmul FLOP/s."""
+    t_dtype, s_dtype = POLICIES[precision]
+    peak = {"float32": matmul["fp32_peak"], "bfloat16": matmul["bf16_peak"],
+            "mixed_bfloat16": matmul["bf16_peak"]}
+    student = 3 * (flops["student_forward"] + flops["projections_forward"])
+    return flops["teacher_forward"] / peak[t_dtype] + student / peak[s_dtype]
 
 
 # ---- subprocess workers ---------------------------------------------------------------------------
@@ -459,7 +472,8 @@ def time_distiller_step(cfg, precision, jit, spe, teacher_weights=None, student_
     calls = cfg.warmup + max(1, math.ceil(cfg.repeats / spe))
     times = time_fit(distiller, repeat_dataset(batch), calls, spe)[cfg.warmup:]
     step_s = median(times)
-    result.update(step_ms=step_s * 1e3, seq_per_s=cfg.batch / step_s, timed_steps=len(times) * spe)
+    result.update(step_ms=step_s * 1e3, seq_per_s=cfg.batch / step_s, timed_steps=len(times) * spe,
+                  step_ms_min=min(times) * 1e3)
     del distiller, teacher, student
     return result
 
@@ -586,10 +600,9 @@ def bench_step(cfg):
     for name in FLAGS.variants:
         precision, jit, spe = parse_variant(name)
         variants[name] = time_distiller_step(cfg, precision, jit, spe, t_weights, s_weights, exact)
-        peak = matmul["fp32_peak"] if precision == "fp32" else matmul["bf16_peak"]
         v = variants[name]
         v["achieved_gflops"] = flops["total"] / (v["step_ms"] / 1e3) / 1e9
-        v["flops_fraction"] = v["achieved_gflops"] * 1e9 / peak
+        v["flops_fraction"] = ideal_seconds(flops, precision, matmul) / (v["step_ms"] / 1e3)
         print(f"  {name}: {v['seq_per_s']:.3g} seq/s", flush=True)
 
     ok = {k: v for k, v in variants.items() if v["teacher_rel_err"] <= cfg.max_teacher_error}
@@ -735,7 +748,8 @@ def torch_step_worker(cfg, args):
             if i >= cfg.warmup:
                 times.append(time.perf_counter() - start)
         step_s = median(times)
-        result = {"step_ms": step_s * 1e3, "seq_per_s": cfg.batch / step_s}
+        result = {"step_ms": step_s * 1e3, "seq_per_s": cfg.batch / step_s,
+                  "step_ms_min": min(times) * 1e3}
         if name != "fp32":
             with torch.no_grad():
                 hidden, scores = features(teacher, run.t_autocast)
@@ -1040,25 +1054,39 @@ def main(argv):
     results["versions"] = {"tensorflow": tf.__version__, "keras": keras.__version__}
     print(f"machine: {results['machine_start']['cpu']}, {cfg.threads} threads; "
           f"{results['machine_start']['uptime']}")
-    if "step" in FLAGS.bench:
-        results["step"] = bench_step(cfg)
+    step = guarded(results, "step", bench_step, cfg) if "step" in FLAGS.bench else None
     if "input" in FLAGS.bench:
-        seq_per_s = results["step"]["seq_per_s"] if "step" in results else None
-        results["input"] = bench_input(cfg, seq_per_s)
+        guarded(results, "input", bench_input, cfg, step["seq_per_s"] if step else None)
     if "serve" in FLAGS.bench:
-        results["serve"] = bench_serve(cfg)
+        guarded(results, "serve", bench_serve, cfg)
     if "memory" in FLAGS.bench:
-        fastest = results["step"]["fastest"] if "step" in results else "bf16_xla"
+        fastest = step["fastest"] if step else "bf16t"
         tf_variants = list(dict.fromkeys(["fp32", fastest]))
-        results["memory"] = bench_memory(cfg, tf_variants, ["fp32", "bf16_autocast"])
+        guarded(results, "memory", bench_memory, cfg, tf_variants, ["fp32", "bf16_autocast"])
     if "jax" in FLAGS.bench:
-        results["jax"] = bench_jax(cfg, results.get("step"))
+        guarded(results, "jax", bench_jax, cfg, step)
+    failed = [k for k, v in results.items() if isinstance(v, dict) and "error" in v]
     results["machine_end"] = machine_info(cfg.threads)
     print(f"\nmachine at the end: {results['machine_end']['uptime']}")
     if FLAGS.json:
         with open(FLAGS.json, "w") as f:
             json.dump(clean(results), f, indent=2, sort_keys=True)
         print(f"wrote {FLAGS.json}")
+    if failed:
+        raise SystemExit(f"benchmarks failed: {failed}")
+
+
+def guarded(results, name, fn, *args):
+    """Runs one benchmark; a failure is recorded in the JSON and the others still run."""
+    try:
+        results[name] = fn(*args)
+    except Exception as err:  # noqa: BLE001 - report and go on with the other benchmarks
+        import traceback
+
+        traceback.print_exc()
+        results[name] = {"error": f"{type(err).__name__}: {err}"}
+        return None
+    return results[name]
 
 
 if __name__ == "__main__":
