@@ -805,7 +805,8 @@ class _TorchStep:
 
 
 def write_stdlib_text(path, max_bytes):
-    """A text corpus from Python standard-library docstrings, one paragraph per line."""
+    """A text corpus from Python standard-library docstrings: one document per module (its
+    docstring paragraphs, one per line), documents separated by a blank line."""
     import ast
 
     stdlib = os.path.dirname(os.__file__)
@@ -830,8 +831,9 @@ def write_stdlib_text(path, max_bytes):
                     if len(line) > 40:
                         out.write(line + "\n")
                         written += len(line) + 1
-                if written >= max_bytes:
-                    return written
+            out.write("\n")
+            if written >= max_bytes:
+                return written
     return written
 
 
@@ -857,8 +859,9 @@ def input_dataset(text_path, tokenizer, cfg):
     try:
         from tinybert_tf.data import corpus
 
-        return corpus.corpus_dataset(text_path, tokenizer, seq_len=cfg.seq, batch_size=cfg.batch,
-                                     shuffle_buffer=1024, repeat=True), "tinybert_tf.data.corpus"
+        ds = corpus.corpus_dataset(text_path, tokenizer, seq_len=cfg.seq, batch_size=cfg.batch,
+                                   doc_format="blank_line", shuffle_buffer=1024, repeat=True)
+        return ds, "tinybert_tf.data.corpus"
     except (ImportError, AttributeError, TypeError):
         pass
     import keras_hub
