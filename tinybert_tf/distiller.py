@@ -137,9 +137,12 @@ class Distiller(keras.Model):
                 terms["hidden"] = terms["hidden"] + losses.hidden_mse(
                     hidden, teacher["hidden_states"][t_i], hidden_mask
                 )
-        if "cos" in r.weights:
+        if "cos" in r.weights or "pooled_cos" in r.weights:
             last = self._project(len(self.layer_map), student["sequence_output"])
-            terms["cos"] = losses.cosine_hidden(last, teacher["sequence_output"], mask)
+            if "cos" in r.weights:
+                terms["cos"] = losses.cosine_hidden(last, teacher["sequence_output"], mask)
+            if "pooled_cos" in r.weights:
+                terms["pooled_cos"] = losses.pooled_cosine(last, teacher["sequence_output"], mask)
         s_logits = student.get("logits")
         t_logits = teacher.get("logits")
         is_mlm = hasattr(self.student, "masked_lm_head")

@@ -103,6 +103,18 @@ def cosine_hidden(student_hidden, teacher_hidden, padding_mask, eps=1e-8):
     return _safe_div(ops.sum((1.0 - cos) * m), ops.sum(m))
 
 
+def pooled_cosine(student_hidden, teacher_hidden, padding_mask, eps=1e-8):
+    """1 - cos of mean-pooled sentence embeddings (sentence-transformers pooling), averaged over
+    the batch; hidden [B, S, H], mask [B, S]. What a sentence-embedding teacher is used for."""
+    m = _f32(padding_mask)[:, :, None]
+    count = ops.maximum(ops.sum(m, axis=1), 1.0)
+    s = ops.sum(_f32(student_hidden) * m, axis=1) / count
+    t = ops.sum(_f32(teacher_hidden) * m, axis=1) / count
+    cos = ops.sum(s * t, axis=-1) / ops.maximum(
+        ops.sqrt(ops.sum(s * s, axis=-1)) * ops.sqrt(ops.sum(t * t, axis=-1)), eps)
+    return ops.mean(1.0 - cos)
+
+
 def sparse_cross_entropy(logits, labels, weights=None):
     """Hard-label cross-entropy, logits [..., C], int labels [...].
 

@@ -3,7 +3,8 @@
 The Distiller reads a `Recipe`; nothing else about a method is a code path. Terms:
 `emb` (embedding MSE), `att` (attention scores MSE, or KL of probabilities), `hidden` (hidden-state
 MSE), `pred` (TinyBERT soft cross-entropy at T, or MSE for regression), `kd` (DistilBERT KL * T^2),
-`mlm` (masked-LM cross-entropy on labels), `cos` (cosine loss of last hidden states), `hard`
+`mlm` (masked-LM cross-entropy on labels), `cos` (cosine loss of last hidden states),
+`pooled_cos` (cosine loss of mean-pooled sentence embeddings), `hard`
 (cross-entropy / MSE against task labels).
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-TERMS = ("emb", "att", "hidden", "pred", "kd", "mlm", "cos", "hard")
+TERMS = ("emb", "att", "hidden", "pred", "kd", "mlm", "cos", "pooled_cos", "hard")
 INTERMEDIATE_TERMS = ("emb", "att", "hidden")
 
 
@@ -59,7 +60,7 @@ class Recipe:
 
     @property
     def needs_intermediate(self):
-        return any(t in self.weights for t in INTERMEDIATE_TERMS) or "cos" in self.weights
+        return any(t in self.weights for t in (*INTERMEDIATE_TERMS, "cos", "pooled_cos"))
 
     @property
     def needs_logits(self):
@@ -73,6 +74,10 @@ RECIPES = {
     # gets its last layer learnt in a short run, where a summed MSE leaves it at the mean.
     "tinybert_general_cos": Recipe(
         "tinybert_general_cos", {"emb": 1.0, "att": 1.0, "hidden": 1.0, "cos": 1.0}
+    ),
+    # For sentence-embedding teachers: TinyBERT's terms plus a cosine on the mean-pooled output.
+    "tinybert_sentence": Recipe(
+        "tinybert_sentence", {"emb": 1.0, "att": 1.0, "hidden": 1.0, "pooled_cos": 1.0}
     ),
     "tinybert_task_intermediate": Recipe(
         "tinybert_task_intermediate", {"emb": 1.0, "att": 1.0, "hidden": 1.0}
