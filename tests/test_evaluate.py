@@ -1,6 +1,5 @@
 """Evaluate mode: teacher vs students on a local TSV task and a mocked CoNLL, report consistency."""
 
-import importlib.util
 import json
 import os
 import shutil
@@ -12,32 +11,19 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 import tiny
 
-from tinybert_tf import evaluate, heads, students
+from tinybert_tf import config_lib, evaluate, heads, students
 from tinybert_tf.data import metrics, tasks
 from tinybert_tf.modes import run as run_mode
 from tinybert_tf.strategy import LaunchError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEQ = 32
 ROW_FIELDS = {"name", "preset", "metrics", "params", "size_bytes", "latency_b1_s",
               "latency_b32_s", "share"}
 
 
 def _config(**overrides):
-    spec = importlib.util.spec_from_file_location(
-        "task_distill", os.path.join(ROOT, "configs", "task_distill.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config("tiny")
-    c.mode = "evaluate"
-    c.latency_runs = 2
-    for key, value in overrides.items():
-        target = c
-        *parents, last = key.split(".")
-        for p in parents:
-            target = target[p]
-        target[last] = value
-    return c
+    return config_lib.load("task_distill", "tiny", **{"mode": "evaluate", "latency_runs": 2,
+                                                      **overrides})
 
 
 def _save(model, path, tokenizer=True):

@@ -1,6 +1,5 @@
 """The launcher: modes end to end on tiny configs, strategies, resume after SIGKILL, one-line errors."""
 
-import importlib.util
 import os
 import signal
 import subprocess
@@ -14,24 +13,14 @@ import pytest
 import tensorflow as tf
 import tiny
 
-from tinybert_tf import strategy, train
+from tinybert_tf import config_lib, strategy, train
 from tinybert_tf.modes import run as run_mode
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config(name, variant="tiny", **overrides):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config(variant)
-    for key, value in overrides.items():
-        target = c
-        *parents, last = key.split(".")
-        for p in parents:
-            target = target[p]
-        target[last] = value
-    return c
+    return config_lib.load(name, variant, **overrides)
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,5 @@
 """Task modes end to end on a tiny local TSV task: finetune -> task_distill (both steps) -> export."""
 
-import importlib.util
 import os
 
 import keras_hub
@@ -8,24 +7,12 @@ import numpy as np
 import pytest
 import tiny
 
+from tinybert_tf import config_lib
 from tinybert_tf.modes import run as run_mode
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config(**overrides):
-    spec = importlib.util.spec_from_file_location(
-        "task_distill", os.path.join(ROOT, "configs", "task_distill.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config("tiny")
-    for key, value in overrides.items():
-        target = c
-        *parents, last = key.split(".")
-        for p in parents:
-            target = target[p]
-        target[last] = value
-    return c
+    return config_lib.load("task_distill", "tiny", **overrides)
 
 
 def _write_task(path, n, seed):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import ml_collections
 
 
@@ -46,4 +49,26 @@ def task_fields(c):
              text_column="text", text_b_column="", label_column="label", regression=False,
              shuffle_buffer=10000)
     )
+    return c
+
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+def load(name, variant=None, **overrides):
+    """`configs/<name>.py`'s get_config(variant) with dotted overrides, e.g.
+    `load("task_distill", "tiny", **{"data.seq_len": 32})` (what `--config.data.seq_len=32` does)."""
+    path = name if name.endswith(".py") else os.path.join(CONFIG_DIR, f"{name}.py")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"config file {path} not found; configs/ ships with the repository.")
+    spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    c = module.get_config(variant)
+    for key, value in overrides.items():
+        target = c
+        *parents, last = key.split(".")
+        for p in parents:
+            target = target[p]
+        target[last] = value
     return c

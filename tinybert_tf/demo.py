@@ -156,7 +156,7 @@ def run_demo(teacher_dir, workdir, steps, batch_size, seq_len, student, layer_ma
     import keras_hub
     import ml_collections
 
-    from tinybert_tf import modes, students, train
+    from tinybert_tf import config_lib, modes, students, train
     from tinybert_tf.data import stdlib_text
 
     timings = {}
@@ -175,15 +175,7 @@ def run_demo(teacher_dir, workdir, steps, batch_size, seq_len, student, layer_ma
 
     print(f"[2/5] General distillation, {steps} steps x {batch_size} sequences of {seq_len} ...")
     t1 = time.time()
-    spec = importlib.util.spec_from_file_location(
-        "general_distill", os.path.join(os.path.dirname(__file__), "..", "configs",
-                                        "general_distill.py"))
-    if spec is not None and os.path.exists(spec.origin):
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        config = module.get_config()
-    else:  # installed without the repository's configs/: same fields from the config lib
-        raise FileNotFoundError("configs/general_distill.py not found; run from the repository.")
+    config = config_lib.load("general_distill")
     config.teacher = teacher_dir
     config.student = student
     config.recipe = recipe

@@ -41,20 +41,9 @@ _SEQ = flags.DEFINE_integer("seq_len", 64, "Sequence length.")
 
 
 def _config(name, **fields):
-    import importlib.util
+    from tinybert_tf import config_lib
 
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config()
-    for key, value in fields.items():
-        target = c
-        *parents, last = key.split(".")
-        for p in parents:
-            target = target[p]
-        target[last] = value
-    return c
+    return config_lib.load(name, **fields)
 
 
 class Stages:
