@@ -151,7 +151,7 @@ def plot_losses(records, path, title="General distillation"):
 
 
 def run_demo(teacher_dir, workdir, steps, batch_size, seq_len, student, layer_map, learning_rate,
-             eval_docs, corpus="", heldout="", recipe="tinybert_general_cos"):
+             eval_docs, corpus="", heldout="", recipe="tinybert_general"):
     """Everything `make demo` does; returns the summary dict (also written to summary.json)."""
     import keras_hub
     import ml_collections
@@ -288,7 +288,7 @@ def define_flags():
     flags.DEFINE_string("layer_map", "1,2,4,5",
                         "Teacher layer per student layer (6-layer teacher -> 4).")
     flags.DEFINE_float("learning_rate", 3e-4, "Peak learning rate.")
-    flags.DEFINE_string("recipe", "tinybert_general_cos", "Distillation recipe (recipes.py).")
+    flags.DEFINE_string("recipe", "tinybert_general", "Distillation recipe (recipes.py).")
     flags.DEFINE_integer("eval_docs", 512, "Held-out sentences for fidelity.")
 
 

@@ -69,12 +69,6 @@ class Recipe:
 
 RECIPES = {
     "tinybert_general": Recipe("tinybert_general", {"emb": 1.0, "att": 1.0, "hidden": 1.0}),
-    # TinyBERT's terms plus DistilBERT's cosine term on the last layer: cosine is scale-free, so a
-    # teacher whose last layer is small (sentence-embedding models such as all-MiniLM-L6-v2) still
-    # gets its last layer learnt in a short run, where a summed MSE leaves it at the mean.
-    "tinybert_general_cos": Recipe(
-        "tinybert_general_cos", {"emb": 1.0, "att": 1.0, "hidden": 1.0, "cos": 1.0}
-    ),
     # For sentence-embedding teachers: TinyBERT's terms plus a cosine on the mean-pooled output.
     "tinybert_sentence": Recipe(
         "tinybert_sentence", {"emb": 1.0, "att": 1.0, "hidden": 1.0, "pooled_cos": 1.0}
