@@ -25,9 +25,14 @@ setup(
         "ml-collections>=1.0",
         "safetensors>=0.4",
         "numpy>=1.26",
+        "tqdm>=4.60",
     ],
     extras_require={
-        "test": ["pytest>=8", "ruff==0.17.6", "matplotlib>=3.8"],
+        # jax: the Distiller's JAX-backend step is tested against the TF step in the suite.
+        "test": ["pytest>=8", "ruff==0.17.6", "matplotlib>=3.8", "jax>=0.10"],
         "demo": ["matplotlib>=3.8"],
+        "jax": ["jax>=0.10"],
+        # The PyTorch peer of tools/benchmark.py (CPU torch; pip takes a local wheel where present).
+        "bench": ["torch==2.13.0", "transformers>=4.40", "psutil>=5.9"],
     },
 )
