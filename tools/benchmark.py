@@ -74,6 +74,12 @@ flags.DEFINE_list(
 )
 flags.DEFINE_list("jax_variants", ["fp32", "bf16"], "Keras-JAX step variants (always jitted).")
 flags.DEFINE_enum("peer", "auto", ["auto", "none"], "auto: run the PyTorch peer if importable.")
+flags.DEFINE_string(
+    "peer_omp_wait_policy", "PASSIVE",
+    "OMP_WAIT_POLICY of the PyTorch peer process ('' = torch's default, spinning). PASSIVE keeps "
+    "its OpenMP threads from spinning: on shared cores the default made the peer 3-10x slower "
+    "(measured), so PASSIVE is the peer's faster setting there.",
+)
 flags.DEFINE_integer("serve_batch", 32, "Large serving batch (batch 1 is always measured).")
 flags.DEFINE_integer("matmul_size", 4096, "Square matmul size for the machine's FLOP/s.")
 flags.DEFINE_float("max_teacher_error", 0.02, "Largest teacher-feature error a fast variant may have.")
@@ -301,9 +307,9 @@ def ideal_seconds(flops, precision, matmul):
 # ---- subprocess workers ---------------------------------------------------------------------------
 
 
-def run_worker(name, args, backend="tensorflow", timeout=3600):
+def run_worker(name, args, backend="tensorflow", timeout=3600, extra_env=None):
     """Runs `--worker=name` in a fresh process and returns its result dict (or {'error': ...})."""
-    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2", **(extra_env or {}))
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     if backend == "jax":
         threads = args["cfg"]["threads"]
@@ -320,6 +326,11 @@ def run_worker(name, args, backend="tensorflow", timeout=3600):
             return json.loads(line[len(RESULT_PREFIX):])
     tail = (proc.stderr or proc.stdout)[-3000:]
     return {"error": f"worker {name} exited {proc.returncode}: {tail}"}
+
+
+def peer_env():
+    policy = FLAGS.peer_omp_wait_policy
+    return {"OMP_WAIT_POLICY": policy} if policy else {}
 
 
 def worker_main(name, args):
@@ -581,7 +592,9 @@ def bench_step(cfg):
         peer["skipped"] = "torch/transformers not importable (pip install '.[bench]')"
     else:
         peer.update(run_worker("torch_step", {"cfg": dataclasses.asdict(cfg),
-                                              "variants": FLAGS.peer_variants}))
+                                              "variants": FLAGS.peer_variants},
+                               extra_env=peer_env()))
+        peer["omp_wait_policy"] = FLAGS.peer_omp_wait_policy or "default"
         if "error" in peer:
             peer["skipped"] = peer["error"]
     matmul = bench_matmul(cfg)
@@ -998,7 +1011,7 @@ def bench_memory(cfg, tf_variants, torch_variants):
                 and importlib.util.find_spec("transformers") is not None)
     if torch_ok:
         for name in torch_variants:
-            r = run_worker("torch_step", {"cfg": args, "variants": [name]})
+            r = run_worker("torch_step", {"cfg": args, "variants": [name]}, extra_env=peer_env())
             out["torch"][name] = r.get("peak_rss_mb") if "error" not in r else r["error"]
     else:
         out["torch_skipped"] = "torch/transformers not importable or --peer=none"
