@@ -61,7 +61,7 @@ flags.DEFINE_integer("warmup", 3, "Untimed warm-up repetitions (tracing/compilat
 flags.DEFINE_integer("threads", 0, "Intra-op threads for every framework; 0 = all cores.")
 flags.DEFINE_integer("inter_op_threads", 1, "Inter-op threads (TF and torch).")
 flags.DEFINE_list(
-    "variants", ["fp32", "fp32_xla", "bf16t", "mixedt", "bf16", "bf16_xla", "bf16t_spe4"],
+    "variants", ["fp32", "fp32_xla", "bf16t", "mixedt", "mixedt_xla", "bf16", "bf16_xla", "mixedt_spe4"],
     "TF step variants: fp32 | bf16 (teacher policy bfloat16, student mixed_bfloat16) | "
     "mixed (both mixed_bfloat16) | bf16t (teacher bfloat16, student float32) | mixedt (teacher "
     "mixed_bfloat16, student float32), with optional _xla (jit_compile) and _speN "
