@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Benchmarks of tinybert_tf on this machine: distillation step, input pipeline, serving, memory.
 
-    python tools/benchmark.py                       # all benchmarks, BERT-base teacher, batch 8 x 128
+    python tools/benchmark.py             # all benchmarks, BERT-base teacher, batch 8 x 128
     python tools/benchmark.py --bench=step --json=bench.json
-    python tools/benchmark.py --tiny                # tiny shapes (what tests/test_benchmark.py runs)
+    python tools/benchmark.py --tiny      # tiny shapes (what tests/test_benchmark.py runs)
 
 Benchmarks (`--bench`, comma-separated; all by default):
   step    The TinyBERT general-distillation step (Distiller, recipe `tinybert_general`, AdamW) in
@@ -13,12 +13,15 @@ Benchmarks (`--bench`, comma-separated; all by default):
   input   tf.data pipeline (keras-hub BertTokenizer, packing to --seq, batching) examples/s vs the
           fastest step's sequences/s.
   serve   SavedModel latency at batch 1 and --serve_batch for the teacher vs the student.
-  memory  Peak RSS (ru_maxrss) of a process running the step, per framework and precision.
+  memory  Peak RSS of a fresh process running the step, per framework and precision (Linux
+          VmHWM; ru_maxrss is recorded too but counts the parent's pages at fork).
   jax     The same Distiller step on the Keras JAX backend (subprocess with KERAS_BACKEND=jax).
 
 Every benchmark uses the same thread count (--threads: TF intra-op threads, torch.set_num_threads,
-XLA's CPU thread pool; --inter_op_threads for TF inter-op and torch inter-op). Times are medians
-over --repeats after --warmup untimed calls. Models have random weights.
+XLA's CPU thread pool; --inter_op_threads for TF inter-op and torch inter-op); the peer runs with
+OMP_WAIT_POLICY=PASSIVE (--peer_omp_wait_policy), its faster setting on shared cores. Times are
+medians over --repeats after --warmup untimed calls. Models have random weights. Note the machine
+load (printed at the start and end): on shared cores single figures move by tens of percent.
 """
 
 from __future__ import annotations
@@ -61,7 +64,8 @@ flags.DEFINE_integer("warmup", 3, "Untimed warm-up repetitions (tracing/compilat
 flags.DEFINE_integer("threads", 0, "Intra-op threads for every framework; 0 = all cores.")
 flags.DEFINE_integer("inter_op_threads", 1, "Inter-op threads (TF and torch).")
 flags.DEFINE_list(
-    "variants", ["fp32", "fp32_xla", "bf16t", "mixedt", "mixedt_xla", "bf16", "bf16_xla", "mixedt_spe4"],
+    "variants",
+    ["fp32", "fp32_xla", "bf16t", "mixedt", "mixedt_xla", "bf16", "bf16_xla", "mixedt_spe4"],
     "TF step variants: fp32 | bf16 (teacher policy bfloat16, student mixed_bfloat16) | "
     "mixed (both mixed_bfloat16) | bf16t (teacher bfloat16, student float32) | mixedt (teacher "
     "mixed_bfloat16, student float32), with optional _xla (jit_compile) and _speN "
@@ -82,7 +86,8 @@ flags.DEFINE_string(
 )
 flags.DEFINE_integer("serve_batch", 32, "Large serving batch (batch 1 is always measured).")
 flags.DEFINE_integer("matmul_size", 4096, "Square matmul size for the machine's FLOP/s.")
-flags.DEFINE_float("max_teacher_error", 0.02, "Largest teacher-feature error a fast variant may have.")
+flags.DEFINE_float("max_teacher_error", 0.02,
+                   "Largest teacher-feature error a fast variant may have.")
 flags.DEFINE_float("input_seconds", 10.0, "Minimum timed seconds of the input pipeline.")
 flags.DEFINE_bool("cached_logits", True, "Also time the task-prediction step with cached logits.")
 flags.DEFINE_bool("tiny", False, "Tiny shapes and few repeats (for tests).")
@@ -92,7 +97,7 @@ flags.DEFINE_string("worker_args", "{}", "Internal: JSON arguments of --worker."
 RESULT_PREFIX = "BENCHMARK_RESULT: "
 
 
-# ---- configuration ---------------------------------------------------------------------------------
+# ---- configuration -------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass
@@ -163,7 +168,7 @@ POLICIES = {
 }
 
 
-# ---- small helpers ----------------------------------------------------------------------------------
+# ---- small helpers -------------------------------------------------------------------------------
 
 
 def median(xs):
@@ -268,7 +273,7 @@ def feature_errors(approx, exact):
     return {"teacher_rel_err": float(sum(errors) / len(errors)), "teacher_rel_err_max": max(errors)}
 
 
-# ---- FLOP count -----------------------------------------------------------------------------------
+# ---- FLOP count ----------------------------------------------------------------------------------
 
 
 def encoder_flops(arch, batch, seq):
@@ -304,7 +309,7 @@ def ideal_seconds(flops, precision, matmul):
     return flops["teacher_forward"] / peak[t_dtype] + student / peak[s_dtype]
 
 
-# ---- subprocess workers ---------------------------------------------------------------------------
+# ---- subprocess workers --------------------------------------------------------------------------
 
 
 def run_worker(name, args, backend="tensorflow", timeout=3600, extra_env=None):
@@ -350,7 +355,7 @@ def worker_main(name, args):
     print(RESULT_PREFIX + json.dumps(clean(result)), flush=True)
 
 
-# ---- TensorFlow / Keras -----------------------------------------------------------------------------
+# ---- TensorFlow / Keras --------------------------------------------------------------------------
 
 
 def setup_tensorflow(cfg):
@@ -588,7 +593,7 @@ def bench_step(cfg):
     peer = {"skipped": None}
     if FLAGS.peer == "none":
         peer["skipped"] = "disabled with --peer=none"
-    elif importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None:
+    elif not all(importlib.util.find_spec(m) for m in ("torch", "transformers")):
         peer["skipped"] = "torch/transformers not importable (pip install '.[bench]')"
     else:
         peer.update(run_worker("torch_step", {"cfg": dataclasses.asdict(cfg),
@@ -677,7 +682,7 @@ def bench_step(cfg):
     return out
 
 
-# ---- PyTorch peer (runs in its own process) ---------------------------------------------------------
+# ---- PyTorch peer (runs in its own process) ------------------------------------------------------
 
 
 def torch_step_worker(cfg, args):
@@ -716,7 +721,8 @@ def torch_step_worker(cfg, args):
 
     def bert(arch):
         config = transformers.BertConfig(
-            vocab_size=cfg.vocab, hidden_size=arch["hidden_dim"], num_hidden_layers=arch["num_layers"],
+            vocab_size=cfg.vocab, hidden_size=arch["hidden_dim"],
+            num_hidden_layers=arch["num_layers"],
             num_attention_heads=arch["num_heads"], intermediate_size=arch["intermediate_dim"],
             max_position_embeddings=max(512, cfg.seq), hidden_dropout_prob=0.1,
             attention_probs_dropout_prob=0.1,
@@ -819,7 +825,7 @@ class _TorchStep:
         return float(loss.detach())
 
 
-# ---- input pipeline -----------------------------------------------------------------------------------
+# ---- input pipeline ------------------------------------------------------------------------------
 
 
 def write_stdlib_text(path, max_bytes):
@@ -929,7 +935,7 @@ def bench_input(cfg, step_seq_per_s):
     return out
 
 
-# ---- serving -----------------------------------------------------------------------------------------
+# ---- serving -------------------------------------------------------------------------------------
 
 
 def export_encoder(backbone, path):
@@ -1002,7 +1008,7 @@ def bench_serve(cfg):
     return out
 
 
-# ---- memory and JAX (subprocesses) --------------------------------------------------------------------
+# ---- memory and JAX (subprocesses) ---------------------------------------------------------------
 
 
 def bench_memory(cfg, tf_variants, torch_variants):
@@ -1050,7 +1056,7 @@ def bench_jax(cfg, tf_step):
     return out
 
 
-# ---- main -------------------------------------------------------------------------------------------
+# ---- main ----------------------------------------------------------------------------------------
 
 
 def main(argv):
