@@ -168,7 +168,7 @@ def build_parity_cases(
     Returns:
         ``{case: {"signature": str, "inputs": {name: array}, "expected": {name: array}}}``.
     """
-    from tinybert_tf.export import TEXT_PAIR_SIGNATURE, TEXT_SIGNATURE, describe_student
+    from tinybert_tf.export_serving import TEXT_PAIR_SIGNATURE, TEXT_SIGNATURE, describe_student
 
     info = describe_student(model)
     texts = list(sample_texts or SAMPLE_TEXTS)
@@ -312,7 +312,7 @@ def verify_export(
     Returns:
         ``{"ops", "parity", "warmup_replayed", "num_variables", "saved_model_cli"}``.
     """
-    from tinybert_tf.export import describe_student
+    from tinybert_tf.export_serving import describe_student
 
     with open(os.path.join(path, "assets.extra", "export_config.json"), encoding="utf-8") as f:
         config = json.load(f)
@@ -343,7 +343,7 @@ def check_tflite(model, info, out_dir: str, cases: dict) -> dict:
     """
     import tensorflow as tf
 
-    from tinybert_tf.export import INPUT_NAMES, student_variable_dict
+    from tinybert_tf.export_serving import INPUT_NAMES, student_variable_dict
 
     holder = tf.Module(name="tflite_student")
     holder.student_variables = student_variable_dict(model)
