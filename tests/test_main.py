@@ -216,3 +216,17 @@ def test_strategy_factory_every_value():
         strategy.make_strategy("multi_worker")
     with pytest.raises(strategy.LaunchError, match="Unknown strategy"):
         strategy.make_strategy("gpu")
+
+
+def test_bfloat16_teacher_with_mixed_precision_student(assets, tmp_path):
+    """The fastest measured CPU step (bench/RESULTS.md): a bfloat16 teacher, mixed_bfloat16 student."""
+    c = _config("general_distill", teacher=assets["teacher"], teacher_dtype="bfloat16",
+                precision="mixed_bfloat16", **{"data.train": assets["corpus"]})
+    try:
+        out = run_mode(c, str(tmp_path))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    records = train.read_metrics(str(tmp_path))
+    assert all(np.isfinite(r["loss"]) for r in records)
+    student = keras_hub.models.Backbone.from_preset(out)
+    assert all(w.dtype == "float32" for w in student.weights)

@@ -20,6 +20,9 @@ def base(mode):
     c.strategy = "cpu"  # cpu | one_device | mirrored | multi_worker | tpu
     c.tpu = ""  # TPU name, grpc:// address, or "local" on a TPU VM
     c.precision = "float32"  # float32 | mixed_bfloat16 | mixed_float16
+    # Frozen teacher's dtype policy ("" = precision above). "bfloat16" is the fastest measured
+    # step on a bf16-capable CPU (bench/RESULTS.md), teacher features within ~1-2 % of fp32.
+    c.teacher_dtype = ""
     c.jit_compile = False
     c.steps_per_execution = 1
     c.batch_size = 32  # global batch, split across replicas

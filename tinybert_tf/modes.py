@@ -33,16 +33,23 @@ def load_tokenizer(preset):
     return keras_hub.tokenizers.Tokenizer.from_preset(check_preset(preset, "teacher"))
 
 
-def load_classifier(preset, num_classes=None, what="teacher", token_level=False):
+def load_classifier(preset, num_classes=None, what="teacher", token_level=False, dtype=""):
     """A keras-hub text classifier (or, with `token_level`, a `heads.TokenClassifier`) from a
-    preset; a new head on the preset's backbone when `num_classes` is given."""
+    preset; a new head on the preset's backbone when `num_classes` is given. `dtype` (e.g.
+    "bfloat16") overrides the global policy for this model (a frozen teacher)."""
     from tinybert_tf import heads
 
     check_preset(preset, what)
     kwargs = {"num_classes": num_classes} if num_classes is not None else {}
+    if dtype:
+        kwargs["dtype"] = dtype
     if token_level:
         return heads.TokenClassifier.from_preset(preset, preprocessor=None, **kwargs)
     return keras_hub.models.TextClassifier.from_preset(preset, preprocessor=None, **kwargs)
+
+
+def _dtype(name):
+    return {"dtype": name} if name else {}
 
 
 def new_task_model(spec, backbone):
@@ -129,12 +136,14 @@ def general_distill(c, workdir, strategy):
     with strategy.scope():
         if is_mlm:
             teacher = keras_hub.models.MaskedLM.from_preset(check_preset(c.teacher, "teacher"),
+                                                            **_dtype(c.teacher_dtype),
                                                             preprocessor=None)
             student = keras_hub.models.BertMaskedLM(
                 student_backbone(c.student, teacher), preprocessor=None
             )
         else:
-            teacher = keras_hub.models.Backbone.from_preset(check_preset(c.teacher, "teacher"))
+            teacher = keras_hub.models.Backbone.from_preset(check_preset(c.teacher, "teacher"),
+                                                            **_dtype(c.teacher_dtype))
             student = student_backbone(c.student, teacher)
         set_dropout(student, c.student_dropout)
         distiller = Distiller(teacher, student, recipe)
@@ -279,7 +288,7 @@ def task_distill(c, workdir, strategy):
                              temperature=settings.temperature)
         data = task_data(c, train_task, train_task.train_split, tokenizer, training=True)
         with strategy.scope():
-            teacher = load_classifier(c.teacher, token_level=token_level)
+            teacher = load_classifier(c.teacher, token_level=token_level, dtype=c.teacher_dtype)
             if stage == "prediction" and tf.io.gfile.isdir(stage_one):
                 # carries step 1's weights
                 student = load_classifier(stage_one, what="student", token_level=token_level)
