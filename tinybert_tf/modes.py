@@ -101,10 +101,9 @@ def _compile(model, strategy, c, total_steps, stage=None, **kwargs):
     )
 
 
-def _run(model, data, workdir, c, total_steps, validation_data=None):
+def _run(model, data, workdir, c, total_steps):
     return train.run(model, data, workdir, total_steps, log_every=c.log_every,
-                     checkpoint_every=c.checkpoint_every, max_to_keep=c.keep_checkpoints,
-                     validation_data=validation_data)
+                     checkpoint_every=c.checkpoint_every, max_to_keep=c.keep_checkpoints)
 
 
 # ---- general distillation -----------------------------------------------------------------------
