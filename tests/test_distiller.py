@@ -127,6 +127,18 @@ def test_prediction_recipe_soft_targets_at_temperature():
     assert np.abs(w0[0] - _weights(student.output_dense)[0]).max() > 0
 
 
+def test_prediction_recipe_needs_no_layer_map():
+    # A 3-layer student of a 4-layer teacher has no uniform map; the prediction step must not care.
+    teacher = _classifier(tiny.backbone(num_layers=4, seed=0))
+    student = _classifier(tiny.backbone(num_layers=3, hidden_dim=16, seed=1))
+    d = tinybert_tf.Distiller(teacher, student, "tinybert_task_prediction")
+    assert d.layer_map == ()
+    d.compile(optimizer=keras.optimizers.Adam(1e-3))
+    w0 = _weights(student.output_dense)
+    d.fit(_dataset(extra=lambda x: (np.zeros(len(x["token_ids"]), "int32"),)), verbose=0)
+    assert np.abs(w0[0] - _weights(student.output_dense)[0]).max() > 0
+
+
 def test_prediction_recipe_requires_heads():
     with pytest.raises(ValueError, match="bare backbone"):
         tinybert_tf.Distiller(tiny.backbone(), tiny.backbone(), "tinybert_task_prediction")

@@ -42,7 +42,12 @@ class Distiller(keras.Model):
         self.teacher.trainable = False
         self.student = student
         t_layers, s_layers = feature_view.num_layers(teacher), feature_view.num_layers(student)
-        self.layer_map = recipes.resolve_layer_map(self.recipe.layer_map, t_layers, s_layers)
+        # Only recipes with layer-wise terms map layers (a prediction-only step with a 4-layer
+        # student of a 6-layer teacher must not fail on the uniform default).
+        self.layer_map = (
+            recipes.resolve_layer_map(self.recipe.layer_map, t_layers, s_layers)
+            if self.recipe.needs_intermediate else ()
+        )
         self._check_heads()
         t_dim, s_dim = feature_view.hidden_dim(teacher), feature_view.hidden_dim(student)
         # Student -> teacher width projections (TinyBERT's W_h); built here so that they are created

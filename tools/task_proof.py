@@ -30,7 +30,11 @@ _GD_STUDENT = flags.DEFINE_string("general_student", "", "A general-distilled Ti
                                   "dir (default: distil one here for --gd_steps).")
 _GD_STEPS = flags.DEFINE_integer("gd_steps", 800, "General distillation steps (batch 32, seq 64).")
 _TEACHER_EPOCHS = flags.DEFINE_integer("teacher_epochs", 3, "Teacher fine-tuning epochs.")
-_FT_EPOCHS = flags.DEFINE_integer("student_epochs", 3, "(a) student fine-tuning epochs.")
+_TEACHER_LR = flags.DEFINE_float("teacher_lr", 1e-4, "Teacher fine-tuning peak learning rate.")
+_FT_EPOCHS = flags.DEFINE_integer("student_epochs", 5, "(a) student fine-tuning epochs (default: "
+                                  "as many as (b)'s two steps together).")
+_STUDENT_LR = flags.DEFINE_float("student_lr", 1e-4, "Peak learning rate of every student stage "
+                                 "((a), and both steps of (b) and (c)).")
 _INT_EPOCHS = flags.DEFINE_integer("intermediate_epochs", 3, "(b) step-1 epochs.")
 _PRED_EPOCHS = flags.DEFINE_integer("prediction_epochs", 2, "(b) step-2 epochs.")
 _N_AUG = flags.DEFINE_integer("n_aug", 3, "(c) augmented copies per training example.")
@@ -117,7 +121,8 @@ def main(argv):
 
     teacher = stages.run("teacher fine-tuning", os.path.join(w, "teacher", "teacher"), lambda: run(
         _config("task_distill", mode="finetune", teacher=teacher_pre,
-                **{**task, "finetune.epochs": _TEACHER_EPOCHS.value}), os.path.join(w, "teacher")))
+                **{**task, "finetune.epochs": _TEACHER_EPOCHS.value,
+                   "finetune.learning_rate": _TEACHER_LR.value}), os.path.join(w, "teacher")))
 
     # Starting points.
     narrow = _GD_STUDENT.value or stages.run(
@@ -152,29 +157,39 @@ def main(argv):
     stages.run("augmentation", os.path.join(aug_dir, "augmented.tsv"), do_augment)
 
     models = {"teacher (MiniLM-L6, fine-tuned)": teacher}
-    for start_name, start in (("TinyBERT-4 general-distilled", narrow),
-                              ("3-layer from teacher", wide)):
-        tag = "narrow" if start == narrow else "wide"
-        out = os.path.join(w, f"{tag}_a")
-        models[f"{start_name}: (a) fine-tuned"] = stages.run(
-            f"{tag} (a) fine-tuning", os.path.join(out, "teacher"), lambda start=start, out=out:
-            run(_config("task_distill", mode="finetune", teacher=start,
-                        **{**task, "finetune.epochs": _FT_EPOCHS.value}), out))
-        for variant, extra in (
-            ("b", {"intermediate.epochs": _INT_EPOCHS.value,
-                   "prediction.epochs": _PRED_EPOCHS.value}),
-            ("c", {"intermediate.epochs": _AUG_EPOCHS.value,
-                   "prediction.epochs": _AUG_EPOCHS.value,
-                   "augmented_train_file": os.path.join(aug_dir, "augmented.tsv")}),
-        ):
-            out = os.path.join(w, f"{tag}_{variant}")
-            label = "two-step distillation" if variant == "b" else "two-step on augmented data"
-            models[f"{start_name}: ({variant}) {label}"] = stages.run(
-                f"{tag} ({variant}) {label}", os.path.join(out, "prediction", "student"),
-                lambda start=start, out=out, extra=extra: run(_config(
-                    "task_distill", mode="task_distill", teacher=teacher, student=start,
-                    layer_map="1,2,4,5" if start == narrow else "", **{**task, **extra}), out))
+    starts = {"narrow": ("TinyBERT-4 general-distilled", narrow, "1,2,4,5"),
+              "wide": ("3-layer from teacher", wide, "")}
+    lr = _STUDENT_LR.value
+    variants = {
+        "b": ("two-step distillation", {"intermediate.epochs": _INT_EPOCHS.value,
+                                        "prediction.epochs": _PRED_EPOCHS.value}),
+        "c": ("two-step on augmented data", {
+            "intermediate.epochs": _AUG_EPOCHS.value, "prediction.epochs": _AUG_EPOCHS.value,
+            "augmented_train_file": os.path.join(aug_dir, "augmented.tsv")}),
+    }
+    # Cheapest and most telling first: (a) and (b) for both starts, then (c).
+    for variant, tag in [("a", "narrow"), ("b", "narrow"), ("a", "wide"), ("b", "wide"),
+                         ("c", "narrow"), ("c", "wide")]:
+        start_name, start, layer_map = starts[tag]
+        out = os.path.join(w, f"{tag}_{variant}")
+        if variant == "a":
+            models[f"{start_name}: (a) fine-tuned"] = stages.run(
+                f"{tag} (a) fine-tuning", os.path.join(out, "teacher"), lambda start=start, out=out:
+                run(_config("task_distill", mode="finetune", teacher=start,
+                            **{**task, "finetune.epochs": _FT_EPOCHS.value,
+                               "finetune.learning_rate": lr}), out))
+            continue
+        label, extra = variants[variant]
+        models[f"{start_name}: ({variant}) {label}"] = stages.run(
+            f"{tag} ({variant}) {label}", os.path.join(out, "prediction", "student"),
+            lambda start=start, out=out, extra=extra, layer_map=layer_map: run(_config(
+                "task_distill", mode="task_distill", teacher=teacher, student=start,
+                layer_map=layer_map, **{**task, **extra, "intermediate.learning_rate": lr,
+                                        "prediction.learning_rate": lr}), out))
 
+    teacher_row = models.pop("teacher (MiniLM-L6, fine-tuned)")
+    models = {"teacher (MiniLM-L6, fine-tuned)": teacher_row,
+              **dict(sorted(models.items(), key=lambda kv: (kv[0].startswith("3-layer"), kv[0])))}
     config = _config("task_distill", mode="evaluate", teacher=teacher,
                      student=",".join(f"{k}={v}" for k, v in models.items()
                                       if not k.startswith("teacher")), **task)
