@@ -135,3 +135,29 @@ def test_pooled_cosine():
     cos = (s_pool * t_pool).sum(-1) / (
         np.linalg.norm(s_pool, axis=-1) * np.linalg.norm(t_pool, axis=-1))
     np.testing.assert_allclose(losses.pooled_cosine(st, te, m), np.mean(1 - cos), rtol=1e-5)
+
+
+def test_pooled_similarity_kl_matches_numpy_and_ignores_width():
+    st = rng.normal(size=(5, 6, 3))  # student width 3, teacher width 8: no projection needed
+    te = rng.normal(size=(5, 6, 8))
+    m = _mask(5, 6)
+    tau = 0.1
+
+    def log_p(h):
+        mw = m[:, :, None]
+        e = (h * mw).sum(1) / mw.sum(1)
+        e = e / np.linalg.norm(e, axis=-1, keepdims=True)
+        sim = e @ e.T / tau
+        rows = []
+        for i in range(len(sim)):
+            others = np.delete(sim[i], i)
+            lp = others - np.log(np.exp(others - others.max()).sum()) - others.max()
+            rows.append(lp)
+        return np.array(rows)  # [B, B-1]: self left out
+
+    ls, lt = log_p(st), log_p(te)
+    ref = np.mean(np.sum(np.exp(lt) * (lt - ls), axis=-1))
+    np.testing.assert_allclose(losses.pooled_similarity_kl(st, te, m, tau), ref, rtol=1e-4)
+    # The same neighbourhoods give 0 even at another width/scale; a scaled copy is no change.
+    np.testing.assert_allclose(losses.pooled_similarity_kl(3.0 * te, te, m, tau), 0.0, atol=1e-5)
+    assert float(losses.pooled_similarity_kl(st, te, m, tau)) > 0.01

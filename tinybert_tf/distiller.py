@@ -13,7 +13,7 @@ import keras
 from keras import ops
 
 from tinybert_tf import features as feature_view
-from tinybert_tf import losses, recipes
+from tinybert_tf import losses, optim, recipes
 
 
 def num_replicas():
@@ -142,12 +142,16 @@ class Distiller(keras.Model):
                 terms["hidden"] = terms["hidden"] + losses.hidden_mse(
                     hidden, teacher["hidden_states"][t_i], hidden_mask
                 )
-        if "cos" in r.weights or "pooled_cos" in r.weights:
+        if any(t in r.weights for t in recipes.SENTENCE_TERMS):
             last = self._project(len(self.layer_map), student["sequence_output"])
+            t_last = teacher["sequence_output"]
             if "cos" in r.weights:
-                terms["cos"] = losses.cosine_hidden(last, teacher["sequence_output"], mask)
+                terms["cos"] = losses.cosine_hidden(last, t_last, mask)
             if "pooled_cos" in r.weights:
-                terms["pooled_cos"] = losses.pooled_cosine(last, teacher["sequence_output"], mask)
+                terms["pooled_cos"] = losses.pooled_cosine(last, t_last, mask)
+            if "pooled_rel" in r.weights:
+                terms["pooled_rel"] = losses.pooled_similarity_kl(
+                    last, t_last, mask, r.similarity_temperature)
         s_logits = student.get("logits")
         t_logits = teacher.get("logits")
         is_mlm = hasattr(self.student, "masked_lm_head")
@@ -236,7 +240,7 @@ class Distiller(keras.Model):
         grads = tape.gradient(loss, variables)
         # Variables no term reaches (e.g. the pooler under intermediate-layer terms) keep still.
         pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
-        grads, variables = [g for g, _ in pairs], [v for _, v in pairs]
+        grads, variables = optim.densify([g for g, _ in pairs]), [v for _, v in pairs]
         if getattr(self, "_replica_clipnorm", None):
             grads = self._clip_across_replicas(grads)
         self.optimizer.apply(grads, variables)

@@ -106,13 +106,39 @@ def cosine_hidden(student_hidden, teacher_hidden, padding_mask, eps=1e-8):
 def pooled_cosine(student_hidden, teacher_hidden, padding_mask, eps=1e-8):
     """1 - cos of mean-pooled sentence embeddings (sentence-transformers pooling), averaged over
     the batch; hidden [B, S, H], mask [B, S]. What a sentence-embedding teacher is used for."""
-    m = _f32(padding_mask)[:, :, None]
-    count = ops.maximum(ops.sum(m, axis=1), 1.0)
-    s = ops.sum(_f32(student_hidden) * m, axis=1) / count
-    t = ops.sum(_f32(teacher_hidden) * m, axis=1) / count
+    s = _mean_pool(student_hidden, padding_mask)
+    t = _mean_pool(teacher_hidden, padding_mask)
     cos = ops.sum(s * t, axis=-1) / ops.maximum(
         ops.sqrt(ops.sum(s * s, axis=-1)) * ops.sqrt(ops.sum(t * t, axis=-1)), eps)
     return ops.mean(1.0 - cos)
+
+
+def _mean_pool(hidden, padding_mask):
+    m = _f32(padding_mask)[:, :, None]
+    return ops.sum(_f32(hidden) * m, axis=1) / ops.maximum(ops.sum(m, axis=1), 1.0)
+
+
+def pooled_similarity_kl(student_hidden, teacher_hidden, padding_mask, temperature=0.05,
+                         eps=1e-8):
+    """Relational distillation of sentence embeddings: KL(teacher || student) of each sentence's
+    softmax over cosine similarities to the *other* sentences in the batch, at `temperature`.
+
+    What nearest-neighbour search uses, and independent of the two widths (no projection needed).
+    hidden [B, S, H], mask [B, S]; mean over the batch of per-row KL. Batches of one give 0.
+    """
+
+    def log_probs(hidden):
+        e = _mean_pool(hidden, padding_mask)
+        e = e / ops.maximum(ops.sqrt(ops.sum(e * e, axis=-1, keepdims=True)), eps)
+        sim = ops.matmul(e, ops.transpose(e)) / temperature
+        eye = ops.eye(ops.shape(sim)[0], dtype="float32")
+        return ops.log_softmax(sim - 1e9 * eye, axis=-1), eye
+
+    log_s, eye = log_probs(student_hidden)
+    log_t, _ = log_probs(teacher_hidden)
+    off = 1.0 - eye  # the diagonal has p = 0 in both: leave it out of the sum
+    kl = ops.sum(ops.exp(log_t) * (log_t - log_s) * off, axis=-1)
+    return ops.mean(kl)
 
 
 def sparse_cross_entropy(logits, labels, weights=None):

@@ -4,7 +4,8 @@ The Distiller reads a `Recipe`; nothing else about a method is a code path. Term
 `emb` (embedding MSE), `att` (attention scores MSE, or KL of probabilities), `hidden` (hidden-state
 MSE), `pred` (TinyBERT soft cross-entropy at T, or MSE for regression), `kd` (DistilBERT KL * T^2),
 `mlm` (masked-LM cross-entropy on labels), `cos` (cosine loss of last hidden states),
-`pooled_cos` (cosine loss of mean-pooled sentence embeddings), `hard`
+`pooled_cos` (cosine loss of mean-pooled sentence embeddings), `pooled_rel` (KL of in-batch
+similarity distributions of those embeddings, at `similarity_temperature`), `hard`
 (cross-entropy / MSE against task labels).
 """
 
@@ -13,7 +14,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-TERMS = ("emb", "att", "hidden", "pred", "kd", "mlm", "cos", "pooled_cos", "hard")
+TERMS = ("emb", "att", "hidden", "pred", "kd", "mlm", "cos", "pooled_cos", "pooled_rel", "hard")
+SENTENCE_TERMS = ("cos", "pooled_cos", "pooled_rel")  # on the (projected) last hidden state
 INTERMEDIATE_TERMS = ("emb", "att", "hidden")
 
 
@@ -28,6 +30,7 @@ class Recipe:
     hidden_mask: mask padding out of the hidden/embedding MSE (official TinyBERT does not).
     regression: the prediction terms use MSE instead of soft targets (STS-B).
     kd_positions: DistilBERT soft targets over "all" real tokens (its default) or "masked" only.
+    similarity_temperature: temperature of the `pooled_rel` in-batch similarity softmax.
     """
 
     name: str
@@ -39,6 +42,7 @@ class Recipe:
     hidden_mask: bool = False
     regression: bool = False
     kd_positions: str = "all"
+    similarity_temperature: float = 0.05
 
     def __post_init__(self):
         unknown = set(self.weights) - set(TERMS)
@@ -48,8 +52,9 @@ class Recipe:
             raise ValueError(f"attention must be 'mse' or 'kl', got {self.attention!r}.")
         if self.kd_positions not in ("all", "masked"):
             raise ValueError(f"kd_positions must be 'all' or 'masked', got {self.kd_positions!r}.")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}.")
+        if self.temperature <= 0 or self.similarity_temperature <= 0:
+            raise ValueError(f"temperatures must be > 0, got {self.temperature} and "
+                             f"{self.similarity_temperature}.")
         object.__setattr__(self, "weights", dict(self.weights))
         if isinstance(self.layer_map, list):
             object.__setattr__(self, "layer_map", tuple(self.layer_map))
@@ -60,7 +65,7 @@ class Recipe:
 
     @property
     def needs_intermediate(self):
-        return any(t in self.weights for t in (*INTERMEDIATE_TERMS, "cos", "pooled_cos"))
+        return any(t in self.weights for t in (*INTERMEDIATE_TERMS, *SENTENCE_TERMS))
 
     @property
     def needs_logits(self):
@@ -69,9 +74,11 @@ class Recipe:
 
 RECIPES = {
     "tinybert_general": Recipe("tinybert_general", {"emb": 1.0, "att": 1.0, "hidden": 1.0}),
-    # For sentence-embedding teachers: TinyBERT's terms plus a cosine on the mean-pooled output.
+    # For sentence-embedding teachers: TinyBERT's terms plus the pooled sentence embedding itself,
+    # its direction (cosine) and its neighbourhood (in-batch similarity KL).
     "tinybert_sentence": Recipe(
-        "tinybert_sentence", {"emb": 1.0, "att": 1.0, "hidden": 1.0, "pooled_cos": 1.0}
+        "tinybert_sentence",
+        {"emb": 1.0, "att": 1.0, "hidden": 1.0, "pooled_cos": 1.0, "pooled_rel": 1.0},
     ),
     "tinybert_task_intermediate": Recipe(
         "tinybert_task_intermediate", {"emb": 1.0, "att": 1.0, "hidden": 1.0}
