@@ -165,6 +165,24 @@ def test_local_files_task(tok, tmp_path):
     assert (x["segment_ids"].numpy() == 0).all()
 
 
+def test_extra_features_follow_their_examples_through_the_shuffle(tok, tmp_path):
+    write_files(tmp_path)
+    spec = tasks.load_file_task(str(tmp_path / "train.tsv"), text_b_column="text_b")
+    plain = next(iter(tasks.task_dataset(spec, "train", tok, seq_len=12, batch_size=3)))[0]
+    tag = np.arange(3, dtype="float32")[:, None] * [1.0, 10.0]  # row i -> [i, 10 i]
+    ds = tasks.task_dataset(spec, "train", tok, seq_len=12, batch_size=3, shuffle=True, seed=1,
+                            extra={"teacher_logits": tag})
+    x, _ = next(iter(ds))
+    assert x["teacher_logits"].numpy()[:, 0].tolist() != [0, 1, 2]  # the shuffle did move rows
+    for row, logits in zip(x["token_ids"].numpy(), x["teacher_logits"].numpy()):
+        i = int(logits[0])  # each row's extra feature is the one computed for that example
+        np.testing.assert_array_equal(row, plain["token_ids"].numpy()[i])
+        assert logits[1] == 10 * i
+    with pytest.raises(ValueError, match="have \\[2\\] rows but split 'train' has 3 examples"):
+        tasks.task_dataset(spec, "train", tok, seq_len=12, batch_size=3,
+                           extra={"teacher_logits": tag[:2]})
+
+
 def test_local_file_errors_name_file_and_line(tmp_path):
     write_files(tmp_path)
     (tmp_path / "bad_dev.tsv").write_text("text\tlabel\nthe dog\tpos\na cat\tmaybe\n")

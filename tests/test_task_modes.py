@@ -65,6 +65,24 @@ def test_prediction_step_starts_from_intermediate_weights(task_run):
     assert max(moved) > 1e-4
 
 
+def test_cached_teacher_logits_train_the_same_student(task_run):
+    """prediction.cache_teacher_logits (one teacher pass) == the teacher at every step."""
+    students = []
+    for cache in (True, False):
+        out = run_mode(_config(mode="task_distill", teacher=task_run["teacher"], step="prediction",
+                               deterministic=True, **{
+                                   **task_run["common"], "prediction.epochs": 2,
+                                   "prediction.learning_rate": 1e-3,
+                                   "prediction.cache_teacher_logits": cache}),
+                       str(task_run["dir"] / f"cache_{cache}"))
+        students.append(keras_hub.models.TextClassifier.from_preset(out, preprocessor=None))
+    fresh = keras_hub.models.TextClassifier.from_preset(task_run["student"], preprocessor=None)
+    assert np.abs(students[0].output_dense.kernel.numpy()
+                  - fresh.output_dense.kernel.numpy()).max() > 1e-4  # it trained
+    for a, b in zip(students[0].weights, students[1].weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
+
+
 def test_export_mode_publishes_a_version_with_labels(task_run):
     c = _config(mode="export", teacher=task_run["teacher"], **task_run["common"],
                 **{"export.student": task_run["student"]})

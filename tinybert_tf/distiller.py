@@ -25,6 +25,13 @@ def num_replicas():
     return 1
 
 
+CACHED_LOGITS = "teacher_logits"  # optional key of `x`: the teacher's logits for the example
+
+
+def _model_inputs(x):
+    return {k: v for k, v in x.items() if k != CACHED_LOGITS} if CACHED_LOGITS in x else x
+
+
 class Distiller(keras.Model):
     """Distil `teacher` into `student` with `recipe` (a `recipes.Recipe` or its name).
 
@@ -98,11 +105,11 @@ class Distiller(keras.Model):
 
     def teacher_features(self, x):
         """Teacher feature view in inference mode, with gradients stopped."""
-        feats = self._model_features(self.teacher, x, training=False)
+        feats = self._model_features(self.teacher, _model_inputs(x), training=False)
         return keras.tree.map_structure(ops.stop_gradient, feats)
 
     def student_features(self, x, training=True):
-        return self._model_features(self.student, x, training=training)
+        return self._model_features(self.student, _model_inputs(x), training=training)
 
     def _project(self, index, hidden):
         if not self.projections:
@@ -201,6 +208,10 @@ class Distiller(keras.Model):
         # The finetune recipe has no teacher term: skip the teacher forward entirely.
         if not set(self.recipe.weights) - {"hard"}:
             return {}
+        # Logits cached once per example (modes: prediction.cache_teacher_logits) replace the
+        # frozen teacher's forward pass when no term needs its layers.
+        if CACHED_LOGITS in x and not self.recipe.needs_intermediate:
+            return {"logits": ops.stop_gradient(x[CACHED_LOGITS])}
         return self.teacher_features(x)
 
     def compile(self, *args, **kwargs):

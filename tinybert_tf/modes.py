@@ -9,6 +9,7 @@ import os
 
 import keras
 import keras_hub
+import numpy as np
 import tensorflow as tf
 
 from tinybert_tf import optim, recipes, students, train
@@ -203,7 +204,7 @@ def train_spec(c, spec):
     return aug
 
 
-def task_data(c, spec, split, tokenizer, training):
+def task_data(c, spec, split, tokenizer, training, extra=None):
     """Batched task data; training batches repeat, shuffle (seeded) and drop the remainder."""
     from tinybert_tf.data import tasks
 
@@ -211,7 +212,23 @@ def task_data(c, spec, split, tokenizer, training):
         spec, split, tokenizer, seq_len=c.data.seq_len, batch_size=c.batch_size,
         shuffle=training, seed=c.seed, data_dir=c.data.tfds_data_dir or None,
         drop_remainder=training, shuffle_buffer=c.data.shuffle_buffer, repeat=training,
+        extra=extra,
     )
+
+
+def cached_logits_data(c, spec, tokenizer, teacher):
+    """Training data whose `x` carries the frozen teacher's logits, computed in one pass.
+
+    The prediction step's teacher is frozen and runs in inference mode, so its logits for an
+    example never change: one pass replaces a teacher forward per example per epoch.
+    """
+    from tinybert_tf.distiller import CACHED_LOGITS
+
+    one_pass = task_data(c, spec, spec.train_split, tokenizer, training=False)
+    print("Caching the teacher's logits over the training data (one pass) ...")
+    logits = teacher.predict(one_pass, verbose=2 if c.log_every else 0)
+    return task_data(c, spec, spec.train_split, tokenizer, training=True,
+                     extra={CACHED_LOGITS: np.asarray(logits, np.float32)})
 
 
 def steps_per_epoch(c, spec, tokenizer):
@@ -285,7 +302,7 @@ def task_distill(c, workdir, strategy):
         else:
             recipe = _recipe("tinybert_task_prediction", regression=regression,
                              temperature=settings.temperature)
-        data = task_data(c, train_task, train_task.train_split, tokenizer, training=True)
+        cache = stage == "prediction" and c.prediction.cache_teacher_logits
         with strategy.scope():
             teacher = load_classifier(c.teacher, token_level=token_level, dtype=c.teacher_dtype)
             if stage == "prediction" and tf.io.gfile.isdir(stage_one):
@@ -296,6 +313,10 @@ def task_distill(c, workdir, strategy):
             set_dropout(student, c.student_dropout)
             distiller = Distiller(teacher, student, recipe)
             _compile(distiller, strategy, c, total, settings)
+        if cache:
+            data = cached_logits_data(c, train_task, tokenizer, teacher)
+        else:
+            data = task_data(c, train_task, train_task.train_split, tokenizer, training=True)
         print(f"[{stage}] {settings.epochs} epochs x {per_epoch} steps, recipe {recipe.name}")
         stage_dir = os.path.join(workdir, stage)
         _run(distiller, data, stage_dir, c, total)

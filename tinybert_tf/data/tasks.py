@@ -113,7 +113,7 @@ def _inputs(token_ids, segment_ids, pad_id):
     }
 
 
-def _sentence_batches(ds, spec, tokenizer, seq_len, batch_size, drop_remainder):
+def _sentence_batches(ds, spec, tokenizer, seq_len, batch_size, drop_remainder, extra_keys=()):
     """Batches of {text keys, "label"} -> `(x, y)`; tokenises and packs a whole batch at once."""
     packer = _packer(tokenizer, seq_len)
     y_dtype = tf.float32 if spec.kind == "regression" else tf.int32
@@ -121,7 +121,8 @@ def _sentence_batches(ds, spec, tokenizer, seq_len, batch_size, drop_remainder):
     def fn(ex):
         segments = tuple(tokenizer(ex[k]) for k in spec.text_keys)
         token_ids, segment_ids = packer(segments if spec.is_pair else segments[0])
-        return _inputs(token_ids, segment_ids, tokenizer.pad_token_id), tf.cast(ex["label"], y_dtype)
+        x = _inputs(token_ids, segment_ids, tokenizer.pad_token_id)
+        return {**x, **{k: ex[k] for k in extra_keys}}, tf.cast(ex["label"], y_dtype)
 
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
@@ -173,30 +174,45 @@ def task_dataset(
     drop_remainder=False,
     shuffle_buffer=10000,
     repeat=False,
+    extra=None,
 ):
     """Tokenised, packed, batched dataset for a TASKS name or a file TaskSpec (see module doc).
 
     Shuffling (files and a `shuffle_buffer`-example buffer) is deterministic given `seed`.
+    extra: `{name: array [N, ...]}`, one row per example of the split in its unshuffled order,
+    added to `x` (e.g. cached teacher logits); a count that does not match the split is an error.
     """
     spec = get_task(task)
     if spec.files:
         ds = _file_split_dataset(spec, split)
-    else:
-        ds = _load_tfds(spec, split, shuffle, seed, data_dir)
+    else:  # with `extra`, file order must be the unshuffled one the rows were computed in
+        ds = _load_tfds(spec, split, shuffle and extra is None, seed, data_dir)
+    extra_keys = ()
+    if extra:
+        extra_keys = tuple(extra)
+        count = int(ds.reduce(0, lambda n, _: n + 1))
+        rows = {len(v) for v in extra.values()}
+        if rows != {count}:
+            raise ValueError(f"extra features have {sorted(rows)} rows but split {split!r} has "
+                             f"{count} examples; recompute them on the same split.")
+        ds = tf.data.Dataset.zip(ds, tf.data.Dataset.from_tensor_slices(dict(extra)))
+        ds = ds.map(lambda ex, more: {**ex, **more})
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
     if spec.kind == "token_classification":
-        ds = ds.map(
-            lambda ex: _ner_example(ex[spec.text_keys[0]], ex[spec.label_key], tokenizer, seq_len),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
+        def ner(ex):
+            x, y, w = _ner_example(ex[spec.text_keys[0]], ex[spec.label_key], tokenizer, seq_len)
+            return {**x, **{k: ex[k] for k in extra_keys}}, y, w
+
+        ds = ds.map(ner, num_parallel_calls=tf.data.AUTOTUNE)
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     else:
         if spec.label_key != "label":
             ds = ds.map(lambda ex: {**ex, "label": ex[spec.label_key]})
-        ds = _sentence_batches(ds, spec, tokenizer, seq_len, batch_size, drop_remainder)
+        ds = _sentence_batches(ds, spec, tokenizer, seq_len, batch_size, drop_remainder,
+                               extra_keys)
     options = tf.data.Options()
     options.deterministic = True
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
