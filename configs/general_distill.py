@@ -16,6 +16,7 @@ def get_config(variant=None):
     c.student = "tinybert_4l_312h"  # a students.PRESETS name, a preset dir, or from_teacher:N
     c.recipe = "tinybert_general"
     c.layer_map = ""  # "" = the recipe's (uniform); or last, or teacher layers e.g. "1,2,4,5"
+    c.loss_weights = ""  # "" = the recipe's; or "term=weight,...", e.g. "att=0.5,pooled_rel=10"
     c.save_initial = False  # also write workdir/student_init (the student before training)
     c.steps = 100_000
     c.batch_size = 256

@@ -32,3 +32,16 @@ def test_recipe_contents_and_overrides():
         recipes.get("tinybert_general_v2")
     with pytest.raises(ValueError, match="Unknown loss terms"):
         recipes.Recipe("x", {"att": 1.0, "attn": 1.0})
+
+
+def test_config_loss_weights_replace_add_and_drop_terms():
+    from tinybert_tf.modes import _recipe
+    from tinybert_tf.strategy import LaunchError
+
+    r = _recipe("tinybert_general", "1,2", "att=0.5, pooled_rel=10,emb=0")
+    assert r.weights == {"att": 0.5, "hidden": 1.0, "pooled_rel": 10.0}
+    assert r.layer_map == (1, 2)
+    with pytest.raises(LaunchError, match="is not term=number, e.g. 'att=0.5"):
+        _recipe("tinybert_general", "", "att=lots")
+    with pytest.raises(ValueError, match="Unknown loss terms \\['atention'\\]"):
+        _recipe("tinybert_general", "", "atention=1")

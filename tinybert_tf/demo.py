@@ -151,7 +151,7 @@ def plot_losses(records, path, title="General distillation"):
 
 
 def run_demo(teacher_dir, workdir, steps, batch_size, seq_len, student, layer_map, learning_rate,
-             eval_docs, corpus="", heldout="", recipe="tinybert_general"):
+             eval_docs, corpus="", heldout="", recipe="tinybert_general", loss_weights=""):
     """Everything `make demo` does; returns the summary dict (also written to summary.json)."""
     import keras_hub
     import ml_collections
@@ -179,6 +179,7 @@ def run_demo(teacher_dir, workdir, steps, batch_size, seq_len, student, layer_ma
     config.teacher = teacher_dir
     config.student = student
     config.recipe = recipe
+    config.loss_weights = loss_weights
     config.layer_map = layer_map
     config.save_initial = True
     config.steps = steps
@@ -289,6 +290,7 @@ def define_flags():
                         "Teacher layer per student layer (6-layer teacher -> 4).")
     flags.DEFINE_float("learning_rate", 3e-4, "Peak learning rate.")
     flags.DEFINE_string("recipe", "tinybert_general", "Distillation recipe (recipes.py).")
+    flags.DEFINE_string("loss_weights", "", "Override recipe weights: 'term=weight,...'.")
     flags.DEFINE_integer("eval_docs", 512, "Held-out sentences for fidelity.")
 
 
@@ -297,7 +299,7 @@ def main(argv):
     f = flags.FLAGS
     run_demo(f.teacher or minilm_dir(), f.workdir, f.steps, f.batch_size, f.seq_len, f.student,
              f.layer_map, f.learning_rate, f.eval_docs, corpus=f.corpus, heldout=f.heldout,
-             recipe=f.recipe)
+             recipe=f.recipe, loss_weights=f.loss_weights)
 
 
 if __name__ == "__main__":

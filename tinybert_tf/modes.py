@@ -81,12 +81,25 @@ def set_dropout(model, rate):
     return model
 
 
-def _recipe(name, layer_map="", **overrides):
-    """A recipe with the config's layer map: "" keeps the recipe's, else uniform | last | 1,2,4,5."""
+def _recipe(name, layer_map="", loss_weights="", **overrides):
+    """A recipe with the config's layer map ("" keeps the recipe's, else uniform | last | 1,2,4,5)
+    and loss weights ("term=weight,..." replaces or adds terms; weight 0 drops a term)."""
     if layer_map in ("uniform", "last"):
         overrides["layer_map"] = layer_map
     elif layer_map:
         overrides["layer_map"] = tuple(int(i) for i in str(layer_map).split(","))
+    if loss_weights:
+        weights = dict(recipes.get(name).weights)
+        for item in str(loss_weights).split(","):
+            term, sep, value = item.partition("=")
+            try:
+                weights[term.strip()] = float(value)
+            except ValueError:
+                raise LaunchError(f"loss_weights item {item!r} is not term=number, e.g. "
+                                  "'att=0.5,pooled_rel=10'.") from None
+            if not sep:
+                raise LaunchError(f"loss_weights item {item!r} is not term=number.")
+        overrides["weights"] = {t: w for t, w in weights.items() if w != 0}
     return recipes.get(name, **overrides)
 
 
@@ -116,7 +129,7 @@ def general_distill(c, workdir, strategy):
 
     check_batch_size(strategy, c.batch_size)
     tokenizer = load_tokenizer(c.teacher)
-    recipe = _recipe(c.recipe, c.layer_map)
+    recipe = _recipe(c.recipe, c.layer_map, c.loss_weights)
     is_mlm = "mlm" in recipe.weights or "kd" in recipe.weights
     if not c.data.train:
         raise LaunchError("No corpus given; pass --config.data.train=<text files, globs or gs://>.")
