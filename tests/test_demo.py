@@ -19,9 +19,10 @@ def test_short_demo_end_to_end(tmp_path):
 
     stdlib_text.build_corpus(str(corpus), max_files=120)
     returned = demo.run_demo(
-        teacher, str(tmp_path / "demo"), steps=24, batch_size=16, seq_len=64,
-        student="tinybert_4l_312h", layer_map="1,2,4,5", learning_rate=3e-4, eval_docs=96,
+        teacher, str(tmp_path / "demo"), steps=60, batch_size=16, seq_len=64,
+        student="from_teacher:4", layer_map="1,2,4,5", learning_rate=2e-4, eval_docs=96,
         corpus=str(corpus / "train.txt"), heldout=str(corpus / "heldout.txt"),
+        recipe="tinybert_sentence",
     )
     out = tmp_path / "demo"
     assert (out / "loss_curve.png").stat().st_size > 10_000
@@ -31,10 +32,10 @@ def test_short_demo_end_to_end(tmp_path):
     assert saved["rows"] == json.loads(json.dumps(returned["rows"]))
     rows = saved["rows"]
     assert rows["student, distilled"]["params"] < rows["teacher"]["params"]
-    # The gain that a short run reliably shows: the distilled student's sentence embeddings point
-    # where the teacher's do; the untrained student's are unrelated (cosine ~0).
-    assert rows["student, untrained"]["cosine"] < 0.1
-    assert rows["student, distilled"]["cosine"] > rows["student, untrained"]["cosine"] + 0.05
+    # The demo's claim, on both fidelity measures: distilled beats the same student untrained.
+    before, after = rows["student, untrained"], rows["student, distilled"]
+    assert after["cosine"] > before["cosine"] + 0.01, (before, after)
+    assert after["nn_agreement"] > before["nn_agreement"] + 0.03, (before, after)
     assert saved["request"]["outputs"]["sequence_output"][0] == 1
     assert saved["last_loss"] < saved["first_loss"]
     assert os.path.isdir(saved["request"]["path"])

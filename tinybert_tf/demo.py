@@ -285,11 +285,12 @@ def define_flags():
     flags.DEFINE_integer("steps", 360, "Distillation steps (more = better student).")
     flags.DEFINE_integer("batch_size", 32, "Global batch size.")
     flags.DEFINE_integer("seq_len", 64, "Sequence length.")
-    flags.DEFINE_string("student", "tinybert_4l_312h", "Student preset name.")
+    flags.DEFINE_string("student", "from_teacher:4", "Student: from_teacher:N (N teacher layers, "
+                        "DistilBERT-style init) or a preset name, e.g. tinybert_4l_312h.")
     flags.DEFINE_string("layer_map", "1,2,4,5",
                         "Teacher layer per student layer (6-layer teacher -> 4).")
-    flags.DEFINE_float("learning_rate", 3e-4, "Peak learning rate.")
-    flags.DEFINE_string("recipe", "tinybert_general", "Distillation recipe (recipes.py).")
+    flags.DEFINE_float("learning_rate", 1e-4, "Peak learning rate.")
+    flags.DEFINE_string("recipe", "tinybert_sentence", "Distillation recipe (recipes.py).")
     flags.DEFINE_string("loss_weights", "", "Override recipe weights: 'term=weight,...'.")
     flags.DEFINE_integer("eval_docs", 512, "Held-out sentences for fidelity.")
 

@@ -75,10 +75,11 @@ class Recipe:
 RECIPES = {
     "tinybert_general": Recipe("tinybert_general", {"emb": 1.0, "att": 1.0, "hidden": 1.0}),
     # For sentence-embedding teachers: TinyBERT's terms plus the pooled sentence embedding itself,
-    # its direction (cosine) and its neighbourhood (in-batch similarity KL).
+    # its direction (cosine) and its neighbourhood (in-batch similarity KL). pooled_rel weight 10:
+    # on the demo it lifted top-1 neighbour agreement 38.5 % -> 42.2 % over weight 1.
     "tinybert_sentence": Recipe(
         "tinybert_sentence",
-        {"emb": 1.0, "att": 1.0, "hidden": 1.0, "pooled_cos": 1.0, "pooled_rel": 1.0},
+        {"emb": 1.0, "att": 1.0, "hidden": 1.0, "pooled_cos": 1.0, "pooled_rel": 10.0},
     ),
     "tinybert_task_intermediate": Recipe(
         "tinybert_task_intermediate", {"emb": 1.0, "att": 1.0, "hidden": 1.0}
