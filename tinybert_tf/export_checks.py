@@ -139,15 +139,9 @@ def keras_outputs(model, task: str, inputs: dict, head_activation=None) -> dict:
 
 
 def _pack(tokenizer, segments, seq_len):
-    import keras_hub
+    from tinybert_tf.packing import segment_packer
 
-    packer = keras_hub.layers.MultiSegmentPacker(
-        sequence_length=seq_len,
-        start_value=tokenizer.start_token_id,
-        end_value=tokenizer.end_token_id,
-        pad_value=tokenizer.pad_token_id,
-        truncate="round_robin",
-    )
+    packer = segment_packer(tokenizer, seq_len)
     token_ids, segment_ids = packer(tuple(tokenizer(list(s)) for s in segments))
     token_ids = np.asarray(token_ids, np.int32)
     return {

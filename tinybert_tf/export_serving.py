@@ -151,8 +151,9 @@ def build_serving_module(
         to concrete functions for ``tf.saved_model.save`` and ``signature_table`` maps them
         to ``{"inputs": {name: [dtype, shape]}, "outputs": {...}}``.
     """
-    import keras_hub
     import tensorflow as tf
+
+    from tinybert_tf.packing import segment_packer
 
     info = describe_student(model)
     wanted = list(info.outputs) if outputs is None else list(outputs)
@@ -224,13 +225,7 @@ def build_serving_module(
         if tokenizer is None:
             raise ExportError("text_signature=True needs the student's tokenizer")
         text_len = min(int(text_sequence_length or max_len), max_len)
-        packer = keras_hub.layers.MultiSegmentPacker(
-            sequence_length=text_len,
-            start_value=tokenizer.start_token_id,
-            end_value=tokenizer.end_token_id,
-            pad_value=tokenizer.pad_token_id,
-            truncate="round_robin",
-        )
+        packer = segment_packer(tokenizer, text_len)
         pad_id = tokenizer.pad_token_id
 
         def pack_and_run(*segments):

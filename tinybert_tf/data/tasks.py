@@ -16,8 +16,9 @@ import dataclasses
 import io
 import json
 
-import keras_hub
 import tensorflow as tf
+
+from tinybert_tf.packing import segment_packer
 
 IGNORE_LABEL = -100
 
@@ -97,13 +98,6 @@ def get_task(task) -> TaskSpec:
     return TASKS[task]
 
 
-def _packer(tokenizer, seq_len):
-    return keras_hub.layers.MultiSegmentPacker(
-        sequence_length=seq_len, start_value=tokenizer.cls_token_id,
-        end_value=tokenizer.sep_token_id, pad_value=tokenizer.pad_token_id,
-    )
-
-
 def _inputs(token_ids, segment_ids, pad_id):
     token_ids = tf.cast(token_ids, tf.int32)
     return {
@@ -115,7 +109,7 @@ def _inputs(token_ids, segment_ids, pad_id):
 
 def _sentence_batches(ds, spec, tokenizer, seq_len, batch_size, drop_remainder, extra_keys=()):
     """Batches of {text keys, "label"} -> `(x, y)`; tokenises and packs a whole batch at once."""
-    packer = _packer(tokenizer, seq_len)
+    packer = segment_packer(tokenizer, seq_len)
     y_dtype = tf.float32 if spec.kind == "regression" else tf.int32
 
     def fn(ex):
@@ -143,7 +137,7 @@ def _ner_example(tokens, tags, tokenizer, seq_len):
         pieces.row_starts(), pieces.value_rowids()), 0)
     labels = tf.where(first, tf.cast(tf.gather(tags[:n], pieces.value_rowids()), tf.int32),
                       IGNORE_LABEL)
-    token_ids, segment_ids = _packer(tokenizer, seq_len)(ids)
+    token_ids, segment_ids = segment_packer(tokenizer, seq_len)(ids)
     x = _inputs(token_ids, segment_ids, tokenizer.pad_token_id)
     body = labels[: seq_len - 2]
     y = tf.concat([[IGNORE_LABEL], body, [IGNORE_LABEL]], 0)
