@@ -135,14 +135,16 @@ def plot_losses(records, path, title="General distillation"):
 
     steps = [r["step"] for r in records]
     fig, ax = plt.subplots(figsize=(7, 4))
-    for key in ("loss", "att_loss", "hidden_loss", "emb_loss", "cos_loss"):
+    keys = ["loss"] + sorted(k for k in (records[0] if records else {})
+                             if k.endswith("_loss"))  # every term of the recipe
+    for key in keys:
         if records and key in records[0]:
             ax.plot(steps, [r[key] for r in records], label=key, marker=".")
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("training loss (mean over the logging interval)")
     ax.set_title(title)
-    ax.legend()
+    ax.legend(fontsize=8, ncol=2)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
