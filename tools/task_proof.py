@@ -39,6 +39,8 @@ _INT_EPOCHS = flags.DEFINE_integer("intermediate_epochs", 3, "(b) step-1 epochs.
 _PRED_EPOCHS = flags.DEFINE_integer("prediction_epochs", 2, "(b) step-2 epochs.")
 _N_AUG = flags.DEFINE_integer("n_aug", 3, "(c) augmented copies per training example.")
 _AUG_EPOCHS = flags.DEFINE_integer("aug_epochs", 1, "(c) epochs of each step on augmented data.")
+_LONG = flags.DEFINE_bool("paper_epochs_narrow", True, "Also (b) from the narrow start with the "
+                          "paper's epochs: 10 intermediate + 3 prediction.")
 _MLM_STEPS = flags.DEFINE_integer("mlm_head_steps", 300, "Steps to fit a masked-LM head on the "
                                   "frozen teacher for augmentation (MiniLM ships none).")
 _SEQ = flags.DEFINE_integer("seq_len", 64, "Sequence length.")
@@ -163,13 +165,15 @@ def main(argv):
     variants = {
         "b": ("two-step distillation", {"intermediate.epochs": _INT_EPOCHS.value,
                                         "prediction.epochs": _PRED_EPOCHS.value}),
+        "b10": ("two-step, paper epochs (10 + 3)", {"intermediate.epochs": 10,
+                                                   "prediction.epochs": 3}),
         "c": ("two-step on augmented data", {
             "intermediate.epochs": _AUG_EPOCHS.value, "prediction.epochs": _AUG_EPOCHS.value,
             "augmented_train_file": os.path.join(aug_dir, "augmented.tsv")}),
     }
     # Cheapest and most telling first: (a) and (b) for both starts, then (c).
     for variant, tag in [("a", "narrow"), ("b", "narrow"), ("a", "wide"), ("b", "wide"),
-                         ("c", "narrow"), ("c", "wide")]:
+                         ("c", "narrow"), ("c", "wide")] + [("b10", "narrow")] * _LONG.value:
         start_name, start, layer_map = starts[tag]
         out = os.path.join(w, f"{tag}_{variant}")
         if variant == "a":
