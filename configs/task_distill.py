@@ -24,6 +24,7 @@ def get_config(variant=None):
     c.prediction = ml_collections.ConfigDict(
         dict(epochs=3, learning_rate=3e-5, temperature=1.0, cache_teacher_logits=True)
     )
+    c.eval_split = ""  # evaluate: "" = the task's first evaluation split; or e.g. "test"
     c.latency_runs = 20  # evaluate: timed forward passes per model and batch size (median)
     c.export = ml_collections.ConfigDict(
         dict(student="", dir="", model_name="student", version=0, text_signature=True,

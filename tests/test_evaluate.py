@@ -206,3 +206,18 @@ def test_token_classification_entity_f1(tmp_path):
         assert row["metrics"]["entity_f1"] == pytest.approx(expected)
     with pytest.raises(ValueError, match="token-level head"):
         evaluate.check_head(Oracle(), tasks.TASKS["sst2"])
+
+
+def test_eval_split_picks_the_test_file_and_unknown_splits_name_the_fix(tsv_run, tmp_path):
+    test_file = _write_tsv(tmp_path / "test.tsv", 7, 5)
+    fields = {**_flat(tsv_run["config"]), "student": tsv_run["dirs"]["small"],
+              "data.test_file": test_file, "latency_runs": 1}
+    report = run_mode(_config(**fields, eval_split="test"), str(tmp_path / "t"))
+    assert report["split"] == "test"
+    dev = run_mode(_config(**fields), str(tmp_path / "d"))
+    assert dev["split"] == "validation"
+    # 7 test rows vs 10 dev rows: the accuracies are over different example sets.
+    acc = [r["metrics"]["accuracy"] for r in report["models"]]
+    assert all(abs(a * 7 - round(a * 7)) < 1e-6 for a in acc), acc
+    with pytest.raises(LaunchError, match="pass --config.eval_split=<one of them>"):
+        run_mode(_config(**fields, eval_split="nope"), str(tmp_path / "n"))

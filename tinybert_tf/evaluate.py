@@ -288,10 +288,12 @@ def run_from_config(config, workdir):
         for path in student_dirs.values():
             modes.check_preset(path, "student")
         spec = modes.task_spec(config)
-        if not spec.eval_splits:
-            raise ValueError(f"Task {spec.name!r} has no evaluation split; pass "
+        split = config.get("eval_split") or (spec.eval_splits[0] if spec.eval_splits else None)
+        known = (*spec.eval_splits, *spec.test_splits)
+        if split is None or split not in known:
+            raise ValueError(f"Task {spec.name!r} has no split {split!r} to evaluate on (it has "
+                             f"{list(known)}); pass --config.eval_split=<one of them> or "
                              "--config.data.eval_file=<labelled file>.")
-        split = spec.eval_splits[0]
         tokenizer = modes.load_tokenizer(teacher_dir)
         _check_tokenizers(tokenizer, student_dirs)
         models = {"teacher": (heads.load_task_model(teacher_dir, "teacher"), teacher_dir)}

@@ -196,7 +196,8 @@ def main(argv):
               **dict(sorted(models.items(), key=lambda kv: (kv[0].startswith("3-layer"), kv[0])))}
     config = _config("task_distill", mode="evaluate", teacher=teacher,
                      student=",".join(f"{k}={v}" for k, v in models.items()
-                                      if not k.startswith("teacher")), **task)
+                                      if not k.startswith("teacher")),
+                     eval_split="test", **task)
     report = evaluate.run_from_config(config, os.path.join(w, "report"))
     report["timings_s"] = stages.timings
     with open(os.path.join(w, "report.json"), "w") as f:
