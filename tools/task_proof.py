@@ -165,7 +165,7 @@ def main(argv):
     variants = {
         "b": ("two-step distillation", {"intermediate.epochs": _INT_EPOCHS.value,
                                         "prediction.epochs": _PRED_EPOCHS.value}),
-        "b10": ("two-step, paper epochs (10 + 3)", {"intermediate.epochs": 10,
+        "b10": ("two-step with the paper's epochs (10 + 3)", {"intermediate.epochs": 10,
                                                    "prediction.epochs": 3}),
         "c": ("two-step on augmented data", {
             "intermediate.epochs": _AUG_EPOCHS.value, "prediction.epochs": _AUG_EPOCHS.value,
