@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tinybert_tf.data import corpus
+from tinybert_tf.data import corpus, shards
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 WORDS = (
@@ -197,17 +197,17 @@ def test_pretokenized_shards_round_trip(tmp_path):
     (tmp_path / "c.txt").write_text("\n".join(docs) + "\n", encoding="utf-8")
     tok = make_tokenizer(tmp_path)
     out = tmp_path / "shards"
-    stats = corpus.write_pretokenized_corpus(str(tmp_path / "c.txt"), str(out), tok, seq_len=12,
+    stats = shards.write_pretokenized_corpus(str(tmp_path / "c.txt"), str(out), tok, seq_len=12,
                                              num_shards=3, progress=False)
     assert (stats.documents, stats.sequences) == (12, 12)
     assert len(tf.io.gfile.glob(str(out / "corpus-*-of-00003.tfrecord"))) == 3
-    meta = corpus.read_corpus_meta(str(out))
+    meta = shards.read_corpus_meta(str(out))
     assert meta["seq_len"] == 12 and meta["stats"]["tokens"] == stats.tokens
     direct = collect(corpus.corpus_dataset(str(tmp_path / "c.txt"), tok, seq_len=12,
                                            batch_size=5, shuffle_buffer=0, repeat=False))
-    shards = collect(corpus.pretokenized_dataset(str(out / "*.tfrecord"), batch_size=5,
-                                                 shuffle_buffer=0, repeat=False))
+    from_shards = collect(shards.pretokenized_dataset(str(out / "*.tfrecord"), batch_size=5,
+                                                      shuffle_buffer=0, repeat=False))
     for k in direct:
-        assert sorted(map(bytes, direct[k])) == sorted(map(bytes, shards[k]))
+        assert sorted(map(bytes, direct[k])) == sorted(map(bytes, from_shards[k]))
     with pytest.raises(ValueError, match="seq_len=12 > 8"):
-        corpus.pretokenized_dataset(str(out / "*.tfrecord"), seq_len=8)
+        shards.pretokenized_dataset(str(out / "*.tfrecord"), seq_len=8)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from absl import flags
 
-from tinybert_tf.data import corpus
+from tinybert_tf.data import shards
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(ROOT, "tools", "prepare_corpus.py")
@@ -46,7 +46,7 @@ def test_run_writes_shards_and_prints_counts(tool, tmp_path, capsys):
     assert "2 files, 4 documents -> 5 sequences, 20 tokens in 2 shards" in printed
     assert "skipped 2 empty/whitespace-only lines of 6; 1 lines had invalid UTF-8" in printed
     assert (stats.sequences, stats.tokens) == (5, 20)  # [UNK] for U+FFFD and 。
-    batch = next(iter(corpus.pretokenized_dataset(str(out / "*.tfrecord"), batch_size=8,
+    batch = next(iter(shards.pretokenized_dataset(str(out / "*.tfrecord"), batch_size=8,
                                                   shuffle_buffer=0, repeat=False)))
     ids = batch["token_ids"].numpy()
     assert ids.shape == (5, 8)
@@ -76,4 +76,4 @@ def test_cli_end_to_end(tmp_path):
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert "2 files, 3 documents" in ok.stdout
     assert (tmp_path / "out" / "corpus-00000-of-00001.tfrecord").exists()
-    assert corpus.read_corpus_meta(str(tmp_path / "out"))["stats"]["documents"] == 3
+    assert shards.read_corpus_meta(str(tmp_path / "out"))["stats"]["documents"] == 3

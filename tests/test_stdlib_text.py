@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from tinybert_tf.data import stdlib_text
+from tinybert_tf.data import stdlib_task, stdlib_text
 
 # Evenly spaced subsets of the stdlib keep each build at ~1 s.
 CORPUS_FILES = 60
@@ -33,7 +33,7 @@ def corpus_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def task_dir(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("task"))
-    stats = stdlib_text.build_task(
+    stats = stdlib_task.build_task(
         out, min_examples_per_class=20, max_classes=6, seed=1, max_files=MAX_FILES
     )
     return out, stats
@@ -128,18 +128,18 @@ def test_task_tsvs_parse_and_splits_are_disjoint(task_dir):
 def test_task_deterministic_for_seed(task_dir, tmp_path):
     out, _ = task_dir
     kw = dict(min_examples_per_class=20, max_classes=6, max_files=MAX_FILES)
-    stdlib_text.build_task(str(tmp_path / "a"), seed=1, **kw)
-    stdlib_text.build_task(str(tmp_path / "b"), seed=2, **kw)
+    stdlib_task.build_task(str(tmp_path / "a"), seed=1, **kw)
+    stdlib_task.build_task(str(tmp_path / "b"), seed=2, **kw)
     for name in ("train.tsv", "dev.tsv", "test.tsv", "labels.txt"):
         assert _read(f"{out}/{name}") == _read(f"{tmp_path}/a/{name}")
     assert _read(f"{out}/train.tsv") != _read(f"{tmp_path}/b/train.tsv")
 
 
 def test_labels():
-    assert stdlib_text.module_label("email/mime/text.py") == "email"
-    assert stdlib_text.module_label("_pydecimal.py") == "decimal"
-    assert stdlib_text.module_label("_collections_abc.py") == "collections"
-    assert stdlib_text.area_label("concurrent/futures/thread.py") == "concurrency"
-    assert stdlib_text.area_label("antigravity.py") is None
+    assert stdlib_task.module_label("email/mime/text.py") == "email"
+    assert stdlib_task.module_label("_pydecimal.py") == "decimal"
+    assert stdlib_task.module_label("_collections_abc.py") == "collections"
+    assert stdlib_task.area_label("concurrent/futures/thread.py") == "concurrency"
+    assert stdlib_task.area_label("antigravity.py") is None
     with pytest.raises(ValueError, match="label_by"):
-        stdlib_text.build_task("/nonexistent", label_by="nope")
+        stdlib_task.build_task("/nonexistent", label_by="nope")

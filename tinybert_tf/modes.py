@@ -125,7 +125,7 @@ def _run(model, data, workdir, c, total_steps):
 
 def general_distill(c, workdir, strategy):
     """TinyBERT general distillation (or DistilBERT) on unlabelled text; writes workdir/student."""
-    from tinybert_tf.data import corpus, masking
+    from tinybert_tf.data import corpus, masking, shards
 
     check_batch_size(strategy, c.batch_size)
     tokenizer = load_tokenizer(c.teacher)
@@ -137,7 +137,7 @@ def general_distill(c, workdir, strategy):
     common = dict(batch_size=c.batch_size, shuffle_buffer=c.data.shuffle_buffer, seed=c.seed,
                   repeat=True, drop_remainder=True, deterministic=True)
     if c.data.format == "pretokenized":
-        data = corpus.pretokenized_dataset(c.data.train, seq_len=c.data.seq_len, **common)
+        data = shards.pretokenized_dataset(c.data.train, seq_len=c.data.seq_len, **common)
     elif c.data.format == "text":
         data = corpus.corpus_dataset(c.data.train, tokenizer, seq_len=c.data.seq_len,
                                      doc_format=c.data.doc_format, **common)

@@ -15,7 +15,7 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tinybert_tf.data import stdlib_text  # noqa: E402
+from tinybert_tf.data import stdlib_task, stdlib_text  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out_dir", None, "Output directory (gets corpus/ and task/ subdirs).")
@@ -42,7 +42,7 @@ def main(argv):
             s = stats[split]
             print(f"corpus {split}: {s['docs']} docs, {s['words']} words, {s['files']} files")
     if FLAGS.what in ("task", "both"):
-        stats = stdlib_text.build_task(
+        stats = stdlib_task.build_task(
             os.path.join(FLAGS.out_dir, "task"),
             max_classes=FLAGS.max_classes,
             seed=FLAGS.seed,

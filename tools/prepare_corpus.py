@@ -4,7 +4,7 @@ Example:
   python tools/prepare_corpus.py --input='wiki/*.txt.gz,books/*.txt' --output_dir=gs://b/corpus \
       --tokenizer_preset=/path/to/keras_hub/preset --seq_len=128 --num_shards=64
 
-Read the shards back with `tinybert_tf.data.corpus.pretokenized_dataset('<output_dir>/*.tfrecord')`.
+Read the shards back with `tinybert_tf.data.shards.pretokenized_dataset('<output_dir>/*.tfrecord')`.
 """
 
 from __future__ import annotations
@@ -53,10 +53,10 @@ def run(fv=FLAGS):
     """Writes the shards described by parsed flags `fv`, prints the counts -> CorpusStats."""
     if not fv.input or not fv.output_dir:
         raise app.UsageError("--input and --output_dir are required.")
-    from tinybert_tf.data import corpus
+    from tinybert_tf.data import shards
 
     tokenizer = load_tokenizer(fv.vocab, fv.tokenizer_preset, fv.lowercase)
-    stats = corpus.write_pretokenized_corpus(
+    stats = shards.write_pretokenized_corpus(
         fv.input, fv.output_dir, tokenizer, seq_len=fv.seq_len, num_shards=fv.num_shards,
         doc_format=fv.doc_format, progress=fv.progress,
     )

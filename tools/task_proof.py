@@ -1,6 +1,6 @@
 """The real-data proof of task distillation (README "Task distillation on real data").
 
-On the stdlib docstring task (tinybert_tf.data.stdlib_text.build_task: docstrings labelled by
+On the stdlib docstring task (tinybert_tf.data.stdlib_task.build_task: docstrings labelled by
 library area, split by source file) with the packaged MiniLM-L6 teacher:
   teacher fine-tuned; then from two starting points -- a narrow TinyBERT-4 general-distilled by
   this package on stdlib text, and a 3-layer student of the teacher's width initialised from
@@ -103,7 +103,7 @@ def main(argv):
     import keras_hub
 
     from tinybert_tf import demo, evaluate, students
-    from tinybert_tf.data import augment, stdlib_text
+    from tinybert_tf.data import augment, stdlib_task, stdlib_text
     from tinybert_tf.modes import run
 
     w = os.path.abspath(_WORKDIR.value)
@@ -112,7 +112,7 @@ def main(argv):
     teacher_pre = demo.minilm_dir()
     task_dir = os.path.join(w, "task")
     stages.run("build task", os.path.join(task_dir, "stats.json"),
-               lambda: stdlib_text.build_task(task_dir))
+               lambda: stdlib_task.build_task(task_dir))
     corpus_dir = os.path.join(w, "corpus")
     stages.run("build corpus", os.path.join(corpus_dir, "stats.json"),
                lambda: stdlib_text.build_corpus(corpus_dir))
