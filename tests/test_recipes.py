@@ -43,5 +43,7 @@ def test_config_loss_weights_replace_add_and_drop_terms():
     assert r.layer_map == (1, 2)
     with pytest.raises(LaunchError, match="is not term=number, e.g. 'att=0.5"):
         _recipe("tinybert_general", "", "att=lots")
+    with pytest.raises(LaunchError, match="'att' is not term=number"):
+        _recipe("tinybert_general", "", "att")
     with pytest.raises(ValueError, match="Unknown loss terms \\['atention'\\]"):
         _recipe("tinybert_general", "", "atention=1")

@@ -91,14 +91,12 @@ def _recipe(name, layer_map="", loss_weights="", **overrides):
     if loss_weights:
         weights = dict(recipes.get(name).weights)
         for item in str(loss_weights).split(","):
-            term, sep, value = item.partition("=")
+            term, _, value = item.partition("=")  # no "=" leaves value "", which float() refuses
             try:
                 weights[term.strip()] = float(value)
             except ValueError:
                 raise LaunchError(f"loss_weights item {item!r} is not term=number, e.g. "
                                   "'att=0.5,pooled_rel=10'.") from None
-            if not sep:
-                raise LaunchError(f"loss_weights item {item!r} is not term=number.")
         overrides["weights"] = {t: w for t, w in weights.items() if w != 0}
     return recipes.get(name, **overrides)
 
