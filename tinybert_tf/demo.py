@@ -153,7 +153,7 @@ def plot_losses(records, path, title="General distillation"):
 
 
 def run_demo(teacher_dir, workdir, steps, batch_size, seq_len, student, layer_map, learning_rate,
-             eval_docs, corpus="", heldout="", recipe="tinybert_general", loss_weights=""):
+             eval_docs, corpus="", heldout="", recipe="tinybert_sentence", loss_weights=""):
     """Everything `make demo` does; returns the summary dict (also written to summary.json)."""
     import keras_hub
     import ml_collections
