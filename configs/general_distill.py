@@ -17,6 +17,7 @@ def get_config(variant=None):
     c.recipe = "tinybert_general"
     c.layer_map = ""  # "" = the recipe's (uniform); or last, or teacher layers e.g. "1,2,4,5"
     c.loss_weights = ""  # "" = the recipe's; or "term=weight,...", e.g. "att=0.5,pooled_rel=10"
+    c.relation_heads = 0  # minilm_v2: relation heads (0 = the recipe's 48); must divide both widths
     c.save_initial = False  # also write workdir/student_init (the student before training)
     c.steps = 100_000
     c.batch_size = 256

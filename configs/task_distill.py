@@ -15,14 +15,26 @@ def get_config(variant=None):
     c = config_lib.base("task_distill")
     config_lib.task_fields(c)
     c.student = "tinybert_4l_312h"  # general-distilled student preset dir, a PRESETS name, ...
-    c.step = "both"  # intermediate | prediction | both
+    c.stages = "both"  # which task_distill steps: intermediate | prediction | both
     c.layer_map = ""  # "" = uniform; or last, or teacher layers e.g. "1,2,4,5"
-    c.augmented_train_file = ""  # TSV from tools/augment.py, used instead of the train split
+    # Transfer set: unlabelled in-domain text the teacher labels, added to the labelled train
+    # split in both task_distill steps (globs, comma-separated; .txt one example per line, or
+    # .tsv/.csv/.jsonl with the task's text columns). Texts also in the eval/test splits and
+    # duplicates are dropped and counted. transfer_only: train on the transfer set alone.
+    c.transfer_file = ""
+    c.transfer_only = False
+    c.augmented_train_file = ""  # TSV from tools/augment.py: one more transfer set
     c.finetune = ml_collections.ConfigDict(dict(epochs=3, learning_rate=2e-5))
-    c.intermediate = ml_collections.ConfigDict(dict(epochs=10, learning_rate=5e-5))
+    # recipe: tinybert_task_intermediate (TinyBERT), minilm or minilm_v2 (relations; no layer
+    # map, no width projection, any head count for minilm_v2).
+    c.intermediate = ml_collections.ConfigDict(
+        dict(epochs=10, learning_rate=5e-5, recipe="tinybert_task_intermediate",
+             relation_heads=0))  # relation_heads: minilm_v2's (0 = the recipe's 48)
     # cache_teacher_logits: run the frozen teacher once over the training data, not every epoch.
+    # hard_weight: weight of the cross-entropy (MSE) on labelled rows beside the soft targets.
     c.prediction = ml_collections.ConfigDict(
-        dict(epochs=3, learning_rate=3e-5, temperature=1.0, cache_teacher_logits=True)
+        dict(epochs=3, learning_rate=3e-5, temperature=1.0, cache_teacher_logits=True,
+             hard_weight=0.0)
     )
     c.eval_split = ""  # evaluate: "" = the task's first evaluation split; or e.g. "test"
     c.latency_runs = 20  # evaluate: timed forward passes per model and batch size (median)
@@ -34,7 +46,6 @@ def get_config(variant=None):
         config_lib.tiny(c)
         c.student = "tiny_2l_32h"
         c.data.seq_len = 32
-        c.data.shuffle_buffer = 64
         for stage in (c.finetune, c.intermediate, c.prediction):
             stage.epochs = 1
     elif variant:

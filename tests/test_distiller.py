@@ -186,6 +186,18 @@ def test_finetune_recipe_skips_teacher():
     assert hist.history["loss"][-1] < hist.history["loss"][0]
 
 
+def test_regression_hard_term_skips_unlabelled_nan_rows():
+    teacher = _classifier(tiny.backbone(seed=0), num_classes=1)
+    student = _classifier(tiny.backbone(hidden_dim=16, seed=1), num_classes=1)
+    d = tinybert_tf.Distiller(teacher, student, recipes.get("finetune", regression=True))
+    x = tiny.inputs()
+    y = np.array([0.5, np.nan, 2.0, np.nan], "float32")
+    w = np.array([1, 0, 1, 0], "float32")
+    terms = d.compute_terms(x, y, w, {}, d.student_features(x, training=False))
+    pred = np.asarray(student(x))[:, 0]
+    np.testing.assert_allclose(terms["hard"], np.mean((pred[[0, 2]] - y[[0, 2]]) ** 2), rtol=1e-5)
+
+
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
 def test_mixed_precision_runs(policy):
     keras.mixed_precision.set_global_policy(policy)

@@ -46,6 +46,26 @@ def test_attention_probs_are_keras_hub_probabilities_and_softmax_of_scores():
     np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
 
 
+def test_queries_keys_values_are_the_unscaled_projections():
+    model = tiny.backbone(num_layers=2, hidden_dim=48, num_heads=12, intermediate_dim=96)
+    x = tiny.inputs()
+    feats = features.encoder_features(model, x)
+    for key in ("queries", "keys", "values"):
+        assert len(feats[key]) == 2
+        assert [tuple(v.shape) for v in feats[key]] == [(4, 12, 12, 4)] * 2
+    # Layer 1's projections applied by hand to its input (layer 0's output).
+    att = model.transformer_layers[1]._self_attention_layer
+    h0 = feats["hidden_states"][0]
+    for key, dense in (("queries", att._query_dense), ("keys", att._key_dense),
+                       ("values", att._value_dense)):
+        np.testing.assert_allclose(feats[key][1], dense(h0), atol=1e-6)
+    # Scaled q.k of layer 0 reproduce its attention scores.
+    q, k = np.asarray(feats["queries"][0]), np.asarray(feats["keys"][0])
+    ref = np.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(4)
+    np.testing.assert_allclose(feats["attention_scores"][0], ref, atol=1e-5)
+    assert features.num_heads(model) == 12 and features.attention_widths(model) == (48, 48)
+
+
 def test_classifier_head_logits_match_model():
     backbone = tiny.backbone()
     clf = keras_hub.models.BertTextClassifier(backbone, num_classes=3, preprocessor=None)

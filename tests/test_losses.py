@@ -85,6 +85,25 @@ def test_logits_mse():
     np.testing.assert_allclose(losses.logits_mse(s, t), np.mean((s - t) ** 2), rtol=1e-6)
 
 
+def test_logits_mse_weighted_rows_ignore_nan_targets():
+    s = rng.normal(size=(5,))
+    t = rng.normal(size=(5,))
+    w = np.array([1.0, 0.0, 2.0, 0.0, 0.5])
+    t_nan = np.where(w > 0, t, np.nan)  # unlabelled (weight-0) rows carry NaN labels
+    ref = np.sum(w * (s - t) ** 2) / w.sum()
+    np.testing.assert_allclose(losses.logits_mse(s, t_nan, w), ref, rtol=1e-6)
+    # [B, 1] predictions with [B] weights; no NaN in the gradient either.
+    import tensorflow as tf
+
+    s2 = tf.Variable(s[:, None].astype("float32"))
+    with tf.GradientTape() as tape:
+        loss = losses.logits_mse(s2, t_nan[:, None], w)
+    np.testing.assert_allclose(loss, ref, rtol=1e-6)
+    grad = tape.gradient(loss, s2).numpy()[:, 0]
+    np.testing.assert_allclose(grad, 2 * w * (s - np.nan_to_num(t_nan)) / w.sum(), rtol=1e-5)
+    assert np.all(grad[w == 0] == 0)
+
+
 def test_cosine_hidden():
     st, te = rng.normal(size=(2, 3, 6, 4))
     m = _mask(3, 6)

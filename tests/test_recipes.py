@@ -35,7 +35,7 @@ def test_recipe_contents_and_overrides():
 
 
 def test_config_loss_weights_replace_add_and_drop_terms():
-    from tinybert_tf.modes import _recipe
+    from tinybert_tf.builders import make_recipe as _recipe
     from tinybert_tf.strategy import LaunchError
 
     r = _recipe("tinybert_general", "1,2", "att=0.5, pooled_rel=10,emb=0")
@@ -47,3 +47,18 @@ def test_config_loss_weights_replace_add_and_drop_terms():
         _recipe("tinybert_general", "", "att")
     with pytest.raises(ValueError, match="Unknown loss terms \\['atention'\\]"):
         _recipe("tinybert_general", "", "atention=1")
+
+
+def test_minilm_recipes():
+    v2 = recipes.get("minilm_v2")
+    assert v2.weights == {"qq": 1.0, "kk": 1.0, "vv": 1.0} and v2.terms == ("qq", "kk", "vv")
+    assert v2.relation_heads == 48 and v2.teacher_layer == -1  # MiniLMv2, base-size teachers
+    assert not v2.needs_layer_map and not v2.needs_projection and not v2.needs_logits
+    assert v2.needs_relations and v2.needs_intermediate  # cached teacher logits do not suffice
+    v1 = recipes.get("minilm")
+    assert v1.weights == {"minilm_att": 1.0, "minilm_val": 1.0} and not v1.needs_layer_map
+    general = recipes.get("tinybert_general")
+    assert general.needs_layer_map and general.needs_projection and not general.needs_relations
+    assert recipes.get("minilm_v2", relation_heads=64, teacher_layer=20).teacher_layer == 20
+    with pytest.raises(ValueError, match="relation_heads must be >= 1"):
+        recipes.get("minilm_v2", relation_heads=0)

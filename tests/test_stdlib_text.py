@@ -1,6 +1,7 @@
 """Tests of the stdlib docstring/comment corpus and classification-task builders (pure Python)."""
 
 import csv
+import json
 import os
 import textwrap
 
@@ -143,3 +144,84 @@ def test_labels():
     assert stdlib_task.area_label("antigravity.py") is None
     with pytest.raises(ValueError, match="label_by"):
         stdlib_task.build_task("/nonexistent", label_by="nope")
+
+
+# --- build_transfer on a small fake stdlib ---------------------------------------------------
+
+_POOL = (
+    "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november "
+    "oscar papa quebec romeo sierra tango uniform victor whiskey xray yankee zulu amber basil "
+    "cedar dune ember fjord grove harbor island jungle kettle lantern meadow nectar orchard "
+    "pebble quarry river summit timber valley willow yarrow zephyr anchor beacon canyon"
+).split()
+
+
+def _prose(rng, n=9):
+    return " ".join(rng.choice(_POOL) for _ in range(n)).capitalize() + "."
+
+
+def _fake_stdlib(root, seed=0):
+    """email/, asyncio/ and logging/ packages, 6 files each, 3 documented functions per file:
+    a first docstring paragraph (task text), a second one and a comment (transfer-only text).
+    Returns {relative path: [every prose text written in that file]}."""
+    import random
+
+    rng = random.Random(seed)
+    texts = {}
+    for pkg in ("email", "asyncio", "logging"):
+        os.makedirs(root / pkg, exist_ok=True)
+        for i in range(6):
+            rel, body, written = f"{pkg}/mod{i}.py", [], []
+            for j in range(3):
+                first, second, comment = _prose(rng), _prose(rng, 12), _prose(rng, 7)
+                written += [first, second, comment]
+                body.append(f'def f{j}():\n    """{first}\n\n    {second}\n    """\n'
+                            f"    # {comment}\n    return {j}\n")
+            (root / rel).write_text("\n\n".join(body), encoding="utf-8")
+            texts[rel] = written
+    return texts
+
+
+def test_build_transfer_uses_only_train_files_and_no_task_row(tmp_path):
+    root = tmp_path / "lib"
+    written = _fake_stdlib(root)
+    out = tmp_path / "task"
+    stdlib_task.build_task(str(out), min_examples_per_class=3, min_files_per_class=3,
+                           max_classes=3, root=str(root))
+    srcs = {s: set(_lines(f"{out}/{s}.src")) for s in ("train", "dev", "test")}
+    assert srcs["dev"] and srcs["test"] and not srcs["train"] & (srcs["dev"] | srcs["test"])
+    rows = {s: [r.split("\t")[0] for r in _lines(f"{out}/{s}.tsv")[1:]] for s in srcs}
+    # Plant leaks in a train file: a dev row (re-spaced, with '"') and a near-copy of a test row.
+    dev_row, test_row = rows["dev"][0], rows["test"][0]
+    near = " ".join(test_row.split()[:-1] + ["zzz."])
+    train_file = sorted(srcs["train"])[0]
+    with open(root / train_file, "a", encoding="utf-8") as f:
+        f.write(f'\n\ndef leak():\n    """Leak start here now.\n\n    {"  ".join(dev_row.split())}'
+                f'\n\n    {near}\n\n    Planted "quoted"   words for a normalised check.\n    """\n')
+    stats = stdlib_task.build_transfer(str(out), str(tmp_path / "transfer.txt"), root=str(root))
+    texts = _lines(f"{tmp_path}/transfer.txt")
+    src = _lines(f"{tmp_path}/transfer.src")
+    assert len(texts) == len(src) == stats["texts"] > 0
+    assert stats["files"] == len(srcs["train"])
+    assert set(src) <= srcs["train"]
+    held_out = {t for p in srcs["dev"] | srcs["test"] for t in written[p]}
+    assert not set(texts) & held_out  # no text of a dev/test file
+    task_keys = {stdlib_text.dedupe_key(t) for part in rows.values() for t in part}
+    assert not {stdlib_text.dedupe_key(t) for t in texts} & task_keys
+    assert stats["task_row"] >= 1 + len(rows["train"]) and stats["near_eval"] >= 1
+    assert near not in texts and "Planted 'quoted' words for a normalised check." in texts
+    # Every paragraph (second docstring paragraphs, comments) of every train file is used.
+    expected = {t for p in srcs["train"] for t in written[p]} - {
+        t for part in rows.values() for t in part}
+    assert expected <= set(texts)
+    assert all(5 <= len(t.split()) <= 100 and t == " ".join(t.split()) for t in texts)
+    assert len({stdlib_text.dedupe_key(t) for t in texts}) == len(texts)
+    stats_file = json.loads((tmp_path / "transfer.stats.json").read_text())
+    assert stats_file["texts"] == stats["texts"]
+    # Deterministic; comments=False keeps docstring paragraphs only.
+    again = stdlib_task.build_transfer(str(out), str(tmp_path / "b" / "t.txt"), root=str(root))
+    assert again == stats and _read(f"{tmp_path}/transfer.txt") == _read(f"{tmp_path}/b/t.txt")
+    stdlib_task.build_transfer(str(out), str(tmp_path / "nc.txt"), root=str(root), comments=False)
+    no_comments = set(_lines(f"{tmp_path}/nc.txt"))
+    comments = {t for p in srcs["train"] for t in written[p][2::3]}
+    assert no_comments and not no_comments & comments and comments <= set(texts)

@@ -1,5 +1,6 @@
 """Task modes end to end on a tiny local TSV task: finetune -> task_distill (both steps) -> export."""
 
+import json
 import os
 
 import keras_hub
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 import tiny
 
-from tinybert_tf import config_lib
+from tinybert_tf import config_lib, train
 from tinybert_tf.modes import run as run_mode
 
 
@@ -69,7 +70,7 @@ def test_cached_teacher_logits_train_the_same_student(task_run):
     """prediction.cache_teacher_logits (one teacher pass) == the teacher at every step."""
     students = []
     for cache in (True, False):
-        out = run_mode(_config(mode="task_distill", teacher=task_run["teacher"], step="prediction",
+        out = run_mode(_config(mode="task_distill", teacher=task_run["teacher"], stages="prediction",
                                deterministic=True, **{
                                    **task_run["common"], "prediction.epochs": 2,
                                    "prediction.learning_rate": 1e-3,
@@ -113,3 +114,59 @@ def test_conll_token_classification_end_to_end(tmp_path):
                                       student="tiny_2l_32h"), str(tmp_path / "td"))
     assert [r["name"] for r in report["models"]] == ["teacher", "student"]
     assert "entity_f1" in report["models"][1]["metrics"]
+
+
+def test_transfer_set_counts_and_two_step_distillation(task_run, tmp_path):
+    """A transfer file with known leaks, duplicates and blanks: exact counts, then both steps
+    train on labelled + transfer rows (step 1 with minilm_v2, step 2 soft + hard terms)."""
+    d = task_run["dir"]
+    dev_rows = [line.split("\t")[0] for line in open(d / "dev.tsv").read().splitlines()[1:]]
+    train_rows = [line.split("\t")[0] for line in open(d / "train.tsv").read().splitlines()[1:]]
+    new = [f"teacher model {w} small text" for w in tiny.WORDS[:10]]
+    lines = new + [dev_rows[0], "  " + dev_rows[1] + " ", train_rows[0], new[0], "", "   "]
+    (tmp_path / "transfer.txt").write_text("\n".join(lines) + "\n")
+    c = _config(mode="task_distill", teacher=task_run["teacher"], **{
+        **task_run["common"], "transfer_file": str(tmp_path / "transfer.txt"),
+        "intermediate.recipe": "minilm_v2", "intermediate.relation_heads": 4,
+        "prediction.hard_weight": 1.0})
+    workdir = tmp_path / "td"
+    out = run_mode(c, str(workdir))
+    counts = json.load(open(workdir / "transfer.json"))
+    assert {k: counts[k] for k in ("read", "used", "leaked", "duplicate", "empty")} == {
+        "read": 16, "used": 10, "leaked": 2, "duplicate": 2, "empty": 2}
+    # 48 labelled + 10 transfer rows = 15 batches of 4 per epoch; chunks of 2 steps make 16.
+    state = json.load(open(workdir / "prediction" / "selection.json"))
+    assert state["history"][-1]["step"] == 16
+    last = train.read_metrics(str(workdir / "prediction"))[-1]
+    assert {"pred_loss", "hard_loss"} <= set(last)
+    assert {"qq_loss", "kk_loss", "vv_loss"} <= set(train.read_metrics(str(workdir / "intermediate"))[-1])
+    assert keras_hub.models.TextClassifier.from_preset(out, preprocessor=None).num_classes == 2
+
+
+def test_hard_term_counts_labelled_rows_only(task_run):
+    """On a batch of labelled + transfer rows the hard term is the cross-entropy of the
+    labelled rows alone (NumPy reference), the soft term averages over every row."""
+    from tinybert_tf import builders
+    from tinybert_tf.distiller import Distiller
+
+    c = _config(mode="task_distill", teacher=task_run["teacher"], **task_run["common"])
+    spec = builders.task_spec(c)
+    tok = builders.load_tokenizer(task_run["teacher"])
+    extra = {"text": ["teacher data small"] * 3}
+    ds = builders.task_data(c, spec, "train", tok, False, extra_examples=extra)
+    batches = list(ds)
+    x, y, w = batches[-1]  # the last batch holds the 3 transfer rows (48 + 3 rows, batch 4)
+    assert w.numpy().tolist() == [0.0, 0.0, 0.0]
+    x, y, w = batches[-2]
+    teacher = builders.load_classifier(task_run["teacher"])
+    student = builders.load_classifier(task_run["student"], what="student")
+    distiller = Distiller(teacher, student, builders.make_recipe(
+        "tinybert_task_prediction", weights={"pred": 1.0, "hard": 1.0}))
+    x = {k: v[:4] for k, v in x.items()}
+    mixed_w = np.array([1, 0, 1, 0], "float32")
+    terms = distiller.compute_terms(x, y, mixed_w, distiller.teacher_features(x),
+                                    distiller.student_features(x, training=False))
+    logits = np.asarray(student(x, training=False), np.float64)
+    log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    nll = -log_p[np.arange(4), y.numpy()]
+    np.testing.assert_allclose(float(terms["hard"]), nll[[0, 2]].mean(), rtol=1e-5)

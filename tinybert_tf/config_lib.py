@@ -49,9 +49,11 @@ def task_fields(c):
     c.task = "sst2"
     c.data = ml_collections.ConfigDict(
         dict(seq_len=64, tfds_data_dir="", train_file="", eval_file="", test_file="",
-             text_column="text", text_b_column="", label_column="label", regression=False,
-             shuffle_buffer=10000)
+             text_column="text", text_b_column="", label_column="label", regression=False)
     )
+    # Model selection on the task's first eval split: every eval_every steps (0 = once per epoch,
+    # -1 = off: the last model is the output). The test split is never used to select.
+    c.eval_every = 0
     return c
 
 
@@ -68,6 +70,7 @@ def load(name, variant=None, **overrides):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     c = module.get_config(variant)
+    c.lock()  # an override of a key the config does not have is an error, not a new field
     for key, value in overrides.items():
         target = c
         *parents, last = key.split(".")

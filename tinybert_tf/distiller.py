@@ -49,18 +49,19 @@ class Distiller(keras.Model):
         self.teacher.trainable = False
         self.student = student
         t_layers, s_layers = feature_view.num_layers(teacher), feature_view.num_layers(student)
-        # Only recipes with layer-wise terms map layers (a prediction-only step with a 4-layer
-        # student of a 6-layer teacher must not fail on the uniform default).
+        # Only recipes with layer-wise terms map layers (a prediction-only or MiniLM step with a
+        # 4-layer student of a 6-layer teacher must not fail on the uniform default).
         self.layer_map = (
             recipes.resolve_layer_map(self.recipe.layer_map, t_layers, s_layers)
-            if self.recipe.needs_intermediate else ()
+            if self.recipe.needs_layer_map else ()
         )
         self._check_heads()
+        self._check_relations(t_layers)
         t_dim, s_dim = feature_view.hidden_dim(teacher), feature_view.hidden_dim(student)
         # Student -> teacher width projections (TinyBERT's W_h); built here so that they are created
         # under the strategy scope the Distiller is constructed in.
         self.projections = []
-        if self.recipe.needs_intermediate and t_dim != s_dim:
+        if self.recipe.needs_projection and t_dim != s_dim:
             count = 1 if self.recipe.share_projection else s_layers + 1
             for i in range(count):
                 proj = keras.layers.Dense(t_dim, name=f"projection_{i}")
@@ -82,6 +83,28 @@ class Distiller(keras.Model):
                 )
         if "hard" in self.recipe.weights and feature_view.backbone_of(self.student) is self.student:
             raise ValueError("The 'hard' term needs a student with a task head.")
+
+    def _check_relations(self, t_layers):
+        r = self.recipe
+        if not r.needs_relations:
+            return
+        if not -t_layers <= r.teacher_layer < t_layers:
+            raise ValueError(f"teacher_layer={r.teacher_layer} is out of range for a {t_layers}-layer "
+                             f"teacher; use 0..{t_layers - 1} or -1 (the last layer).")
+        same = [t for t in recipes.SAME_HEADS_TERMS if t in r.weights]
+        t_heads, s_heads = feature_view.num_heads(self.teacher), feature_view.num_heads(self.student)
+        if same and t_heads != s_heads:
+            raise ValueError(
+                f"Recipe {r.name!r} uses {same}, which need equal attention-head counts (teacher "
+                f"{t_heads}, student {s_heads}); use recipe 'minilm_v2' (any head counts).")
+        if any(t in r.weights for t in ("qq", "kk", "vv")):
+            widths = {f"{role} {kind}": w for role, model in (("teacher", self.teacher),
+                                                              ("student", self.student))
+                      for kind, w in zip(("q/k", "v"), feature_view.attention_widths(model))}
+            bad = {k: w for k, w in widths.items() if w % r.relation_heads}
+            if bad:
+                raise ValueError(f"relation_heads={r.relation_heads} must divide the attention "
+                                 f"widths (heads * head size) {bad}; choose a common divisor.")
 
     @property
     def metrics(self):
@@ -159,6 +182,8 @@ class Distiller(keras.Model):
             if "pooled_rel" in r.weights:
                 terms["pooled_rel"] = losses.pooled_similarity_kl(
                     last, t_last, mask, r.similarity_temperature)
+        if r.needs_relations:
+            terms.update(self._relation_terms(teacher, student, mask))
         s_logits = student.get("logits")
         t_logits = teacher.get("logits")
         is_mlm = hasattr(self.student, "masked_lm_head")
@@ -188,13 +213,29 @@ class Distiller(keras.Model):
             terms["mlm"] = losses.masked_lm_loss(mlm_logits, y, sample_weight)
         if "hard" in r.weights:
             if r.regression:
-                terms["hard"] = losses.logits_mse(s_logits[..., 0], y)
+                terms["hard"] = losses.logits_mse(s_logits[..., 0], y, sample_weight)
             else:
                 terms["hard"] = losses.sparse_cross_entropy(s_logits, y, sample_weight)
         total = 0.0
         for name, value in terms.items():
             total = total + r.weights[name] * value
         terms["loss"] = total
+        return terms
+
+    def _relation_terms(self, teacher, student, mask):
+        """MiniLM terms: teacher layer `recipe.teacher_layer` -> the student's last layer."""
+        r, t_i, terms = self.recipe, self.recipe.teacher_layer, {}
+        if "minilm_att" in r.weights:
+            terms["minilm_att"] = losses.attention_kl(
+                student["attention_probs"][-1], teacher["attention_probs"][t_i], mask)
+        if "minilm_val" in r.weights:
+            terms["minilm_val"] = losses.relation_kl(
+                student["values"][-1], teacher["values"][t_i], mask,
+                feature_view.num_heads(self.student))
+        for term, key in (("qq", "queries"), ("kk", "keys"), ("vv", "values")):
+            if term in r.weights:
+                terms[term] = losses.relation_kl(
+                    student[key][-1], teacher[key][t_i], mask, r.relation_heads)
         return terms
 
     def _update_trackers(self, terms):

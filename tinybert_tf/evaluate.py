@@ -279,27 +279,27 @@ def run_from_config(config, workdir):
     Reads config.teacher, config.student (see `parse_students`), config.task / config.data.*,
     config.batch_size (evaluation batches) and config.latency_runs (default 20).
     """
-    from tinybert_tf import modes
+    from tinybert_tf import builders
     from tinybert_tf.strategy import LaunchError
 
     try:
-        teacher_dir = modes.check_preset(config.teacher, "teacher")
+        teacher_dir = builders.check_preset(config.teacher, "teacher")
         student_dirs = parse_students(_student_value(config, workdir))
         for path in student_dirs.values():
-            modes.check_preset(path, "student")
-        spec = modes.task_spec(config)
+            builders.check_preset(path, "student")
+        spec = builders.task_spec(config)
         split = config.get("eval_split") or (spec.eval_splits[0] if spec.eval_splits else None)
         known = (*spec.eval_splits, *spec.test_splits)
         if split is None or split not in known:
             raise ValueError(f"Task {spec.name!r} has no split {split!r} to evaluate on (it has "
                              f"{list(known)}); pass --config.eval_split=<one of them> or "
                              "--config.data.eval_file=<labelled file>.")
-        tokenizer = modes.load_tokenizer(teacher_dir)
+        tokenizer = builders.load_tokenizer(teacher_dir)
         _check_tokenizers(tokenizer, student_dirs)
         models = {"teacher": (heads.load_task_model(teacher_dir, "teacher"), teacher_dir)}
         for name, path in student_dirs.items():
             models[name] = (heads.load_task_model(path, f"student {name}"), path)
-        dataset = modes.task_data(config, spec, split, tokenizer, training=False)
+        dataset = builders.task_data(config, spec, split, tokenizer, training=False)
         report = compare(models, spec, dataset, config.data.seq_len,
                          runs=int(config.get("latency_runs", 20)), reference="teacher")
     except ValueError as err:

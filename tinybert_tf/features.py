@@ -1,4 +1,5 @@
-"""Feature view of a keras-hub encoder: embeddings, every hidden state and pre-softmax attention scores.
+"""Feature view of a keras-hub encoder: embeddings, every hidden state, pre-softmax attention scores
+and the attention queries, keys and values (MiniLM's relations).
 
 One forward pass through the backbone's *own* layers and weights (never a re-implemented BERT):
 the embedding layers are called as the backbone calls them, and each `TransformerEncoder` block is
@@ -74,10 +75,12 @@ def _family(backbone):
 
 
 def _encoder_block(layer, x, padding_mask, training):
-    """One keras-hub `TransformerEncoder` on its own sub-layers; also returns scores and probs.
+    """One keras-hub `TransformerEncoder` on its own sub-layers; also returns its attention view.
 
     x: [B, S, H]; padding_mask: [B, S] (1 = real token).
-    Returns (output [B, S, H], scores [B, heads, S, S] scaled, pre-mask, probs [B, heads, S, S]).
+    Returns (output [B, S, H], {"attention_scores": [B, heads, S, S] scaled, pre-mask,
+    "attention_probs": [B, heads, S, S], "queries"/"keys"/"values": [B, S, heads, d] as the
+    projections give them, before the 1/sqrt(d) scaling}).
     """
     attention = layer._self_attention_layer
     residual = x
@@ -86,6 +89,7 @@ def _encoder_block(layer, x, padding_mask, training):
     query = attention._query_dense(x)  # [B, S, heads, d]
     key = attention._key_dense(x)
     value = attention._value_dense(x)
+    view = {"queries": query, "keys": key, "values": value}
     query = ops.multiply(query, ops.cast(1.0 / math.sqrt(attention._key_dim), query.dtype))
     scores = ops.einsum("bqhd,bkhd->bhqk", query, key)
     key_is_real = ops.cast(padding_mask, "bool")[:, None, None, :]
@@ -107,7 +111,10 @@ def _encoder_block(layer, x, padding_mask, training):
     x = x + residual
     if not layer.normalize_first:
         x = layer._feedforward_layer_norm(x)
-    return x, scores, probs
+    return x, dict(view, attention_scores=scores, attention_probs=probs)
+
+
+_ATTENTION_VIEW = ("attention_scores", "attention_probs", "queries", "keys", "values")
 
 
 def encoder_features(model, inputs, training=False):
@@ -116,18 +123,20 @@ def encoder_features(model, inputs, training=False):
     inputs: keras-hub dict `{"token_ids", "segment_ids", "padding_mask"}`, each [B, S] int.
     Returns `{"embeddings": [B,S,H], "hidden_states": L x [B,S,H], "attention_scores":
     L x [B,heads,S,S] (scaled q.k, before masking), "attention_probs": L x [B,heads,S,S],
-    "sequence_output": [B,S,H]}` plus `"pooled_output": [B,H]` for backbones with a pooler.
+    "queries"/"keys"/"values": L x [B,S,heads,d] (unscaled), "sequence_output": [B,S,H]}` plus
+    `"pooled_output": [B,H]` for backbones with a pooler.
     """
     backbone = backbone_of(model)
     family = _family(backbone)
     padding_mask = inputs["padding_mask"]
     x = _EMBEDDERS[family](backbone, inputs, training)
-    features = {"embeddings": x, "hidden_states": [], "attention_scores": [], "attention_probs": []}
+    features = {"embeddings": x, "hidden_states": []}
+    features.update({key: [] for key in _ATTENTION_VIEW})
     for layer in backbone.transformer_layers:
-        x, scores, probs = _encoder_block(layer, x, padding_mask, training)
+        x, view = _encoder_block(layer, x, padding_mask, training)
         features["hidden_states"].append(x)
-        features["attention_scores"].append(scores)
-        features["attention_probs"].append(probs)
+        for key in _ATTENTION_VIEW:
+            features[key].append(view[key])
     features["sequence_output"] = x
     if family in _POOLERS:
         features["pooled_output"] = _POOLERS[family](backbone, x)
@@ -162,3 +171,15 @@ def num_layers(model):
 
 def hidden_dim(model):
     return int(backbone_of(model).hidden_dim)
+
+
+def num_heads(model):
+    """Attention heads per layer (of the first layer; keras-hub encoders use one count)."""
+    return int(backbone_of(model).transformer_layers[0].num_heads)
+
+
+def attention_widths(model):
+    """`(query/key width, value width)`: heads * head size of the attention projections."""
+    attention = backbone_of(model).transformer_layers[0]._self_attention_layer
+    heads = num_heads(model)
+    return heads * int(attention._key_dim), heads * int(attention._value_dim or attention._key_dim)

@@ -8,6 +8,8 @@ Numerics follow the official TinyBERT code (huawei-noah/Pretrained-Language-Mode
 
 from __future__ import annotations
 
+import math
+
 from keras import ops
 
 
@@ -87,9 +89,51 @@ def kl_divergence(student_logits, teacher_logits, temperature=1.0, weights=None)
     return _safe_div(ops.sum(kl * w), ops.sum(w)) * temperature**2
 
 
-def logits_mse(student_logits, teacher_logits):
-    """Regression heads (e.g. STS-B): mean squared error of the predictions [B, 1]."""
-    return ops.mean(ops.square(_f32(student_logits) - _f32(teacher_logits)))
+def logits_mse(student_logits, teacher_logits, weights=None):
+    """Regression heads (e.g. STS-B): mean squared error of the predictions [B, 1] (or [B]).
+
+    `weights` [B]: a weighted mean over rows; weight-0 rows (e.g. unlabelled transfer rows whose
+    target is NaN) are replaced before the square, so they cannot poison the loss or its gradient.
+    """
+    diff = _f32(student_logits) - _f32(teacher_logits)
+    if weights is None:
+        return ops.mean(ops.square(diff))
+    w = ops.reshape(_f32(weights), (-1,) + (1,) * (len(diff.shape) - 1)) * ops.ones_like(diff)
+    sq = ops.square(ops.where(w > 0, diff, 0.0))
+    return _safe_div(ops.sum(sq * w), ops.sum(w))
+
+
+def _relation_log_probs(vectors, key_is_real, num_relation_heads, role):
+    """log softmax over keys of (A_r A_r^T) / sqrt(d_r) per relation head r: [B, R, S, S]."""
+    x = _f32(vectors)
+    width = math.prod(int(d) for d in x.shape[2:])
+    if width % num_relation_heads:
+        raise ValueError(f"relation_kl: num_relation_heads={num_relation_heads} must divide the "
+                         f"{role} width {width} (heads * head size).")
+    size = width // num_relation_heads
+    shape = ops.shape(x)
+    x = ops.reshape(x, (shape[0], shape[1], num_relation_heads, size))
+    x = ops.transpose(x, (0, 2, 1, 3))  # [B, R, S, d_r]
+    scores = ops.matmul(x, ops.transpose(x, (0, 1, 3, 2))) / math.sqrt(size)
+    return ops.log_softmax(ops.where(key_is_real, scores, -1e9), axis=-1)
+
+
+def relation_kl(student_vectors, teacher_vectors, padding_mask, num_relation_heads):
+    """MiniLM self-attention relation loss: KL(teacher || student) of token-token relations.
+
+    vectors: [B, S, heads, d] (queries, keys or values as the attention projections give them) or
+    [B, S, H]. Each side is flattened to [B, S, H_x] (heads concatenated) and split into
+    `num_relation_heads` R slices of d_r = H_x / R (MiniLMv2); widths and head counts of student
+    and teacher may differ. Relation of head r: softmax_keys(A_r A_r^T / sqrt(d_r)), padded keys
+    masked out. KL summed over keys, averaged over relation heads and real query rows. With R =
+    the attention heads and values this is MiniLM v1's value relation.
+    """
+    key_is_real = ops.cast(padding_mask, "bool")[:, None, None, :]
+    log_t = _relation_log_probs(teacher_vectors, key_is_real, num_relation_heads, "teacher")
+    log_s = _relation_log_probs(student_vectors, key_is_real, num_relation_heads, "student")
+    kl = ops.sum(ops.where(key_is_real, ops.exp(log_t) * (log_t - log_s), 0.0), axis=-1)
+    rows = _f32(padding_mask)[:, None, :] * ops.ones_like(kl)  # [B, R, S]
+    return _safe_div(ops.sum(kl * rows), ops.sum(rows))
 
 
 def cosine_hidden(student_hidden, teacher_hidden, padding_mask, eps=1e-8):

@@ -6,7 +6,10 @@ MSE), `pred` (TinyBERT soft cross-entropy at T, or MSE for regression), `kd` (Di
 `mlm` (masked-LM cross-entropy on labels), `cos` (cosine loss of last hidden states),
 `pooled_cos` (cosine loss of mean-pooled sentence embeddings), `pooled_rel` (KL of in-batch
 similarity distributions of those embeddings, at `similarity_temperature`), `hard`
-(cross-entropy / MSE against task labels).
+(cross-entropy / MSE against task labels). MiniLM (Wang et al. 2020; 2021), teacher layer
+`teacher_layer` -> the student's last layer, no layer map and no width projection: `minilm_att`
+(KL of attention probabilities), `minilm_val` (KL of value relations per attention head), and
+MiniLMv2's `qq`, `kk`, `vv` (KL of query/key/value relations over `relation_heads` heads).
 """
 
 from __future__ import annotations
@@ -14,9 +17,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-TERMS = ("emb", "att", "hidden", "pred", "kd", "mlm", "cos", "pooled_cos", "pooled_rel", "hard")
+TERMS = ("emb", "att", "hidden", "pred", "kd", "mlm", "cos", "pooled_cos", "pooled_rel", "hard",
+         "minilm_att", "minilm_val", "qq", "kk", "vv")
 SENTENCE_TERMS = ("cos", "pooled_cos", "pooled_rel")  # on the (projected) last hidden state
 INTERMEDIATE_TERMS = ("emb", "att", "hidden")
+# One teacher layer -> the student's last layer; widths and depths may differ freely.
+RELATION_TERMS = ("minilm_att", "minilm_val", "qq", "kk", "vv")
+SAME_HEADS_TERMS = ("minilm_att", "minilm_val")  # MiniLM v1: per attention head
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +38,11 @@ class Recipe:
     regression: the prediction terms use MSE instead of soft targets (STS-B).
     kd_positions: DistilBERT soft targets over "all" real tokens (its default) or "masked" only.
     similarity_temperature: temperature of the `pooled_rel` in-batch similarity softmax.
+    relation_heads: relation heads R of the `qq`/`kk`/`vv` terms; must divide the query/key/value
+      widths of teacher and student. 48 is MiniLMv2's setting for base-size teachers (64 for
+      large-size ones; Wang et al. 2021, as in PaddleNLP's MiniLMv2 example).
+    teacher_layer: 0-based teacher layer of the MiniLM terms, -1 = the last (MiniLM v1 and
+      MiniLMv2 with base-size teachers); MiniLMv2 distils an upper-middle layer of large teachers.
     """
 
     name: str
@@ -43,6 +55,8 @@ class Recipe:
     regression: bool = False
     kd_positions: str = "all"
     similarity_temperature: float = 0.05
+    relation_heads: int = 48
+    teacher_layer: int = -1
 
     def __post_init__(self):
         unknown = set(self.weights) - set(TERMS)
@@ -55,6 +69,8 @@ class Recipe:
         if self.temperature <= 0 or self.similarity_temperature <= 0:
             raise ValueError(f"temperatures must be > 0, got {self.temperature} and "
                              f"{self.similarity_temperature}.")
+        if int(self.relation_heads) < 1:
+            raise ValueError(f"relation_heads must be >= 1, got {self.relation_heads}.")
         object.__setattr__(self, "weights", dict(self.weights))
         if isinstance(self.layer_map, list):
             object.__setattr__(self, "layer_map", tuple(self.layer_map))
@@ -63,9 +79,27 @@ class Recipe:
     def terms(self):
         return tuple(t for t in TERMS if t in self.weights)
 
+    def _uses(self, terms):
+        return any(t in self.weights for t in terms)
+
+    @property
+    def needs_layer_map(self):
+        """TinyBERT's layer-wise terms and the sentence terms (their projection follows the map)."""
+        return self._uses((*INTERMEDIATE_TERMS, *SENTENCE_TERMS))
+
+    @property
+    def needs_projection(self):
+        """Terms that compare hidden states and so need a student->teacher width projection."""
+        return self._uses((*INTERMEDIATE_TERMS, *SENTENCE_TERMS))
+
+    @property
+    def needs_relations(self):
+        return self._uses(RELATION_TERMS)
+
     @property
     def needs_intermediate(self):
-        return any(t in self.weights for t in (*INTERMEDIATE_TERMS, *SENTENCE_TERMS))
+        """Some term reads the teacher's layers (cached teacher logits do not suffice)."""
+        return self.needs_layer_map or self.needs_projection or self.needs_relations
 
     @property
     def needs_logits(self):
@@ -93,6 +127,10 @@ RECIPES = {
     "distilbert_task": Recipe(
         "distilbert_task", {"kd": 0.5, "hard": 0.5}, temperature=2.0, layer_map="last"
     ),
+    # Wang et al. 2020 (MiniLM): attention distributions + value relation of the last layer.
+    "minilm": Recipe("minilm", {"minilm_att": 1.0, "minilm_val": 1.0}),
+    # Wang et al. 2021 (MiniLMv2): Q-Q, K-K, V-V relations, any head counts.
+    "minilm_v2": Recipe("minilm_v2", {"qq": 1.0, "kk": 1.0, "vv": 1.0}),
     # Plain fine-tuning of the student, no teacher term (the baseline reports compare to).
     "finetune": Recipe("finetune", {"hard": 1.0}),
 }

@@ -140,10 +140,12 @@ class SaveEvery(keras.callbacks.Callback):
 
 
 def run(model, dataset, workdir, total_steps, log_every=100, checkpoint_every=1000,
-        max_to_keep=3, validation_data=None, verbose=1):
+        max_to_keep=3, callbacks=()):
     """Train `model` (compiled, optimizer built or not) on an infinite `dataset` for `total_steps`.
 
-    Resumes from `workdir/checkpoints` if present. Returns the Keras History of this process.
+    Resumes from `workdir/checkpoints` if present. `callbacks` run after each chunk before the
+    checkpoint is written and the chunk's logs are logged (e.g. `selection.EvalSelector`, which
+    adds `val_*` scores to them). Returns the Keras History of this process.
     """
     log_every = max(1, min(log_every, total_steps))
     if checkpoint_every % log_every:
@@ -165,7 +167,7 @@ def run(model, dataset, workdir, total_steps, log_every=100, checkpoint_every=10
     if start >= chunks * log_every:
         print(f"Run already complete at step {start}.")
         return None
-    callbacks = [NanGuard(checkpointer), SaveEvery(checkpointer, checkpoint_every),
+    callbacks = [NanGuard(checkpointer), *callbacks, SaveEvery(checkpointer, checkpoint_every),
                  StepLogger(workdir)]
     history = model.fit(
         dataset.skip(start),
@@ -173,8 +175,6 @@ def run(model, dataset, workdir, total_steps, log_every=100, checkpoint_every=10
         initial_epoch=start // log_every,
         steps_per_epoch=log_every,
         callbacks=callbacks,
-        validation_data=validation_data,
-        verbose=verbose,
     )
     final = int(model.optimizer.iterations.numpy())
     if final % checkpoint_every:

@@ -3,21 +3,29 @@
 ``build_task`` labels the first paragraph of module/class/function docstrings by library area
 (``AREAS``, roughly the chapters of the Library Reference) or by top-level package, and splits
 train/dev/test **by source file** with near-duplicates clustered, so none cross splits.
+``build_transfer`` writes the task's transfer set: every prose paragraph of its train files only.
 """
 
 from __future__ import annotations
 
+import ast
 import collections
 import json
 import os
 import random
+import tokenize
+import warnings
 
 from tinybert_tf.data.stdlib_text import (
     _assign_groups,
+    _docstrings,
     dedupe_key,
+    docstring_paragraphs,
+    iter_file_texts,
     iter_stdlib_texts,
     near_duplicate_clusters,
     normalize_space,
+    stdlib_dir,
 )
 
 # label_by="area": stdlib modules grouped roughly like the chapters of the Library Reference, so
@@ -150,5 +158,100 @@ def build_task(
     with open(os.path.join(out_dir, "labels.txt"), "w", encoding="utf-8") as f:
         f.writelines(lab + "\n" for lab in labels)
     with open(os.path.join(out_dir, "stats.json"), "w", encoding="utf-8") as f:
+        json.dump(stats, f, indent=1)
+    return stats
+
+
+def _lines(path: str) -> list[str]:
+    with open(path, encoding="utf-8") as f:
+        return [line for line in f.read().split("\n") if line]
+
+
+def _file_paragraphs(path: str, root: str, comments: bool) -> list[str]:
+    """Every prose paragraph of one source file, in source order: each docstring paragraph
+    (``docstring_paragraphs``), then each comment paragraph (``iter_file_texts``) if asked."""
+    try:
+        with tokenize.open(os.path.join(root, path)) as f:
+            source = f.read()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tree = ast.parse(source)
+    except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
+        return []
+    out = [par for _, doc in _docstrings(tree) for par in docstring_paragraphs(doc)]
+    if comments:
+        out += [r.text for r in iter_file_texts(path, root, comments=True) if r.kind == "comment"]
+    return out
+
+
+def build_transfer(
+    task_dir: str,
+    out_path: str,
+    min_words: int = 5,
+    max_words: int = 100,
+    root: str | None = None,
+    max_files: int | None = None,
+    comments: bool = True,
+    near_duplicate_threshold: float = 0.6,
+) -> dict:
+    """Write an unlabelled transfer set (one text per line) for the task ``build_task`` wrote
+    to ``task_dir``: the teacher labels it, the student learns from the teacher's outputs.
+
+    Texts are every docstring paragraph (and comment paragraph if ``comments``) of the source
+    files in ``train.src`` only (a file also in ``dev.src``/``test.src`` is never read; the first
+    ``max_files`` train files in path order if given, for fast tests), normalised like the task
+    (whitespace collapsed, ``"`` -> ``'``), with ``min_words``..``max_words`` words. Dropped: a
+    text whose ``dedupe_key`` is a task row's (train/dev/test), one in a near-duplicate cluster
+    (``near_duplicate_clusters``) with a dev/test row, and repeats (same ``dedupe_key``). Files
+    are read in sorted path order, paragraphs in source order, so the output is deterministic.
+    Writes ``out_path``, ``<stem>.src`` (source file per line) and ``<stem>.stats.json``; returns
+    the stats ``{"texts", "words", "files", "paragraphs", "too_short", "too_long", "task_row",
+    "near_eval", "duplicate"}``.
+    """
+    root = root or stdlib_dir()
+    srcs = {s: set(_lines(os.path.join(task_dir, f"{s}.src"))) for s in ("train", "dev", "test")}
+    files = sorted(srcs["train"] - srcs["dev"] - srcs["test"])[:max_files]
+    task_texts = {
+        s: [row.split("\t")[0] for row in _lines(os.path.join(task_dir, f"{s}.tsv"))[1:]]
+        for s in srcs
+    }
+    task_keys = {dedupe_key(t) for texts in task_texts.values() for t in texts}
+    stats = dict.fromkeys(("texts", "words", "files", "paragraphs", "too_short", "too_long",
+                           "task_row", "near_eval", "duplicate"), 0)
+    stats["files"] = len(files)
+    cands: list[tuple[str, str]] = []  # (path, text)
+    seen: set[str] = set()
+    for path in files:
+        for par in _file_paragraphs(path, root, comments):
+            stats["paragraphs"] += 1
+            text = normalize_space(par.replace('"', "'"))
+            n, key = len(text.split()), dedupe_key(text)
+            if n < min_words:
+                stats["too_short"] += 1
+            elif n > max_words:
+                stats["too_long"] += 1
+            elif key in task_keys:
+                stats["task_row"] += 1
+            elif key in seen or not key:
+                stats["duplicate"] += 1
+            else:
+                seen.add(key)
+                cands.append((path, text))
+    held = task_texts["dev"] + task_texts["test"]
+    clusters = near_duplicate_clusters([t for _, t in cands] + held, near_duplicate_threshold)
+    near = set(clusters[len(cands):])
+    kept = [c for c, cluster in zip(cands, clusters, strict=False) if cluster not in near]
+    stats["near_eval"] = len(cands) - len(kept)
+    stats["texts"] = len(kept)
+    stats["words"] = sum(len(t.split()) for _, t in kept)
+    stem = os.path.splitext(out_path)[0]
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    with open(out_path, "w", encoding="utf-8") as f:
+        f.writelines(t + "\n" for _, t in kept)
+    with open(f"{stem}.src", "w", encoding="utf-8") as f:
+        f.writelines(p + "\n" for p, _ in kept)
+    stats["config"] = {"min_words": min_words, "max_words": max_words, "comments": comments,
+                       "max_files": max_files, "near_duplicate_threshold": near_duplicate_threshold}
+    with open(f"{stem}.stats.json", "w", encoding="utf-8") as f:
         json.dump(stats, f, indent=1)
     return stats

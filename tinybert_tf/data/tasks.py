@@ -7,6 +7,10 @@
   * token classification (NER): `(x, y, sample_weight)`, y int32 `[B, seq_len]` holding the tag
     id on the **first** word piece of each word and `IGNORE_LABEL` (-100) elsewhere
     ([CLS]/[SEP]/padding/continuation pieces); sample_weight float32 is 1 where y != -100.
+
+With `extra_examples` (a transfer set, see `transfer.py`) sentence tasks yield
+`(x, y, sample_weight)`: the split's rows (weight 1) then the transfer rows (weight 0, y = -1 or
+NaN), so hard-label losses see only labelled rows while soft (teacher) targets see all.
 """
 
 from __future__ import annotations
@@ -108,7 +112,8 @@ def _inputs(token_ids, segment_ids, pad_id):
 
 
 def _sentence_batches(ds, spec, tokenizer, seq_len, batch_size, drop_remainder, extra_keys=()):
-    """Batches of {text keys, "label"} -> `(x, y)`; tokenises and packs a whole batch at once."""
+    """Batches of {text keys, "label"[, weight]} -> `(x, y[, sample_weight])`; tokenises and
+    packs a whole batch at once."""
     packer = segment_packer(tokenizer, seq_len)
     y_dtype = tf.float32 if spec.kind == "regression" else tf.int32
 
@@ -116,7 +121,8 @@ def _sentence_batches(ds, spec, tokenizer, seq_len, batch_size, drop_remainder, 
         segments = tuple(tokenizer(ex[k]) for k in spec.text_keys)
         token_ids, segment_ids = packer(segments if spec.is_pair else segments[0])
         x = _inputs(token_ids, segment_ids, tokenizer.pad_token_id)
-        return {**x, **{k: ex[k] for k in extra_keys}}, tf.cast(ex["label"], y_dtype)
+        out = {**x, **{k: ex[k] for k in extra_keys}}, tf.cast(ex["label"], y_dtype)
+        return (*out, ex[_WEIGHT]) if _WEIGHT in ex else out
 
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
@@ -156,6 +162,61 @@ def _load_tfds(spec, split, shuffle, seed, data_dir):
     )
 
 
+_WEIGHT = "__sample_weight__"
+
+
+def _with_transfer(spec, ds, extra_examples, labelled):
+    """{text keys, label, weight} rows: the split's (`ds`, weight 1; none if not `labelled`),
+    then the transfer rows (`extra_examples` `{text key: [str]}`, label -1 / NaN, weight 0)."""
+    if set(extra_examples) != set(spec.text_keys):
+        raise ValueError(f"extra_examples has columns {sorted(extra_examples)}; task "
+                         f"{spec.name!r} needs exactly {list(spec.text_keys)}.")
+    sizes = {len(v) for v in extra_examples.values()}
+    if len(sizes) != 1:
+        raise ValueError(f"extra_examples columns differ in length: {sorted(sizes)}.")
+    regression = spec.kind == "regression"
+    y_dtype = tf.float32 if regression else tf.int32
+    n = sizes.pop()
+    rows = {k: tf.constant(list(extra_examples[k]), tf.string, [n]) for k in spec.text_keys}
+    rows["label"] = tf.fill([n], float("nan")) if regression else tf.fill([n], -1)
+    rows[_WEIGHT] = tf.zeros([n], tf.float32)
+    transfer = tf.data.Dataset.from_tensor_slices(rows)
+    if not labelled:
+        return transfer
+    own = ds.map(lambda ex: {**{k: ex[k] for k in spec.text_keys},
+                             "label": tf.cast(ex[spec.label_key], y_dtype),
+                             _WEIGHT: tf.constant(1.0, tf.float32)})
+    return own.concatenate(transfer)
+
+
+def _epochs(ds, shuffle, seed, repeat):
+    """`ds` (finite) in epochs: epoch e is a full permutation drawn from the seed (seed, e).
+
+    The order is a function of the seed and the epoch alone, not of how many iterators were made
+    before: Keras' TF `fit` peeks a batch and then starts a new iterator, which advances a
+    `reshuffle_each_iteration` shuffle's seed, so a resumed run (whose iterator skipped past an
+    epoch end) would see other batches than an uninterrupted one. The split is held in memory
+    (task splits are small: GLUE's largest, MNLI, is ~400 k sentence pairs).
+    """
+    if not shuffle and not repeat:
+        return ds
+    columns = ds.ragged_batch(2**31 - 1).get_single_element() if shuffle else None
+    if columns is not None:
+        n = tf.shape(tf.nest.flatten(columns)[0])[0]
+
+    def epoch(e):
+        if not shuffle:
+            return ds
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(n), seed=tf.stack([tf.cast(seed, tf.int64), e]))
+        return tf.data.Dataset.from_tensor_slices(order).map(
+            lambda i: tf.nest.map_structure(lambda col: tf.gather(col, i), columns))
+
+    if not repeat:
+        return epoch(tf.constant(0, tf.int64))
+    return tf.data.Dataset.counter().flat_map(epoch)
+
+
 def task_dataset(
     task,
     split,
@@ -166,35 +227,48 @@ def task_dataset(
     seed=0,
     data_dir=None,
     drop_remainder=False,
-    shuffle_buffer=10000,
     repeat=False,
     extra=None,
+    extra_examples=None,
+    labelled=True,
 ):
     """Tokenised, packed, batched dataset for a TASKS name or a file TaskSpec (see module doc).
 
-    Shuffling (files and a `shuffle_buffer`-example buffer) is deterministic given `seed`.
+    Training order: each epoch a full permutation that is a function of (`seed`, epoch) alone
+    (`_epochs`), so a resumed run sees the batches an uninterrupted one does.
     extra: `{name: array [N, ...]}`, one row per example of the split in its unshuffled order,
     added to `x` (e.g. cached teacher logits); a count that does not match the split is an error.
+    extra_examples: `{text key: [str, ...]}` transfer rows appended after the split's own
+    examples (label -1 / NaN, sample_weight 0; the split's rows get weight 1); `extra` then
+    covers split + transfer rows in that order. `labelled=False` uses the transfer rows alone.
     """
     spec = get_task(task)
-    if spec.files:
+    if not labelled and extra_examples is None:
+        raise ValueError("labelled=False (transfer rows only) needs extra_examples.")
+    if extra_examples is not None and spec.kind == "token_classification":
+        raise ValueError(f"Task {spec.name!r}: transfer sets are for sentence and sentence-pair "
+                         "tasks, not token classification.")
+    if extra_examples is not None and not labelled:
+        ds = None
+    elif spec.files:
         ds = _file_split_dataset(spec, split)
     else:  # with `extra`, file order must be the unshuffled one the rows were computed in
         ds = _load_tfds(spec, split, shuffle and extra is None, seed, data_dir)
+    what = f"split {split!r}"
+    if extra_examples is not None:
+        ds = _with_transfer(spec, ds, extra_examples, labelled)
+        what = f"split {split!r} + transfer" if labelled else "the transfer set"
     extra_keys = ()
     if extra:
         extra_keys = tuple(extra)
         count = int(ds.reduce(0, lambda n, _: n + 1))
         rows = {len(v) for v in extra.values()}
         if rows != {count}:
-            raise ValueError(f"extra features have {sorted(rows)} rows but split {split!r} has "
-                             f"{count} examples; recompute them on the same split.")
+            raise ValueError(f"extra features have {sorted(rows)} rows but {what} has "
+                             f"{count} examples; recompute them on the same examples.")
         ds = tf.data.Dataset.zip(ds, tf.data.Dataset.from_tensor_slices(dict(extra)))
         ds = ds.map(lambda ex, more: {**ex, **more})
-    if shuffle:
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
+    ds = _epochs(ds, shuffle, seed, repeat)
     if spec.kind == "token_classification":
         def ner(ex):
             x, y, w = _ner_example(ex[spec.text_keys[0]], ex[spec.label_key], tokenizer, seq_len)
@@ -203,7 +277,7 @@ def task_dataset(
         ds = ds.map(ner, num_parallel_calls=tf.data.AUTOTUNE)
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     else:
-        if spec.label_key != "label":
+        if spec.label_key != "label" and extra_examples is None:
             ds = ds.map(lambda ex: {**ex, "label": ex[spec.label_key]})
         ds = _sentence_batches(ds, spec, tokenizer, seq_len, batch_size, drop_remainder,
                                extra_keys)

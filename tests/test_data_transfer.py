@@ -1,0 +1,219 @@
+"""Transfer sets: reading / leakage / duplicate counting (data.transfer) and task_dataset's
+labelled + transfer rows with sample weights (data.tasks)."""
+
+import collections
+import gzip
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+import tiny
+
+from tinybert_tf.data import tasks, transfer
+
+MARK = "teacher"  # a vocabulary word only transfer rows contain
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tiny.tokenizer()
+
+
+def _write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def test_text_key_collapses_whitespace_and_keeps_case():
+    assert transfer.text_key(" A  dog\t\n") == ("A dog",) == transfer.text_key(["A dog"])
+    assert transfer.text_key(("a dog", b" the  cat ")) == ("a dog", "the cat")
+    assert transfer.text_key("a dog") != transfer.text_key("A dog")
+
+
+def test_read_transfer_counts_and_order(tmp_path):
+    _write(tmp_path / "a" / "1.txt",
+           "the model\n   \nthe  model\neval  text \ntrain text\na student\n")
+    _write(tmp_path / "a" / "2.tsv",
+           "text\tlabel\nthe teacher\tpos\na student\tneg\n\t\nsmall model\tx\n")
+    _write(tmp_path / "a" / "3.jsonl",
+           json.dumps({"text": "fast model", "id": 3}) + "\n" + json.dumps({"text": "the teacher"}))
+    exclude, known = {("eval text",)}, {("train text",)}
+    want = ["the model", "a student", "the teacher", "small model", "fast model"]
+    counts_want = {"files": 3, "read": 12, "used": 5, "leaked": 1, "duplicate": 4, "empty": 2}
+    for paths in (f"{tmp_path}/a/*", f"{tmp_path}/a/*.txt, {tmp_path}/a/[23].*",
+                  [f"{tmp_path}/a/1.txt", f"{tmp_path}/a/*.tsv", f"{tmp_path}/a/3.jsonl"]):
+        cols, counts = transfer.read_transfer(paths, ("text",), exclude, known)
+        assert cols == {"text": want}
+        assert counts == counts_want
+    # A file matched twice is read once; without exclude/known the leak and train rows are used.
+    cols, counts = transfer.read_transfer([f"{tmp_path}/a/1.txt", f"{tmp_path}/a/*.txt"], "text")
+    assert cols["text"] == ["the model", "eval  text ", "train text", "a student"]
+    assert counts == {"files": 1, "read": 6, "used": 4, "leaked": 0, "duplicate": 1, "empty": 1}
+    with gzip.open(tmp_path / "g.txt.gz", "wt", encoding="utf-8") as f:
+        f.write("one model\r\ntwo data\u2028kept in one line\n")
+    cols, counts = transfer.read_transfer(str(tmp_path / "g.txt.gz"), ("text",))
+    assert cols["text"] == ["one model", "two data\u2028kept in one line"]
+    assert counts["read"] == 2
+
+
+def test_read_transfer_pair_columns_and_errors(tmp_path):
+    pair = ("sentence1", "sentence2")
+    path = _write(tmp_path / "p.csv",
+                  "sentence1,sentence2,label\nthe dog,a cat,1\n,,0\nthe dog,,1\n the dog ,a  cat,0\n")
+    cols, counts = transfer.read_transfer(path, pair, exclude_keys={("the dog", "")})
+    assert cols == {"sentence1": ["the dog"], "sentence2": ["a cat"]}
+    assert counts == {"files": 1, "read": 4, "used": 1, "leaked": 1, "duplicate": 1, "empty": 1}
+    txt = _write(tmp_path / "p.txt", "the dog\n")
+    with pytest.raises(ValueError, match=r"p.txt: a .txt transfer file .* use .tsv/.csv/.jsonl"):
+        transfer.read_transfer(txt, pair)
+    bad = _write(tmp_path / "bad.jsonl",
+                 '{"sentence1": "a", "sentence2": "b"}\n{"sentence1": "a", "label": 1}\n')
+    with pytest.raises(ValueError,
+                       match=r"bad.jsonl:2: missing column 'sentence2'; found \['label', 'sentence1'\]"):
+        transfer.read_transfer(bad, pair)
+    tsv = _write(tmp_path / "t.tsv", "sentence\tlabel\nthe dog\t1\n")
+    with pytest.raises(ValueError, match=r"t.tsv:2: missing column 'text'; found \['label', 'sentence'\]"):
+        transfer.read_transfer(tsv, ("text",))
+    with pytest.raises(ValueError, match=r"pattern '.*/nothing\*.txt' matches no file"):
+        transfer.read_transfer(f"{txt},{tmp_path}/nothing*.txt", ("text",))
+    with pytest.raises(ValueError, match=r"no usable rows: .*'leaked': 1"):
+        transfer.read_transfer(txt, ("text",), exclude_keys={("the dog",)})
+    with pytest.raises(ValueError, match="unknown transfer file type"):
+        transfer.read_transfer(_write(tmp_path / "x.md", "the dog\n"), ("text",))
+
+
+def _file_task(tmp_path, n_train=5, regression=False):
+    labels = ["0.5", "1.5", "2", "3", "4.5"] if regression else ["pos", "neg", "pos", "pos", "neg"]
+    rows = [f"the model {w}\t{lab}" for w, lab in zip(["is", "was", "can", "has", "are"], labels)]
+    train = _write(tmp_path / "train.tsv", "text\tlabel\n" + "\n".join(rows[:n_train]) + "\n")
+    dev = _write(tmp_path / "dev.tsv", f"text\tlabel\nthe data\t{labels[0]}\n")
+    test = _write(tmp_path / "test.tsv", "text\nthe test\n")
+    spec = tasks.load_file_task(train, dev, test, regression=regression)
+    return spec, labels[:n_train]
+
+
+def _transfer_rows(n=7):
+    return {"text": [f"{MARK} {w} small" for w in ["a", "of", "and", "to", "in", "it", "on"][:n]]}
+
+
+def _epoch(ds):
+    """All rows of one pass: (token_ids, x["row"], y, sample_weight) as numpy arrays."""
+    parts = collections.defaultdict(list)
+    for batch in ds:
+        assert len(batch) == 3
+        x, y, w = batch
+        assert y.dtype in (tf.int32, tf.float32) and w.dtype == tf.float32
+        for name, v in (("ids", x["token_ids"]), ("row", x["row"]), ("y", y), ("w", w)):
+            parts[name].append(v.numpy())
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def test_transfer_rows_follow_the_labelled_rows_with_weight_zero(tok, tmp_path):
+    spec, labels = _file_task(tmp_path)
+    n, extra = len(labels), _transfer_rows()
+    total = n + len(extra["text"])
+    mark = tok.token_to_id(MARK)
+    ds = tasks.task_dataset(spec, "train", tok, seq_len=8, batch_size=4, shuffle=True, seed=3,
+                            extra={"row": np.arange(total)}, extra_examples=extra, repeat=True)
+    assert total % 4 == 0
+    per_epoch = total // 4
+    batches = list(ds.take(2 * per_epoch))
+    orders = []
+    for epoch in range(2):  # two epochs: every example exactly once in each
+        e = _epoch(batches[epoch * per_epoch:(epoch + 1) * per_epoch])
+        assert sorted(e["row"].tolist()) == list(range(total))
+        orders.append(e["row"].tolist())
+        labelled = e["row"] < n
+        np.testing.assert_array_equal(e["w"], labelled.astype("float32"))
+        np.testing.assert_array_equal((e["ids"] == mark).any(1), ~labelled)  # transfer rows
+        assert (e["y"][~labelled] == -1).all()
+        names = [spec.label_names[i] for i in e["y"][labelled]]
+        assert sorted(names) == sorted(labels)
+        for row, y in zip(e["row"][labelled], e["y"][labelled]):  # aligned with the file's row
+            assert spec.label_names[y] == labels[row]
+    assert orders[0] != orders[1] and orders[0] != list(range(total))  # the shuffle mixes rows
+    with pytest.raises(ValueError, match=r"\[5\] rows but split 'train' \+ transfer has 12"):
+        tasks.task_dataset(spec, "train", tok, extra={"row": np.arange(n)}, extra_examples=extra)
+    # Empty extra_examples: still (x, y, sample_weight), every row labelled.
+    e = _epoch(tasks.task_dataset(spec, "train", tok, seq_len=8, batch_size=4,
+                                  extra={"row": np.arange(n)}, extra_examples={"text": []}))
+    assert (e["w"] == 1).all() and [spec.label_names[i] for i in e["y"]] == labels
+
+
+def test_transfer_only_mode_and_regression(tok, tmp_path):
+    spec, _ = _file_task(tmp_path)
+    extra = _transfer_rows()
+    m = len(extra["text"])
+    e = _epoch(tasks.task_dataset(spec, "train", tok, seq_len=8, batch_size=3, shuffle=True,
+                                  extra={"row": np.arange(m)}, extra_examples=extra,
+                                  labelled=False))
+    assert sorted(e["row"].tolist()) == list(range(m))
+    assert (e["w"] == 0).all() and (e["y"] == -1).all()
+    assert (e["ids"] == tok.token_to_id(MARK)).any(1).all()
+    with pytest.raises(ValueError, match=r"\[12\] rows but the transfer set has 7"):
+        tasks.task_dataset(spec, "train", tok, extra={"row": np.arange(12)},
+                           extra_examples=extra, labelled=False)
+    with pytest.raises(ValueError, match="needs extra_examples"):
+        tasks.task_dataset(spec, "train", tok, labelled=False)
+    with pytest.raises(ValueError, match=r"needs exactly \['text'\]"):
+        tasks.task_dataset(spec, "train", tok, extra_examples={"sentence": ["a"]})
+    with pytest.raises(ValueError, match="transfer sets are for sentence and sentence-pair tasks"):
+        tasks.task_dataset("conll2003", "train", tok, extra_examples={"tokens": []})
+    reg, labels = _file_task(tmp_path / "reg", regression=True)
+    n = len(labels)
+    e = _epoch(tasks.task_dataset(reg, "train", tok, seq_len=8, batch_size=4,
+                                  extra={"row": np.arange(n + m)}, extra_examples=extra))
+    assert e["y"].dtype == np.float32
+    labelled = e["row"] < n
+    np.testing.assert_array_equal(e["w"], labelled.astype("float32"))
+    assert np.isnan(e["y"][~labelled]).all() and not np.isnan(e["y"][labelled]).any()
+    np.testing.assert_allclose(e["y"][labelled], [float(v) for v in labels])
+
+
+def test_pair_transfer_rows_pack_both_segments(tok, tmp_path):
+    train = _write(tmp_path / "pairs.csv", "a,b,label\nthe model,is small,yes\nthe data,is fast,no\n")
+    spec = tasks.load_file_task(train, text_column="a", text_b_column="b")
+    x, y, w = next(iter(tasks.task_dataset(
+        spec, "train", tok, seq_len=10, batch_size=4,
+        extra_examples={"a": ["the layer"], "b": [f"{MARK} text"]})))
+    ids, seg = x["token_ids"].numpy(), x["segment_ids"].numpy()
+    assert w.numpy().tolist() == [1, 1, 0] and y.numpy().tolist()[2] == -1
+    assert tok.token_to_id(MARK) in ids[2][seg[2] == 1]  # second segment of the transfer row
+
+
+def _fixed_examples(examples):
+    def as_dataset(self, split, **kwargs):
+        del self, kwargs
+        rows = examples[split]
+        return tf.data.Dataset.from_tensor_slices({k: [r[k] for r in rows] for k in rows[0]})
+
+    return as_dataset
+
+
+def test_split_keys_and_transfer_examples(tok, tmp_path):
+    spec, _ = _file_task(tmp_path)
+    assert transfer.split_keys(spec, "train") == {(f"the model {w}",)
+                                                  for w in ["is", "was", "can", "has", "are"]}
+    assert transfer.split_keys(spec, "test") == {("the test",)}
+    path = _write(tmp_path / "t.txt", "the  data\nthe model is\nthe test \nfast model\nfast model\n")
+    extra, counts = transfer.transfer_examples(spec, path)
+    assert extra == {"text": ["fast model"]}
+    assert counts == {"files": 1, "read": 5, "used": 1, "leaked": 2, "duplicate": 2, "empty": 0}
+    # TFDS tasks: keys come from the real builder's split (download mocked), bytes decoded.
+    rows = {"train": [{"sentence": "the model", "label": 1, "idx": 0}],
+            "validation": [{"sentence": "a  layer", "label": 0, "idx": 0}],
+            "test": [{"sentence": "the test", "label": -1, "idx": 0}]}
+    use_code = tfds.testing.MockPolicy.USE_CODE
+    with tfds.testing.mock_data(policy=use_code, as_dataset_fn=_fixed_examples(rows)):
+        assert transfer.split_keys("sst2", "validation") == {("a layer",)}
+        extra, counts = transfer.transfer_examples(
+            "sst2", _write(tmp_path / "s.tsv", "text\nthe model\na layer\nsmall data\n"),
+            text_columns=("text",))
+        assert extra == {"sentence": ["small data"]}
+        assert (counts["leaked"], counts["duplicate"], counts["used"]) == (1, 1, 1)
+        x, y, w = next(iter(tasks.task_dataset("sst2", "train", tok, seq_len=8, batch_size=4,
+                                               extra_examples=extra)))
+    assert y.numpy().tolist() == [1, -1] and w.numpy().tolist() == [1, 0]
