@@ -92,6 +92,14 @@ def test_mirrored_matches_one_device(assets, tmp_path):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+def test_general_distill_with_minilm_v2(assets, tmp_path):
+    """Relation distillation from the launcher (--config.recipe=minilm_v2)."""
+    c = _config("general_distill", teacher=assets["teacher"], recipe="minilm_v2",
+                relation_heads=4, student="tiny_2l_32h", **{"data.train": assets["corpus"]})
+    run_mode(c, str(tmp_path))
+    assert {"qq_loss", "kk_loss", "vv_loss"} <= set(train.read_metrics(str(tmp_path))[-1])
+
+
 def test_distilbert_variant_runs(tmp_path):
     teacher = keras_hub.models.BertMaskedLM(tiny.backbone(num_layers=4, max_sequence_length=32),
                                             preprocessor=None)

@@ -113,7 +113,7 @@ def compile_model(model, strategy, c, total_steps, stage=None, **kwargs):
     model.compile(
         optimizer=optim.make_optimizer(o.name, lr, total_steps, o.warmup_fraction,
                                        o.weight_decay, o.clipnorm),
-        jit_compile=bool(c.jit_compile),
+        jit_compile=c.jit_compile in (True, "True", "true", "1"),
         steps_per_execution=steps_per_execution(strategy, c.steps_per_execution),
         **kwargs,
     )
@@ -135,6 +135,18 @@ def task_spec(c):
     )
 
 
+def buckets(c):
+    """Length buckets from `data.buckets` ("16,32,64"), none on TPU (one static shape)."""
+    text = str(c.data.buckets).strip()
+    if c.strategy == "tpu" or not text:
+        return None
+    try:
+        return tuple(int(b) for b in text.split(","))
+    except ValueError:
+        raise LaunchError(f"data.buckets={text!r} is not a comma-separated list of lengths, "
+                          "e.g. '16,32,64,128'; '' pads every batch to seq_len.") from None
+
+
 def task_data(c, spec, split, tokenizer, training, extra=None, **kwargs):
     """Batched task data; training batches repeat, shuffle (seeded) and drop the remainder.
     kwargs pass through to `tasks.task_dataset` (e.g. a transfer set's `extra_examples`)."""
@@ -143,8 +155,7 @@ def task_data(c, spec, split, tokenizer, training, extra=None, **kwargs):
     return tasks.task_dataset(
         spec, split, tokenizer, seq_len=c.data.seq_len, batch_size=c.batch_size,
         shuffle=training, seed=c.seed, data_dir=c.data.tfds_data_dir or None,
-        drop_remainder=training, repeat=training,
-        extra=extra, **kwargs,
+        drop_remainder=training, repeat=training, extra=extra, buckets=buckets(c), **kwargs,
     )
 
 

@@ -19,11 +19,13 @@ def base(mode):
     c.overwrite = False  # allow reusing a workdir that holds a run with another config
     c.strategy = "cpu"  # cpu | one_device | mirrored | multi_worker | tpu
     c.tpu = ""  # TPU name, grpc:// address, or "local" on a TPU VM
-    c.precision = "float32"  # float32 | mixed_bfloat16 | mixed_float16
-    # Frozen teacher's dtype policy ("" = precision above). "bfloat16" is the fastest measured
-    # step on a bf16-capable CPU (bench/RESULTS.md), teacher features within ~1-2 % of fp32.
-    c.teacher_dtype = ""
-    c.jit_compile = False
+    # auto | float32 | mixed_bfloat16 | mixed_float16. auto: mixed_bfloat16 where the hardware
+    # computes bf16 natively (avx512_bf16/amx_bf16 CPUs, TPU, NVIDIA cc >= 8.0), else float32.
+    c.precision = "auto"
+    # Frozen teacher's dtype policy: auto (bfloat16 where native, else the precision's), "" (the
+    # precision's) or e.g. "bfloat16" (fastest measured step on a bf16 CPU, features ~1-2 % off).
+    c.teacher_dtype = "auto"
+    c.jit_compile = "auto"  # auto (XLA where it measured faster: fp32 CPU, TPU, GPU) | True | False
     c.steps_per_execution = 1
     c.batch_size = 32  # global batch, split across replicas
     c.log_every = 100
@@ -39,6 +41,7 @@ def base(mode):
 def tiny(c):
     """Shrink a config for tests and CI: few steps, small batches, frequent logs."""
     c.batch_size = 4
+    c.precision, c.teacher_dtype, c.jit_compile = "float32", "", "False"  # the same on every CPU
     c.log_every = 2
     c.checkpoint_every = 4
     return c
@@ -49,8 +52,10 @@ def task_fields(c):
     c.task = "sst2"
     c.data = ml_collections.ConfigDict(
         dict(seq_len=64, tfds_data_dir="", train_file="", eval_file="", test_file="",
-             text_column="text", text_b_column="", label_column="label", regression=False)
-    )
+             text_column="text", text_b_column="", label_column="label", regression=False,
+             buckets="16,32,64,128,256")
+    )  # buckets: batch rows of similar length, padded to the smallest bucket that holds them
+    #   ("" = every batch padded to seq_len; strategy=tpu always uses seq_len alone: one shape)
     # Model selection on the task's first eval split: every eval_every steps (0 = once per epoch,
     # -1 = off: the last model is the output). The test split is never used to select.
     c.eval_every = 0

@@ -10,6 +10,9 @@ import re
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from tinybert_tf import hardware  # noqa: E402  (os only: before TensorFlow is imported)
+
+_ONEDNN = hardware.enable_onednn()
 
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402

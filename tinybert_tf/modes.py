@@ -127,7 +127,25 @@ def run(config, workdir):
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
-    strategy.set_precision(config.precision)
     dist = strategy.make_strategy(config.strategy, config.tpu)
+    config = resolve_auto(config)
+    strategy.set_precision(config.precision)
     print(f"Strategy {type(dist).__name__} with {dist.num_replicas_in_sync} replicas.")
     return MODES[config.mode](config, workdir, dist)
+
+
+def resolve_auto(config):
+    """A copy of `config` with precision / teacher_dtype / jit_compile "auto" resolved for this
+    machine (`hardware.resolve`), printed in one line; the workdir keeps the config as given."""
+    import ml_collections
+
+    from tinybert_tf import hardware
+
+    precision, teacher_dtype, jit, reason = hardware.resolve(
+        config.precision, config.teacher_dtype, config.jit_compile, hardware.device_kind(),
+        hardware.cpu_flags())
+    resolved = ml_collections.ConfigDict(config.to_dict(), type_safe=False)
+    resolved.precision, resolved.teacher_dtype, resolved.jit_compile = precision, teacher_dtype, jit
+    if "auto" in (config.precision, config.teacher_dtype, config.jit_compile):
+        print(f"Hardware: {reason}")
+    return resolved

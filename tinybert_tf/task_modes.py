@@ -113,17 +113,28 @@ def _train_data(c, spec, tokenizer, transfer, training, extra=None):
     return b.task_data(c, spec, spec.train_split, tokenizer, training, extra=extra, **kwargs)
 
 
+_ROW = "__row__"
+
+
 def cached_logits_data(c, spec, tokenizer, teacher, transfer=None):
     """Training data whose `x` carries the frozen teacher's logits, computed in one pass.
 
     The prediction step's teacher is frozen and runs in inference mode, so its logits for an
     example never change: one pass replaces a teacher forward per example per epoch.
     """
-    one_pass = _train_data(c, spec, tokenizer, transfer, training=False)
-    print("Caching the teacher's logits over the training data (one pass) ...")
-    logits = teacher.predict(one_pass, verbose=2 if c.log_every else 0)
+    rows = sum(int(tf.shape(batch[1])[0]) for batch in
+               _train_data(c, spec, tokenizer, transfer, training=False))
+    # Length buckets reorder rows: carry each row's index through and put the logits back.
+    one_pass = _train_data(c, spec, tokenizer, transfer, training=False,
+                           extra={_ROW: np.arange(rows)})
+    order = np.concatenate([np.asarray(batch[0][_ROW]) for batch in one_pass])
+    print(f"Caching the teacher's logits over the training data ({rows} rows, one pass) ...")
+    inputs = one_pass.map(lambda x, *_: {k: v for k, v in x.items() if k != _ROW})
+    predicted = np.asarray(teacher.predict(inputs, verbose=2 if c.log_every else 0), np.float32)
+    logits = np.empty_like(predicted)
+    logits[order] = predicted
     return _train_data(c, spec, tokenizer, transfer, training=True,
-                       extra={CACHED_LOGITS: np.asarray(logits, np.float32)})
+                       extra={CACHED_LOGITS: logits})
 
 
 # ---- modes ----------------------------------------------------------------------------------------

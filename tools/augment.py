@@ -16,6 +16,9 @@ import sys
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tinybert_tf import hardware  # noqa: E402  (os only: before TensorFlow is imported)
+
+hardware.enable_onednn()
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("input", None, "Input TSV with a header row (plain, tab separated).")

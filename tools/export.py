@@ -18,6 +18,9 @@ import sys
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tinybert_tf import hardware  # noqa: E402  (os only: before TensorFlow is imported)
+
+hardware.enable_onednn()
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

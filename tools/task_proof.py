@@ -2,13 +2,18 @@
 
 On the stdlib docstring task (tinybert_tf.data.stdlib_task.build_task: docstrings labelled by
 library area, split by source file) with the packaged MiniLM-L6 teacher:
-  teacher fine-tuned; then from two starting points -- a narrow TinyBERT-4 general-distilled by
-  this package on stdlib text, and a 3-layer student of the teacher's width initialised from
-  teacher layers (DistilBERT-style) -- three students each:
-  (a) fine-tuned without a teacher, (b) two-step TinyBERT task distillation,
-  (c) (b) on TinyBERT-augmented training data.
-Every stage goes through `tinybert_tf.modes.run` (the launcher's code path); a stage whose output
-exists is skipped, so the script resumes. Writes report.json / report.md into --workdir.
+  the teacher fine-tuned with best-on-dev selection; then from each start -- `narrow` (TinyBERT-4
+  general-distilled here with tinybert_general), `narrow_minilm` (the same with minilm_v2) and
+  `wide` (3 layers of the teacher's width initialised from teacher layers) -- the rows:
+  (a) fine-tuned without a teacher; (b) two-step distillation on the labels;
+  (d) two-step distillation on the labels + a transfer set: stdlib prose from the *train*
+      split's source files that is not a task example (stdlib_task.build_transfer).
+Every row uses the same labelled data, its start, and the same rule: the model with the best
+dev accuracy (evaluated every --eval_every steps) is the row's model; the test split is only
+read by the final report. General distillation reads stdlib text with the task's dev and test
+source files removed. Every stage goes through `tinybert_tf.modes.run` (the launcher's code
+path); a stage whose output exists is skipped, so the script resumes, and `--rows` runs a subset
+(e.g. two processes on different rows). Writes report_test.* / report_dev.* into --workdir.
 
 python tools/task_proof.py --workdir=proof_out
 """
@@ -22,28 +27,34 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from tinybert_tf import hardware  # noqa: E402  (os only: before TensorFlow is imported)
+
+hardware.enable_onednn()
 
 from absl import app, flags  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string("workdir", "proof_out", "Output directory.")
-_GD_STUDENT = flags.DEFINE_string("general_student", "", "A general-distilled TinyBERT-4 preset "
-                                  "dir (default: distil one here for --gd_steps).")
-_GD_STEPS = flags.DEFINE_integer("gd_steps", 800, "General distillation steps (batch 32, seq 64).")
-_TEACHER_EPOCHS = flags.DEFINE_integer("teacher_epochs", 3, "Teacher fine-tuning epochs.")
+_GD_STEPS = flags.DEFINE_integer("gd_steps", 600, "General distillation steps (batch 32, seq 64).")
+_TEACHER_EPOCHS = flags.DEFINE_integer("teacher_epochs", 10, "Teacher fine-tuning epochs.")
 _TEACHER_LR = flags.DEFINE_float("teacher_lr", 1e-4, "Teacher fine-tuning peak learning rate.")
-_FT_EPOCHS = flags.DEFINE_integer("student_epochs", 5, "(a) student fine-tuning epochs (default: "
-                                  "as many as (b)'s two steps together).")
-_STUDENT_LR = flags.DEFINE_float("student_lr", 1e-4, "Peak learning rate of every student stage "
-                                 "((a), and both steps of (b) and (c)).")
+_FT_EPOCHS = flags.DEFINE_integer("student_epochs", 10, "(a) fine-tuning epochs.")
+_STUDENT_LR = flags.DEFINE_float("student_lr", 1e-4, "Peak learning rate of every student stage.")
 _INT_EPOCHS = flags.DEFINE_integer("intermediate_epochs", 3, "(b) step-1 epochs.")
-_PRED_EPOCHS = flags.DEFINE_integer("prediction_epochs", 2, "(b) step-2 epochs.")
-_N_AUG = flags.DEFINE_integer("n_aug", 3, "(c) augmented copies per training example.")
-_AUG_EPOCHS = flags.DEFINE_integer("aug_epochs", 1, "(c) epochs of each step on augmented data.")
-_LONG = flags.DEFINE_bool("paper_epochs_narrow", True, "Also (b) from the narrow start with the "
-                          "paper's epochs: 10 intermediate + 3 prediction.")
-_MLM_STEPS = flags.DEFINE_integer("mlm_head_steps", 300, "Steps to fit a masked-LM head on the "
-                                  "frozen teacher for augmentation (MiniLM ships none).")
+_PRED_EPOCHS = flags.DEFINE_integer("prediction_epochs", 3, "(b) step-2 epochs.")
+_T_INT_EPOCHS = flags.DEFINE_integer("transfer_intermediate_epochs", 1,
+                                     "(d) step-1 epochs over labels + transfer set.")
+_T_PRED_EPOCHS = flags.DEFINE_integer("transfer_prediction_epochs", 2,
+                                      "(d) step-2 epochs over labels + transfer set.")
+_HARD = flags.DEFINE_float("hard_weight", 1.0, "(b)/(d) step-2 weight of the hard-label term.")
+_EVAL_EVERY = flags.DEFINE_integer("eval_every", 120, "Steps between dev evaluations (all rows).")
+_ROWS = flags.DEFINE_list("rows", [], "Rows to run, e.g. wide_a,wide_b (default: all).")
+_REPORT = flags.DEFINE_bool("report", True, "Write the report (dev and test) at the end.")
 _SEQ = flags.DEFINE_integer("seq_len", 64, "Sequence length.")
+
+STARTS = {"wide": "3-layer from teacher", "narrow": "TinyBERT-4 general-distilled",
+          "narrow_minilm": "TinyBERT-4 general-distilled (minilm_v2)"}
+VARIANTS = {"a": "fine-tuned without teacher", "b": "two-step distillation",
+            "d": "two-step distillation + transfer set"}
 
 
 def _config(name, **fields):
@@ -53,12 +64,12 @@ def _config(name, **fields):
 
 
 class Stages:
-    """Runs named stages once (an output path that exists means done) and records wall-clock."""
+    """Runs named stages once (an output path that exists means done); wall-clock per stage in
+    `timings/<stage>.json` (one file each, so several processes can share a workdir)."""
 
     def __init__(self, workdir):
-        self.workdir = workdir
-        self.path = os.path.join(workdir, "timings.json")
-        self.timings = json.load(open(self.path)) if os.path.exists(self.path) else {}
+        self.dir = os.path.join(workdir, "timings")
+        os.makedirs(self.dir, exist_ok=True)
 
     def run(self, name, output, fn):
         if os.path.exists(output):
@@ -67,35 +78,30 @@ class Stages:
         print(f"== {name} ...", flush=True)
         start = time.time()
         result = fn()
-        self.timings[name] = round(time.time() - start, 1)
-        with open(self.path, "w") as f:
-            json.dump(self.timings, f, indent=2)
+        with open(os.path.join(self.dir, name.replace(" ", "_") + ".json"), "w") as f:
+            json.dump({"stage": name, "seconds": round(time.time() - start, 1)}, f)
         return result or output
 
+    def timings(self):
+        out = {}
+        for name in sorted(os.listdir(self.dir)):
+            with open(os.path.join(self.dir, name)) as f:
+                record = json.load(f)
+            out[record["stage"]] = record["seconds"]
+        return out
 
-def fit_mlm_head(teacher_dir, corpus, out_dir, steps, seq_len):
-    """A BertMaskedLM on the frozen teacher: only the head (tied to the input embeddings) learns."""
-    import keras
-    import keras_hub
 
-    from tinybert_tf.data import corpus as corpus_data
-    from tinybert_tf.data import masking
-
-    backbone = keras_hub.models.Backbone.from_preset(teacher_dir)
-    tokenizer = keras_hub.tokenizers.Tokenizer.from_preset(teacher_dir)
-    backbone.trainable = False
-    mlm = keras_hub.models.BertMaskedLM(backbone, preprocessor=None)
-    data = corpus_data.corpus_dataset(corpus, tokenizer, seq_len=seq_len, batch_size=32,
-                                      drop_remainder=True)
-    data = masking.mask_dataset(data, tokenizer)
-    mlm.compile(optimizer=keras.optimizers.Adam(1e-3),
-                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
-    mlm.fit(data, steps_per_epoch=steps, epochs=1)
-    mlm.optimizer = None
-    mlm.save_to_preset(out_dir)
-    tokenizer.save_to_preset(out_dir)
-    return out_dir
+def _filtered_corpus(corpus_dir, task_dir):
+    """The general-distillation corpus without any document of a dev or test source file."""
+    held_out = set()
+    for split in ("dev", "test"):
+        with open(os.path.join(task_dir, f"{split}.src")) as f:
+            held_out |= {line.strip() for line in f if line.strip()}
+    out = os.path.join(corpus_dir, "train_no_task_eval.txt")
+    with open(os.path.join(corpus_dir, "train.txt")) as docs, \
+            open(os.path.join(corpus_dir, "train.src")) as srcs, open(out, "w") as f:
+        f.writelines(d for d, s in zip(docs, srcs) if s.strip() not in held_out)
+    return out
 
 
 def main(argv):
@@ -103,7 +109,7 @@ def main(argv):
     import keras_hub
 
     from tinybert_tf import demo, evaluate, students
-    from tinybert_tf.data import augment, stdlib_task, stdlib_text
+    from tinybert_tf.data import stdlib_task, stdlib_text
     from tinybert_tf.modes import run
 
     w = os.path.abspath(_WORKDIR.value)
@@ -116,24 +122,33 @@ def main(argv):
     corpus_dir = os.path.join(w, "corpus")
     stages.run("build corpus", os.path.join(corpus_dir, "stats.json"),
                lambda: stdlib_text.build_corpus(corpus_dir))
+    corpus = stages.run("corpus without dev/test files",
+                        os.path.join(corpus_dir, "train_no_task_eval.txt"),
+                        lambda: _filtered_corpus(corpus_dir, task_dir))
+    transfer = os.path.join(w, "transfer", "transfer.txt")
+    stages.run("build transfer set", transfer,
+               lambda: stdlib_task.build_transfer(task_dir, transfer))
     task = {"task": "file", "data.train_file": os.path.join(task_dir, "train.tsv"),
             "data.eval_file": os.path.join(task_dir, "dev.tsv"),
             "data.test_file": os.path.join(task_dir, "test.tsv"), "data.seq_len": _SEQ.value,
-            "batch_size": 32, "log_every": 20, "checkpoint_every": 100}
-
+            "batch_size": 32, "log_every": 20, "checkpoint_every": 120,
+            "eval_every": _EVAL_EVERY.value, "data.buckets": ""}  # as measured: padded to seq_len
     teacher = stages.run("teacher fine-tuning", os.path.join(w, "teacher", "teacher"), lambda: run(
         _config("task_distill", mode="finetune", teacher=teacher_pre,
-                **{**task, "finetune.epochs": _TEACHER_EPOCHS.value,
+                **{**task, "eval_every": 0, "checkpoint_every": 100,
+                   "finetune.epochs": _TEACHER_EPOCHS.value,
                    "finetune.learning_rate": _TEACHER_LR.value}), os.path.join(w, "teacher")))
 
-    # Starting points.
-    narrow = _GD_STUDENT.value or stages.run(
-        "general distillation (TinyBERT-4)", os.path.join(w, "general", "student"), lambda: run(
-            _config("general_distill", teacher=teacher_pre, layer_map="1,2,4,5",
-                    steps=_GD_STEPS.value, batch_size=32, log_every=50, checkpoint_every=200,
-                    **{"optimizer.learning_rate": 3e-4, "data.train":
-                       os.path.join(corpus_dir, "train.txt"), "data.seq_len": _SEQ.value}),
-            os.path.join(w, "general")))
+    def general(recipe, name):
+        extra = {"relation_heads": 12} if recipe == "minilm_v2" else {"layer_map": "1,2,4,5"}
+        return stages.run(f"general distillation ({recipe})", os.path.join(w, name, "student"),
+                          lambda: run(_config(
+                              "general_distill", teacher=teacher_pre, recipe=recipe,
+                              steps=_GD_STEPS.value, batch_size=32, log_every=50,
+                              checkpoint_every=100, teacher_dtype="bfloat16", **extra,
+                              **{"optimizer.learning_rate": 3e-4, "data.train": corpus,
+                                 "data.seq_len": _SEQ.value}), os.path.join(w, name)))
+
     wide = os.path.join(w, "start_from_teacher_3l")
 
     def make_wide():
@@ -141,68 +156,56 @@ def main(argv):
         backbone.save_to_preset(wide)
         keras_hub.tokenizers.Tokenizer.from_preset(teacher_pre).save_to_preset(wide)
 
-    stages.run("3-layer student from teacher layers", wide, make_wide)
-
-    # Augmented training data (c).
-    mlm_dir = os.path.join(w, "mlm_head")
-    stages.run("masked-LM head for augmentation", mlm_dir, lambda: fit_mlm_head(
-        teacher_pre, os.path.join(corpus_dir, "train.txt"), mlm_dir, _MLM_STEPS.value,
-        _SEQ.value))
-    aug_dir = os.path.join(w, "augmented")
-
-    def do_augment():
-        mlm = keras_hub.models.MaskedLM.from_preset(mlm_dir, preprocessor=None)
-        tok = keras_hub.tokenizers.Tokenizer.from_preset(mlm_dir)
-        augment.Augmenter(mlm, tok, seed=0, batch_size=256, seq_len=_SEQ.value).augment_file(
-            os.path.join(task_dir, "train.tsv"), aug_dir, n_aug=_N_AUG.value, shard_size=500)
-
-    stages.run("augmentation", os.path.join(aug_dir, "augmented.tsv"), do_augment)
-
-    models = {"teacher (MiniLM-L6, fine-tuned)": teacher}
-    starts = {"narrow": ("TinyBERT-4 general-distilled", narrow, "1,2,4,5"),
-              "wide": ("3-layer from teacher", wide, "")}
     lr = _STUDENT_LR.value
-    variants = {
-        "b": ("two-step distillation", {"intermediate.epochs": _INT_EPOCHS.value,
-                                        "prediction.epochs": _PRED_EPOCHS.value}),
-        "b10": ("two-step with the paper's epochs (10 + 3)", {"intermediate.epochs": 10,
-                                                   "prediction.epochs": 3}),
-        "c": ("two-step on augmented data", {
-            "intermediate.epochs": _AUG_EPOCHS.value, "prediction.epochs": _AUG_EPOCHS.value,
-            "augmented_train_file": os.path.join(aug_dir, "augmented.tsv")}),
+    layer_maps = {"wide": "", "narrow": "1,2,4,5", "narrow_minilm": "1,2,4,5"}
+    distil = {
+        "b": {"intermediate.epochs": _INT_EPOCHS.value, "prediction.epochs": _PRED_EPOCHS.value},
+        "d": {"intermediate.epochs": _T_INT_EPOCHS.value,
+              "prediction.epochs": _T_PRED_EPOCHS.value, "transfer_file": transfer},
     }
-    # Cheapest and most telling first: (a) and (b) for both starts, then (c).
-    for variant, tag in [("a", "narrow"), ("b", "narrow"), ("a", "wide"), ("b", "wide"),
-                         ("c", "narrow"), ("c", "wide")] + [("b10", "narrow")] * _LONG.value:
-        start_name, start, layer_map = starts[tag]
-        out = os.path.join(w, f"{tag}_{variant}")
-        if variant == "a":
-            models[f"{start_name}: (a) fine-tuned"] = stages.run(
-                f"{tag} (a) fine-tuning", os.path.join(out, "teacher"), lambda start=start, out=out:
-                run(_config("task_distill", mode="finetune", teacher=start,
-                            **{**task, "finetune.epochs": _FT_EPOCHS.value,
-                               "finetune.learning_rate": lr}), out))
+    order = [f"{s}_{v}" for s in STARTS for v in VARIANTS]
+    rows = _ROWS.value or order
+    models = {}
+    for row in order:
+        start_name, variant = row.rsplit("_", 1)
+        out = os.path.join(w, row)
+        label = f"{STARTS[start_name]}: ({variant}) {VARIANTS[variant]}"
+        final = os.path.join(out, "teacher" if variant == "a" else "prediction/student")
+        if row not in rows:
+            if os.path.exists(final):
+                models[label] = final
             continue
-        label, extra = variants[variant]
-        models[f"{start_name}: ({variant}) {label}"] = stages.run(
-            f"{tag} ({variant}) {label}", os.path.join(out, "prediction", "student"),
-            lambda start=start, out=out, extra=extra, layer_map=layer_map: run(_config(
-                "task_distill", mode="task_distill", teacher=teacher, student=start,
-                layer_map=layer_map, **{**task, **extra, "intermediate.learning_rate": lr,
-                                        "prediction.learning_rate": lr}), out))
-
-    teacher_row = models.pop("teacher (MiniLM-L6, fine-tuned)")
-    models = {"teacher (MiniLM-L6, fine-tuned)": teacher_row,
-              **dict(sorted(models.items(), key=lambda kv: (kv[0].startswith("3-layer"), kv[0])))}
-    config = _config("task_distill", mode="evaluate", teacher=teacher,
-                     student=",".join(f"{k}={v}" for k, v in models.items()
-                                      if not k.startswith("teacher")),
-                     eval_split="test", **task)
-    report = evaluate.run_from_config(config, os.path.join(w, "report"))
-    report["timings_s"] = stages.timings
-    with open(os.path.join(w, "report.json"), "w") as f:
-        json.dump(report, f, indent=2, default=str)
-    print(json.dumps(stages.timings, indent=2))
+        if start_name == "wide":
+            start = stages.run("3-layer student from teacher layers", wide, make_wide)
+        elif start_name == "narrow":
+            start = general("tinybert_general", "general")
+        else:
+            start = general("minilm_v2", "general_minilm")
+        if variant == "a":
+            config = _config("task_distill", mode="finetune", teacher=start, **{
+                **task, "finetune.epochs": _FT_EPOCHS.value, "finetune.learning_rate": lr})
+        else:
+            minilm = {"intermediate.recipe": "minilm_v2", "intermediate.relation_heads": 12} \
+                if start_name == "narrow_minilm" else {}
+            config = _config("task_distill", mode="task_distill", teacher=teacher, student=start,
+                             layer_map=layer_maps[start_name], **{
+                                 **task, **distil[variant], **minilm,
+                                 "intermediate.learning_rate": lr,
+                                 "prediction.learning_rate": lr,
+                                 "prediction.hard_weight": _HARD.value})
+        models[label] = stages.run(f"{row} {VARIANTS[variant]}", final,
+                                   lambda config=config, out=out: run(config, out))
+    if not _REPORT.value:
+        return
+    students_arg = ",".join(f"{k}={v}" for k, v in models.items())
+    for split in ("validation", "test"):
+        config = _config("task_distill", mode="evaluate", teacher=teacher, student=students_arg,
+                         eval_split=split, latency_runs=10 if split == "test" else 1, **task)
+        report = evaluate.run_from_config(config, os.path.join(w, f"report_{split}"))
+        report["timings_s"] = stages.timings()
+        with open(os.path.join(w, f"report_{split}.json"), "w") as f:
+            json.dump(report, f, indent=2, default=str)
+    print(json.dumps(stages.timings(), indent=2))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ import io
 
 import tensorflow as tf
 
-from tinybert_tf.data.tasks import _parse_file, _read_rows, get_task
+from tinybert_tf.data.task_files import parse_file, read_rows
+from tinybert_tf.data.task_spec import get_task
 
 COUNT_NAMES = ("files", "read", "used", "leaked", "duplicate", "empty")
 _TABLE_SUFFIXES = (".tsv", ".csv", ".jsonl", ".json")
@@ -56,7 +57,7 @@ def split_keys(spec, split, data_dir=None) -> set:
         paths = dict(spec.files)
         if split not in paths:
             raise ValueError(f"Task {spec.name!r} has no {split!r} file; it has {sorted(paths)}.")
-        columns, _, _ = _parse_file(paths[split], spec.text_keys, spec.label_key, False)
+        columns, _, _ = parse_file(paths[split], spec.text_keys, spec.label_key, False)
         return {text_key(texts) for texts in zip(*columns, strict=True)}
     import tensorflow_datasets as tfds
 
@@ -107,7 +108,7 @@ def _file_rows(path, text_columns):
         return
     if not lower.endswith(_TABLE_SUFFIXES):
         raise ValueError(f"{path}: unknown transfer file type; use .txt, .tsv, .csv or .jsonl.")
-    for line, row in _read_rows(path):
+    for line, row in read_rows(path):
         if not isinstance(row, dict):
             raise ValueError(f"{path}:{line}: expected a JSON object with {list(text_columns)}.")
         for col in text_columns:
