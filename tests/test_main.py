@@ -169,8 +169,7 @@ def test_nan_stops_with_step_and_term(tmp_path):
     x[10] = np.nan  # batch 5 (0-based), i.e. step 6
     data = tf.data.Dataset.from_tensor_slices((x, x[:, :1])).batch(2).repeat()
     with pytest.raises(FloatingPointError, match=r"loss became nan at step 6.*ckpt-4\."):
-        train.run(model, data, str(tmp_path), total_steps=10, log_every=2, checkpoint_every=2,
-                  verbose=0)
+        train.run(model, data, str(tmp_path), total_steps=10, log_every=2, checkpoint_every=2)
     ck = train.Checkpointer(str(tmp_path / "checkpoints"), model, model.optimizer)
     assert ck.manager.latest_checkpoint.endswith("ckpt-4")
     ck.restore()

@@ -7,7 +7,8 @@ library area, split by source file) with the packaged MiniLM-L6 teacher:
   `wide` (3 layers of the teacher's width initialised from teacher layers) -- the rows:
   (a) fine-tuned without a teacher; (b) two-step distillation on the labels;
   (d) two-step distillation on the labels + a transfer set: stdlib prose from the *train*
-      split's source files that is not a task example (stdlib_task.build_transfer).
+      split's source files that is not a task example (stdlib_task.build_transfer);
+  (e) wide start only: the prediction step alone (soft + hard targets) on labels + transfer set.
 Every row uses the same labelled data, its start, and the same rule: the model with the best
 dev accuracy (evaluated every --eval_every steps) is the row's model; the test split is only
 read by the final report. General distillation reads stdlib text with the task's dev and test
@@ -45,6 +46,8 @@ _T_INT_EPOCHS = flags.DEFINE_integer("transfer_intermediate_epochs", 1,
                                      "(d) step-1 epochs over labels + transfer set.")
 _T_PRED_EPOCHS = flags.DEFINE_integer("transfer_prediction_epochs", 2,
                                       "(d) step-2 epochs over labels + transfer set.")
+_E_EPOCHS = flags.DEFINE_integer("transfer_only_prediction_epochs", 3,
+                                 "(e) prediction-step epochs over labels + transfer set.")
 _HARD = flags.DEFINE_float("hard_weight", 1.0, "(b)/(d) step-2 weight of the hard-label term.")
 _EVAL_EVERY = flags.DEFINE_integer("eval_every", 120, "Steps between dev evaluations (all rows).")
 _ROWS = flags.DEFINE_list("rows", [], "Rows to run, e.g. wide_a,wide_b (default: all).")
@@ -54,7 +57,8 @@ _SEQ = flags.DEFINE_integer("seq_len", 64, "Sequence length.")
 STARTS = {"wide": "3-layer from teacher", "narrow": "TinyBERT-4 general-distilled",
           "narrow_minilm": "TinyBERT-4 general-distilled (minilm_v2)"}
 VARIANTS = {"a": "fine-tuned without teacher", "b": "two-step distillation",
-            "d": "two-step distillation + transfer set"}
+            "d": "two-step distillation + transfer set",
+            "e": "prediction-layer distillation + transfer set"}
 
 
 def _config(name, **fields):
@@ -104,6 +108,36 @@ def _filtered_corpus(corpus_dir, task_dir):
     return out
 
 
+def plot_dev_curves(w, path):
+    """Dev accuracy against training step of every row's selected stage (from the runs'
+    selection.json): the curves the best-on-dev rule chose from."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(STARTS), figsize=(5 * len(STARTS), 3.6), sharey=True)
+    teacher = json.load(open(os.path.join(w, "teacher", "finetune", "selection.json")))
+    for ax, start in zip(axes, STARTS):
+        ax.axhline(teacher["best"]["value"], color="k", ls="--", lw=1, label="teacher (best)")
+        for variant, label in VARIANTS.items():
+            stage = "finetune" if variant == "a" else "prediction"
+            sel = os.path.join(w, f"{start}_{variant}", stage, "selection.json")
+            if not os.path.exists(sel):
+                continue
+            hist = json.load(open(sel))["history"]
+            ax.plot([h["step"] for h in hist], [h["accuracy"] for h in hist], marker=".",
+                    label=f"({variant}) {label}")
+        ax.set_title(STARTS[start], fontsize=10)
+        ax.set_xlabel("step (batch 32)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("dev accuracy")
+    axes[-1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
+
+
 def main(argv):
     del argv
     import keras_hub
@@ -132,7 +166,10 @@ def main(argv):
             "data.eval_file": os.path.join(task_dir, "dev.tsv"),
             "data.test_file": os.path.join(task_dir, "test.tsv"), "data.seq_len": _SEQ.value,
             "batch_size": 32, "log_every": 20, "checkpoint_every": 120,
-            "eval_every": _EVAL_EVERY.value, "data.buckets": ""}  # as measured: padded to seq_len
+            "eval_every": _EVAL_EVERY.value,
+            # As measured: every batch padded to seq_len, float32 (the table's runs predate
+            # length buckets and precision=auto).
+            "data.buckets": "", "precision": "float32", "teacher_dtype": "", "jit_compile": "False"}
     teacher = stages.run("teacher fine-tuning", os.path.join(w, "teacher", "teacher"), lambda: run(
         _config("task_distill", mode="finetune", teacher=teacher_pre,
                 **{**task, "eval_every": 0, "checkpoint_every": 100,
@@ -162,8 +199,12 @@ def main(argv):
         "b": {"intermediate.epochs": _INT_EPOCHS.value, "prediction.epochs": _PRED_EPOCHS.value},
         "d": {"intermediate.epochs": _T_INT_EPOCHS.value,
               "prediction.epochs": _T_PRED_EPOCHS.value, "transfer_file": transfer},
+        # Hinton-style: soft targets (+ hard labels) on labels + transfer set, no step 1, as
+        # many updates as (a).
+        "e": {"stages": "prediction", "prediction.epochs": _E_EPOCHS.value,
+              "transfer_file": transfer},
     }
-    order = [f"{s}_{v}" for s in STARTS for v in VARIANTS]
+    order = [f"{s}_{v}" for s in STARTS for v in VARIANTS if v != "e"] + ["wide_e"]
     rows = _ROWS.value or order
     models = {}
     for row in order:
@@ -205,6 +246,7 @@ def main(argv):
         report["timings_s"] = stages.timings()
         with open(os.path.join(w, f"report_{split}.json"), "w") as f:
             json.dump(report, f, indent=2, default=str)
+    plot_dev_curves(w, os.path.join(w, "dev_curves.png"))
     print(json.dumps(stages.timings(), indent=2))
 
 
