@@ -12,13 +12,7 @@ import tiny
 import tinybert_tf
 from tinybert_tf import features, losses, recipes
 
-
-def _dataset(batch=4, steps=1, seed=0, extra=None):
-    xs = [tiny.inputs(batch=batch, seed=seed + i) for i in range(steps)]
-    x = {k: np.concatenate([b[k] for b in xs]) for k in xs[0]}
-    if extra is not None:
-        return tf.data.Dataset.from_tensor_slices((x, *extra(x))).batch(batch)
-    return tf.data.Dataset.from_tensor_slices(x).batch(batch)
+_dataset = tiny.dataset
 
 
 def _pair(student_hidden=16, teacher_layers=4):

@@ -5,7 +5,6 @@ import keras
 import keras_hub
 import numpy as np
 import pytest
-import tensorflow as tf
 import tiny
 
 import tinybert_tf
@@ -92,12 +91,7 @@ def test_relation_kl_width_error():
 # ---- the Distiller ---------------------------------------------------------------------------
 
 
-def _dataset(batch=4, steps=1, seed=0, extra=None):
-    xs = [tiny.inputs(batch=batch, seed=seed + i) for i in range(steps)]
-    x = {k: np.concatenate([b[k] for b in xs]) for k in xs[0]}
-    if extra is not None:
-        return tf.data.Dataset.from_tensor_slices((x, *extra(x))).batch(batch)
-    return tf.data.Dataset.from_tensor_slices(x).batch(batch)
+_dataset = tiny.dataset
 
 
 def _teacher_12_heads():

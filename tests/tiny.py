@@ -62,3 +62,14 @@ def write_corpus(path, docs=200, seed=0):
             words = rng.choice(WORDS, size=rng.integers(5, 40))
             f.write(" ".join(words) + ".\n")
     return str(path)
+
+
+def dataset(batch=4, steps=1, seed=0, extra=None):
+    """A tf.data pipeline of `steps` batches of `inputs(...)`; `extra(x)` adds (y, ...)."""
+    import tensorflow as tf
+
+    xs = [inputs(batch=batch, seed=seed + i) for i in range(steps)]
+    x = {k: np.concatenate([b[k] for b in xs]) for k in xs[0]}
+    if extra is not None:
+        return tf.data.Dataset.from_tensor_slices((x, *extra(x))).batch(batch)
+    return tf.data.Dataset.from_tensor_slices(x).batch(batch)

@@ -8,13 +8,10 @@ train/dev/test **by source file** with near-duplicates clustered, so none cross 
 
 from __future__ import annotations
 
-import ast
 import collections
 import json
 import os
 import random
-import tokenize
-import warnings
 
 from tinybert_tf.data.stdlib_text import (
     _assign_groups,
@@ -25,6 +22,7 @@ from tinybert_tf.data.stdlib_text import (
     iter_stdlib_texts,
     near_duplicate_clusters,
     normalize_space,
+    parse_source,
     stdlib_dir,
 )
 
@@ -170,13 +168,8 @@ def _lines(path: str) -> list[str]:
 def _file_paragraphs(path: str, root: str, comments: bool) -> list[str]:
     """Every prose paragraph of one source file, in source order: each docstring paragraph
     (``docstring_paragraphs``), then each comment paragraph (``iter_file_texts``) if asked."""
-    try:
-        with tokenize.open(os.path.join(root, path)) as f:
-            source = f.read()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            tree = ast.parse(source)
-    except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
+    _, tree = parse_source(path, root)
+    if tree is None:
         return []
     out = [par for _, doc in _docstrings(tree) for par in docstring_paragraphs(doc)]
     if comments:

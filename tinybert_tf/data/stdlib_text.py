@@ -195,17 +195,25 @@ def _comment_paragraphs(source: str) -> Iterator[str]:
         yield " ".join(para)
 
 
+def parse_source(path: str, root: str | None = None):
+    """(source text, ast.Module) of one source file (relative ``path`` under ``root``), or
+    (None, None) if it cannot be read or parsed."""
+    try:
+        with tokenize.open(os.path.join(root or stdlib_dir(), path)) as f:
+            source = f.read()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return source, ast.parse(source)
+    except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
+        return None, None
+
+
 def iter_file_texts(path: str, root: str | None = None, comments: bool = True) -> list[TextRecord]:
     """All prose records of one source file (relative ``path`` under ``root``); [] if the file
     does not parse. Docstrings and comments with < 5 words or code-like are dropped."""
     root = root or stdlib_dir()
-    try:
-        with tokenize.open(os.path.join(root, path)) as f:
-            source = f.read()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            tree = ast.parse(source)
-    except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
+    source, tree = parse_source(path, root)
+    if tree is None:
         return []
     records = []
     for kind, doc in _docstrings(tree):
