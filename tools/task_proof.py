@@ -8,7 +8,8 @@ library area, split by source file) with the packaged MiniLM-L6 teacher:
   (a) fine-tuned without a teacher; (b) two-step distillation on the labels;
   (d) two-step distillation on the labels + a transfer set: stdlib prose from the *train*
       split's source files that is not a task example (stdlib_task.build_transfer);
-  (e) wide start only: the prediction step alone (soft + hard targets) on labels + transfer set.
+  (e) wide start only: the prediction step alone (soft + hard targets) on labels + transfer set;
+  (b10) (b)'s step-1 model, then the prediction step for as many epochs as (a).
 Every row uses the same labelled data, its start, and the same rule: the model with the best
 dev accuracy (evaluated every --eval_every steps) is the row's model; the test split is only
 read by the final report. General distillation reads stdlib text with the task's dev and test
@@ -58,7 +59,8 @@ STARTS = {"wide": "3-layer from teacher", "narrow": "TinyBERT-4 general-distille
           "narrow_minilm": "TinyBERT-4 general-distilled (minilm_v2)"}
 VARIANTS = {"a": "fine-tuned without teacher", "b": "two-step distillation",
             "d": "two-step distillation + transfer set",
-            "e": "prediction-layer distillation + transfer set"}
+            "e": "prediction-layer distillation + transfer set",
+            "b10": "(b)'s step 1 then 10 prediction epochs"}
 
 
 def _config(name, **fields):
@@ -132,7 +134,7 @@ def plot_dev_curves(w, path):
         ax.set_xlabel("step (batch 32)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("dev accuracy")
-    axes[-1].legend(fontsize=7, loc="lower right")
+    axes[0].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return path
@@ -203,8 +205,11 @@ def main(argv):
         # many updates as (a).
         "e": {"stages": "prediction", "prediction.epochs": _E_EPOCHS.value,
               "transfer_file": transfer},
+        # (b)'s step-1 model (copied in), then step 2 with as many epochs as (a).
+        "b10": {"stages": "prediction", "prediction.epochs": _FT_EPOCHS.value},
     }
-    order = [f"{s}_{v}" for s in STARTS for v in VARIANTS if v != "e"] + ["wide_e"]
+    order = [f"{s}_{v}" for s in STARTS for v in ("a", "b", "d")] + [
+        "wide_e", "wide_b10", "narrow_minilm_b10"]
     rows = _ROWS.value or order
     models = {}
     for row in order:
@@ -222,6 +227,11 @@ def main(argv):
             start = general("tinybert_general", "general")
         else:
             start = general("minilm_v2", "general_minilm")
+        if variant == "b10" and not os.path.exists(os.path.join(out, "intermediate", "student")):
+            from tinybert_tf.selection import copy_tree
+
+            copy_tree(os.path.join(w, f"{start_name}_b", "intermediate", "student"),
+                      os.path.join(out, "intermediate", "student"))
         if variant == "a":
             config = _config("task_distill", mode="finetune", teacher=start, **{
                 **task, "finetune.epochs": _FT_EPOCHS.value, "finetune.learning_rate": lr})
