@@ -10,7 +10,7 @@ import keras
 import keras_hub
 import tensorflow as tf
 
-from tinybert_tf import optim, recipes, students
+from tinybert_tf import hardware, optim, recipes, students
 from tinybert_tf.strategy import LaunchError, steps_per_execution
 
 
@@ -113,7 +113,7 @@ def compile_model(model, strategy, c, total_steps, stage=None, **kwargs):
     model.compile(
         optimizer=optim.make_optimizer(o.name, lr, total_steps, o.warmup_fraction,
                                        o.weight_decay, o.clipnorm),
-        jit_compile=c.jit_compile in (True, "True", "true", "1"),
+        jit_compile=hardware.as_bool(c.jit_compile),
         steps_per_execution=steps_per_execution(strategy, c.steps_per_execution),
         **kwargs,
     )

@@ -71,6 +71,11 @@ def native_bf16(kind, flags):
     return False, "CPU without avx512_bf16/amx_bf16 (bf16 runs at the fp32 rate here)"
 
 
+def as_bool(value):
+    """A config flag given as a bool or as text ("True", "false", "1"): absl passes strings."""
+    return value in (True, 1, "True", "true", "1")
+
+
 def resolve(precision, teacher_dtype, jit_compile, kind, flags):
     """Resolve "auto" settings. Returns (precision, teacher_dtype, jit_compile, one-line reason).
 
@@ -86,7 +91,7 @@ def resolve(precision, teacher_dtype, jit_compile, kind, flags):
     if jit_compile == "auto":
         uses_bf16 = precision == "mixed_bfloat16" or teacher_dtype == "bfloat16"
         jit_compile = kind != "cpu" or not uses_bf16
-    jit_compile = jit_compile in (True, "True", "true", "1", 1)
+    jit_compile = as_bool(jit_compile)
     reason = (f"precision {precision}, teacher {teacher_dtype or 'as precision'}, "
               f"jit_compile {jit_compile}: {why}")
     return precision, teacher_dtype, jit_compile, reason

@@ -16,13 +16,6 @@ from tinybert_tf import students, task_modes, train
 from tinybert_tf.distiller import Distiller
 from tinybert_tf.strategy import LaunchError, check_batch_size
 
-
-def _run(model, data, workdir, c, total_steps, callbacks=()):
-    return train.run(model, data, workdir, total_steps, log_every=c.log_every,
-                     checkpoint_every=c.checkpoint_every, max_to_keep=c.keep_checkpoints,
-                     callbacks=callbacks)
-
-
 # ---- general distillation -----------------------------------------------------------------------
 
 
@@ -71,7 +64,7 @@ def general_distill(c, workdir, strategy):
     fresh = not tf.io.gfile.exists(os.path.join(workdir, "checkpoints"))
     if c.save_initial and fresh:
         b.save_model(backbone, tokenizer, os.path.join(workdir, "student_init"), distiller)
-    _run(distiller, data, workdir, c, c.steps)
+    task_modes.run_stage(distiller, data, workdir, c, c.steps)
     return b.save_model(backbone, tokenizer, os.path.join(workdir, "student"), distiller)
 
 

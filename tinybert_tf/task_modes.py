@@ -25,7 +25,8 @@ from tinybert_tf.selection import EvalSelector
 from tinybert_tf.strategy import LaunchError, check_batch_size
 
 
-def _run(model, data, workdir, c, total_steps, callbacks=()):
+def run_stage(model, data, workdir, c, total_steps, callbacks=()):
+    """`train.run` with the config's logging and checkpoint settings."""
     return train.run(model, data, workdir, total_steps, log_every=c.log_every,
                      checkpoint_every=c.checkpoint_every, max_to_keep=c.keep_checkpoints,
                      callbacks=callbacks)
@@ -88,13 +89,8 @@ def transfer_set(c, spec, workdir):
                           "--config.transfer_file for a token-classification task.")
     from tinybert_tf.data import transfer
 
-    data_dir = c.data.tfds_data_dir or None
-    held_out = set()
-    for split in (*spec.eval_splits, *spec.test_splits):
-        held_out |= transfer.split_keys(spec, split, data_dir)
-    known = transfer.split_keys(spec, spec.train_split, data_dir)
     try:
-        columns, counts = transfer.read_transfer(paths, spec.text_keys, held_out, known)
+        columns, counts = transfer.transfer_examples(spec, paths, c.data.tfds_data_dir or None)
     except ValueError as err:
         raise LaunchError(str(err)) from None
     print(f"Transfer set {paths}: {counts['read']} rows read, {counts['used']} used; dropped "
@@ -167,7 +163,7 @@ def finetune(c, workdir, strategy):
     selector = _selector(c, spec, tokenizer, model, model, run_dir, per_epoch, total,
                          lambda path: b.save_model(model, tokenizer, path))
     print(f"[finetune] {c.finetune.epochs} epochs x {per_epoch} steps")
-    _run(model, data, run_dir, c, total, [selector] if selector else [])
+    run_stage(model, data, run_dir, c, total, [selector] if selector else [])
     return _finish(selector, model, tokenizer, os.path.join(workdir, "teacher"))
 
 
@@ -225,6 +221,6 @@ def task_distill(c, workdir, strategy):
         selector = _selector(c, spec, tokenizer, distiller, student, stage_dir, per_epoch, total,
                              save,
                              score=eval_loss if stage == "intermediate" else None)
-        _run(distiller, data, stage_dir, c, total, [selector] if selector else [])
+        run_stage(distiller, data, stage_dir, c, total, [selector] if selector else [])
         out = _finish(selector, student, tokenizer, os.path.join(stage_dir, "student"))
     return out

@@ -26,7 +26,7 @@ def _inputs(token_ids, segment_ids, pad_id):
 
 def sentence_examples(ds, spec, tokenizer, seq_len, extra_keys=()):
     """{text keys, "label"[, weight]} rows -> `(x, y[, sample_weight])` rows packed to seq_len;
-    tokenises and packs `tokenize_batch` rows at a time (TF Text is faster on batches)."""
+    tokenises and packs 256 rows at a time (TF Text is faster on batches)."""
     packer = segment_packer(tokenizer, seq_len)
     y_dtype = tf.float32 if spec.kind == "regression" else tf.int32
 
