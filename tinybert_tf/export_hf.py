@@ -32,6 +32,8 @@ import os
 
 import numpy as np
 
+from tinybert_tf.errors import UserError
+
 HF_WEIGHTS_FILE = "model.safetensors"
 SPECIAL_TOKENS = {
     "unk_token": "[UNK]",
@@ -42,7 +44,7 @@ SPECIAL_TOKENS = {
 }
 
 
-class HFExportError(ValueError):
+class HFExportError(UserError):
     """Raised with a one-line message when a model cannot be written in HF BERT format."""
 
 

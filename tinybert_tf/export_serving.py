@@ -9,6 +9,8 @@ import dataclasses
 import json
 import os
 
+from tinybert_tf.errors import UserError
+
 DEFAULT_SIGNATURE = "serving_default"
 TEXT_SIGNATURE = "serving_text"
 TEXT_PAIR_SIGNATURE = "serving_text_pair"
@@ -16,7 +18,7 @@ INPUT_NAMES = ("token_ids", "segment_ids", "padding_mask")
 WARMUP_FILE = "tf_serving_warmup_requests"
 
 
-class ExportError(ValueError):
+class ExportError(UserError):
     """Bad input or failed verification; the message is a single line."""
 
 

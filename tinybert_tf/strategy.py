@@ -6,11 +6,13 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from tinybert_tf.errors import UserError
+
 STRATEGIES = ("cpu", "one_device", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
-class LaunchError(ValueError):
+class LaunchError(UserError):
     """A launch problem a user fixes with a flag; the message is one line naming the fix."""
 
 

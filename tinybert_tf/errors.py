@@ -1,0 +1,22 @@
+"""The package's one base error type: a mistake the user fixes (a flag, a file, a path).
+
+`tinybert_tf.main` prints any `UserError` as one line ("Error: ...") and exits non-zero; anything
+else is a bug and keeps its traceback. Each layer subclasses it (`strategy.LaunchError`,
+`export_serving.ExportError`, `data.task_spec.TaskFileError`, ...) so callers can catch one type.
+"""
+
+from __future__ import annotations
+
+
+class UserError(ValueError):
+    """A user mistake; the message is one line that names what to fix."""
+
+    exit_code = 1
+
+
+class Interrupted(Exception):
+    """Training stopped on SIGINT / SIGTERM after writing a checkpoint (exit 130 / 143)."""
+
+    def __init__(self, message, exit_code):
+        super().__init__(message)
+        self.exit_code = exit_code
