@@ -10,6 +10,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from tinybert_tf.data import tasks
+from tinybert_tf.errors import UserError
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + (
     "the a dog cat is good bad day hello world peter lives in paris . , ! ? jump walk "
@@ -190,9 +191,14 @@ def test_local_file_errors_name_file_and_line(tmp_path):
     train = str(tmp_path / "train.tsv")
     with pytest.raises(ValueError, match=r"bad_dev.tsv:3: label 'maybe' not in training labels"):
         tasks.load_file_task(train, str(tmp_path / "bad_dev.tsv"))
-    with pytest.raises(ValueError, match=r"no_col.tsv:3: missing label column 'label'"):
+    with pytest.raises(tasks.TaskFileError,
+                       match=r"no_col.tsv:3: 1 field, the header has 2 \(text, label\)"):
         tasks.load_file_task(str(tmp_path / "no_col.tsv"))
-    with pytest.raises(ValueError, match=r"train.tsv:2: missing column 'sentence'"):
+    (tmp_path / "no_label.tsv").write_text("text\nthe dog\n")
+    with pytest.raises(ValueError, match=r"no_label.tsv:1: missing label column 'label'; "
+                       r"found \['text'\]"):
+        tasks.load_file_task(str(tmp_path / "no_label.tsv"))
+    with pytest.raises(UserError, match=r"train.tsv:1: missing column 'sentence'"):
         tasks.load_file_task(train, text_column="sentence")
     with pytest.raises(ValueError, match=r"train.tsv:2: label 'pos' is not a number"):
         tasks.load_file_task(train, regression=True)

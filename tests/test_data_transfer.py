@@ -42,7 +42,8 @@ def test_read_transfer_counts_and_order(tmp_path):
            json.dumps({"text": "fast model", "id": 3}) + "\n" + json.dumps({"text": "the teacher"}))
     exclude, known = {("eval text",)}, {("train text",)}
     want = ["the model", "a student", "the teacher", "small model", "fast model"]
-    counts_want = {"files": 3, "read": 12, "used": 5, "leaked": 1, "duplicate": 4, "empty": 2}
+    counts_want = {"files": 3, "read": 12, "used": 5, "leaked": 1, "duplicate": 4, "empty": 2,
+                  "bad_rows": 0}
     for paths in (f"{tmp_path}/a/*", f"{tmp_path}/a/*.txt, {tmp_path}/a/[23].*",
                   [f"{tmp_path}/a/1.txt", f"{tmp_path}/a/*.tsv", f"{tmp_path}/a/3.jsonl"]):
         cols, counts = transfer.read_transfer(paths, ("text",), exclude, known)
@@ -51,7 +52,8 @@ def test_read_transfer_counts_and_order(tmp_path):
     # A file matched twice is read once; without exclude/known the leak and train rows are used.
     cols, counts = transfer.read_transfer([f"{tmp_path}/a/1.txt", f"{tmp_path}/a/*.txt"], "text")
     assert cols["text"] == ["the model", "eval  text ", "train text", "a student"]
-    assert counts == {"files": 1, "read": 6, "used": 4, "leaked": 0, "duplicate": 1, "empty": 1}
+    assert counts == {"files": 1, "read": 6, "used": 4, "leaked": 0, "duplicate": 1, "empty": 1,
+                      "bad_rows": 0}
     with gzip.open(tmp_path / "g.txt.gz", "wt", encoding="utf-8") as f:
         f.write("one model\r\ntwo data\u2028kept in one line\n")
     cols, counts = transfer.read_transfer(str(tmp_path / "g.txt.gz"), ("text",))
@@ -65,7 +67,8 @@ def test_read_transfer_pair_columns_and_errors(tmp_path):
                   "sentence1,sentence2,label\nthe dog,a cat,1\n,,0\nthe dog,,1\n the dog ,a  cat,0\n")
     cols, counts = transfer.read_transfer(path, pair, exclude_keys={("the dog", "")})
     assert cols == {"sentence1": ["the dog"], "sentence2": ["a cat"]}
-    assert counts == {"files": 1, "read": 4, "used": 1, "leaked": 1, "duplicate": 1, "empty": 1}
+    assert counts == {"files": 1, "read": 4, "used": 1, "leaked": 1, "duplicate": 1, "empty": 1,
+                      "bad_rows": 0}
     txt = _write(tmp_path / "p.txt", "the dog\n")
     with pytest.raises(ValueError, match=r"p.txt: a .txt transfer file .* use .tsv/.csv/.jsonl"):
         transfer.read_transfer(txt, pair)
@@ -75,7 +78,7 @@ def test_read_transfer_pair_columns_and_errors(tmp_path):
                        match=r"bad.jsonl:2: missing column 'sentence2'; found \['label', 'sentence1'\]"):
         transfer.read_transfer(bad, pair)
     tsv = _write(tmp_path / "t.tsv", "sentence\tlabel\nthe dog\t1\n")
-    with pytest.raises(ValueError, match=r"t.tsv:2: missing column 'text'; found \['label', 'sentence'\]"):
+    with pytest.raises(ValueError, match=r"t.tsv:1: missing column 'text'; found \['label', 'sentence'\]"):
         transfer.read_transfer(tsv, ("text",))
     with pytest.raises(ValueError, match=r"pattern '.*/nothing\*.txt' matches no file"):
         transfer.read_transfer(f"{txt},{tmp_path}/nothing*.txt", ("text",))
@@ -83,6 +86,32 @@ def test_read_transfer_pair_columns_and_errors(tmp_path):
         transfer.read_transfer(txt, ("text",), exclude_keys={("the dog",)})
     with pytest.raises(ValueError, match="unknown transfer file type"):
         transfer.read_transfer(_write(tmp_path / "x.md", "the dog\n"), ("text",))
+
+
+def test_transfer_and_augmented_files_use_the_task_file_reader(tmp_path):
+    """A stray tab in a transfer / augmented train TSV is an error naming file and line, or with
+    skip_bad_rows a `bad_rows` count; quoted tabs and a BOM read as in task files."""
+    path = _write(tmp_path / "augmented.tsv", '\ufefftext\tlabel\nthe model\tpos\n'
+                  'the data\tis\tneg\n"a\tteacher"\tneg\n"Great" model\tpos\n')
+    with pytest.raises(tasks.TaskFileError,
+                       match=r"augmented.tsv:3: 3 fields, the header has 2 \(text, label\)"):
+        transfer.read_transfer(path, ("text",))
+    cols, counts = transfer.read_transfer(path, ("text",), skip_bad_rows=True)
+    assert cols == {"text": ["the model", "a\tteacher"]}
+    assert counts == {"files": 1, "read": 4, "used": 2, "leaked": 0, "duplicate": 0, "empty": 0,
+                      "bad_rows": 2}
+    lines = [{"text": "fast model"}, ["a list"], {"id": 3}, {"text": "the data"}]
+    jsonl = _write(tmp_path / "t.jsonl", "\n".join(json.dumps(r) for r in lines) + "\n{oops\n")
+    with pytest.raises(tasks.TaskFileError, match=r"t.jsonl:2: expected a JSON object"):
+        transfer.read_transfer(jsonl, "text")
+    cols, counts = transfer.read_transfer([path, jsonl], "text", skip_bad_rows=True)
+    assert cols["text"] == ["the model", "a\tteacher", "fast model", "the data"]
+    assert (counts["read"], counts["used"], counts["bad_rows"]) == (9, 4, 5)
+    spec, _ = _file_task(tmp_path)
+    with pytest.raises(tasks.TaskFileError, match="augmented.tsv:3: 3 fields"):
+        transfer.transfer_examples(spec, path)
+    extra, counts = transfer.transfer_examples(spec, path, skip_bad_rows=True)
+    assert extra == {"text": ["the model", "a\tteacher"]} and counts["bad_rows"] == 2
 
 
 def _file_task(tmp_path, n_train=5, regression=False):
@@ -201,7 +230,8 @@ def test_split_keys_and_transfer_examples(tok, tmp_path):
     path = _write(tmp_path / "t.txt", "the  data\nthe model is\nthe test \nfast model\nfast model\n")
     extra, counts = transfer.transfer_examples(spec, path)
     assert extra == {"text": ["fast model"]}
-    assert counts == {"files": 1, "read": 5, "used": 1, "leaked": 2, "duplicate": 2, "empty": 0}
+    assert counts == {"files": 1, "read": 5, "used": 1, "leaked": 2, "duplicate": 2, "empty": 0,
+                      "bad_rows": 0}
     # TFDS tasks: keys come from the real builder's split (download mocked), bytes decoded.
     rows = {"train": [{"sentence": "the model", "label": 1, "idx": 0}],
             "validation": [{"sentence": "a  layer", "label": 0, "idx": 0}],

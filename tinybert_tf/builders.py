@@ -131,7 +131,7 @@ def task_spec(c):
     return tasks.load_file_task(
         d.train_file, d.eval_file or None, d.test_file or None, name="file",
         text_column=d.text_column, text_b_column=d.text_b_column or None,
-        label_column=d.label_column, regression=d.regression,
+        label_column=d.label_column, regression=d.regression, skip_bad_rows=d.skip_bad_rows,
     )
 
 

@@ -90,12 +90,13 @@ def transfer_set(c, spec, workdir):
     from tinybert_tf.data import transfer
 
     try:
-        columns, counts = transfer.transfer_examples(spec, paths, c.data.tfds_data_dir or None)
+        columns, counts = transfer.transfer_examples(spec, paths, c.data.tfds_data_dir or None,
+                                                     skip_bad_rows=c.data.skip_bad_rows)
     except ValueError as err:
         raise LaunchError(str(err)) from None
     print(f"Transfer set {paths}: {counts['read']} rows read, {counts['used']} used; dropped "
           f"{counts['leaked']} also in the eval/test splits, {counts['duplicate']} duplicates, "
-          f"{counts['empty']} empty.")
+          f"{counts['empty']} empty, {counts['bad_rows']} bad rows.")
     tf.io.gfile.makedirs(workdir)
     with tf.io.gfile.GFile(os.path.join(workdir, "transfer.json"), "w") as f:
         json.dump({"paths": paths, "transfer_only": bool(c.transfer_only), **counts}, f, indent=1)

@@ -1,12 +1,20 @@
 """The task table: `TaskSpec` (what the package needs to know about a task) and `TASKS` (every
 GLUE config through TFDS, CoNLL-2003 NER). Local-file tasks get their spec from
-`task_files.load_file_task`."""
+`task_files.load_file_task`. `TaskFileError`: a task or task-file mistake (one line)."""
 
 from __future__ import annotations
 
 import dataclasses
 
+from tinybert_tf.errors import UserError
+
 IGNORE_LABEL = -100
+
+
+class TaskFileError(UserError):
+    """A task, task file or transfer file the package cannot use as given; the message names the
+    file and line (``train.tsv:3: ...``) and what to fix."""
+
 
 CONLL_NER_TAGS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
 
@@ -27,10 +35,17 @@ class TaskSpec:
     test_splits: tuple[str, ...] = ()
     tfds_name: str | None = None
     files: tuple[tuple[str, str], ...] = ()  # (split, path) for local-file tasks
+    skip_bad_rows: bool = False  # local files: skip (and count) malformed rows, not an error
+    # Local files: (split, ((count name, n), ...)) as `load_file_task` read them; see counts().
+    row_counts: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = ()
 
     @property
     def is_pair(self) -> bool:
         return len(self.text_keys) == 2
+
+    def counts(self, split) -> dict[str, int]:
+        """{"read", "used", skip reason...: n} of a local-file split (`task_files.SKIP_REASONS`)."""
+        return dict(dict(self.row_counts).get(split, ()))
 
 
 def _glue(name, keys, labels, metrics=("accuracy",), eval_splits=("validation",), tests=("test",)):
@@ -80,7 +95,8 @@ def get_task(task) -> TaskSpec:
     if isinstance(task, TaskSpec):
         return task
     if task not in TASKS:
-        raise ValueError(f"Unknown task {task!r}; use one of {sorted(TASKS)} or load_file_task().")
+        raise TaskFileError(
+            f"Unknown task {task!r}; use one of {sorted(TASKS)} or load_file_task().")
     return TASKS[task]
 
 

@@ -30,13 +30,14 @@ from tinybert_tf.data.task_spec import (
     CONLL_NER_TAGS,
     IGNORE_LABEL,
     TASKS,
+    TaskFileError,
     TaskSpec,
     get_task,
     task_splits,
 )
 
-__all__ = ["CONLL_NER_TAGS", "IGNORE_LABEL", "TASKS", "TaskSpec", "get_task", "load_file_task",
-           "task_dataset", "task_splits"]
+__all__ = ["CONLL_NER_TAGS", "IGNORE_LABEL", "TASKS", "TaskFileError", "TaskSpec", "get_task",
+           "load_file_task", "task_dataset", "task_splits"]
 
 
 def _load_tfds(spec, split, shuffle, seed, data_dir):
@@ -55,11 +56,11 @@ def _with_transfer(spec, ds, extra_examples, labelled):
     """{text keys, label, weight} rows: the split's (`ds`, weight 1; none if not `labelled`),
     then the transfer rows (`extra_examples` `{text key: [str]}`, label -1 / NaN, weight 0)."""
     if set(extra_examples) != set(spec.text_keys):
-        raise ValueError(f"extra_examples has columns {sorted(extra_examples)}; task "
-                         f"{spec.name!r} needs exactly {list(spec.text_keys)}.")
+        raise TaskFileError(f"extra_examples has columns {sorted(extra_examples)}; task "
+                            f"{spec.name!r} needs exactly {list(spec.text_keys)}.")
     sizes = {len(v) for v in extra_examples.values()}
     if len(sizes) != 1:
-        raise ValueError(f"extra_examples columns differ in length: {sorted(sizes)}.")
+        raise TaskFileError(f"extra_examples columns differ in length: {sorted(sizes)}.")
     regression = spec.kind == "regression"
     y_dtype = tf.float32 if regression else tf.int32
     n = sizes.pop()
@@ -107,10 +108,10 @@ def task_dataset(
     """
     spec = get_task(task)
     if not labelled and extra_examples is None:
-        raise ValueError("labelled=False (transfer rows only) needs extra_examples.")
+        raise TaskFileError("labelled=False (transfer rows only) needs extra_examples.")
     if extra_examples is not None and spec.kind == "token_classification":
-        raise ValueError(f"Task {spec.name!r}: transfer sets are for sentence and sentence-pair "
-                         "tasks, not token classification.")
+        raise TaskFileError(f"Task {spec.name!r}: transfer sets are for sentence and sentence-pair "
+                            "tasks, not token classification.")
     if extra_examples is not None and not labelled:
         ds = None
     elif spec.files:
@@ -127,8 +128,8 @@ def task_dataset(
         count = int(ds.reduce(0, lambda n, _: n + 1))
         rows = {len(v) for v in extra.values()}
         if rows != {count}:
-            raise ValueError(f"extra features have {sorted(rows)} rows but {what} has "
-                             f"{count} examples; recompute them on the same examples.")
+            raise TaskFileError(f"extra features have {sorted(rows)} rows but {what} has "
+                                f"{count} examples; recompute them on the same examples.")
         ds = tf.data.Dataset.zip(ds, tf.data.Dataset.from_tensor_slices(dict(extra)))
         ds = ds.map(lambda ex, more: {**ex, **more})
     # Token tasks keep seq_len: their per-token outputs [B, S, C] must stack across batches.
