@@ -63,3 +63,30 @@ def test_benchmark_tiny_writes_finite_figures(tmp_path):
         for field in ("seq_per_s", "step_ms", "teacher_rel_err", "flops_fraction"):
             _finite(variant[field], f"step.variants.{name}.{field}")
     assert _get(results, "machine_start.uptime")
+
+
+def test_task_bench_tiny(tmp_path):
+    """--bench=task on tiny models: every step of every side has a finite rate over all rows;
+    length buckets leave less padding than padding every batch to seq_len."""
+    out = tmp_path / "bench.json"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow")
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tools", "benchmark.py"), "--tiny", "--bench=task",
+         f"--json={out}", f"--task_cache_dir={tmp_path / 'cache'}"],
+        env=env, capture_output=True, text=True, timeout=1800, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    task = json.loads(out.read_text())["task"]
+    assert "task ratio seq 32 intermediate" in proc.stdout
+    sides = _get(task, "32.ours")
+    assert {k.split(":")[0] for k in sides} == {"bucketed", "padded"}
+    for side in sides.values():
+        for step in ("intermediate", "prediction", "finetune"):
+            _finite(side[step]["examples_per_s"], step)
+            assert side[step]["examples"] == task["rows"] == 64  # every row, once per pass
+    bucketed = next(v for k, v in sides.items() if k.startswith("bucketed"))
+    padded = next(v for k, v in sides.items() if k.startswith("padded"))
+    assert bucketed["finetune"]["padding_fraction"] < padded["finetune"]["padding_fraction"]
+    for step in ("intermediate", "prediction", "finetune"):
+        _finite(_get(task, f"summary.32.{step}.vs_unbucketed"), step)
+    assert _get(task, "auto.variant").split("_")[0] in ("fp32", "bf16", "mixed")

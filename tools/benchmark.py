@@ -41,13 +41,15 @@ import sys
 import tempfile
 import time
 
+import bench_torch  # tools/ is on sys.path when this file runs as a script
 from absl import app, flags
+from bench_common import POLICIES, parse_variant
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-BENCHES = ("step", "input", "serve", "memory", "jax")
+BENCHES = ("step", "input", "serve", "memory", "jax", "task")
 FLAGS = flags.FLAGS
 flags.DEFINE_list("bench", list(BENCHES), f"Benchmarks to run, from {BENCHES}.")
 flags.DEFINE_string("json", None, "Write all figures to this JSON file.")
@@ -91,6 +93,18 @@ flags.DEFINE_float("max_teacher_error", 0.02,
 flags.DEFINE_float("input_seconds", 10.0, "Minimum timed seconds of the input pipeline.")
 flags.DEFINE_bool("cached_logits", True, "Also time the task-prediction step with cached logits.")
 flags.DEFINE_bool("tiny", False, "Tiny shapes and few repeats (for tests).")
+flags.DEFINE_string("task_file", "", "--bench=task: a task TSV (text, label); default: the "
+                    "stdlib docstring task, built on first use under --task_cache_dir.")
+flags.DEFINE_string("task_cache_dir", "bench/cache", "--bench=task: where the stdlib task is kept.")
+flags.DEFINE_integer("task_rows", 512, "--bench=task: training rows per pass (seeded sample).")
+flags.DEFINE_integer("task_batch", 32, "--bench=task: batch size.")
+flags.DEFINE_list("task_seq_lens", ["64", "128"], "--bench=task: sequence lengths.")
+flags.DEFINE_list("task_buckets", ["16", "32", "64", "128"], "--bench=task: our length buckets.")
+flags.DEFINE_integer("task_passes", 2, "--bench=task: timed passes (after one untimed).")
+flags.DEFINE_list("task_variants", ["auto", "fp32_xla"],
+                  "--bench=task: our variants ('auto' = what the launcher picks here).")
+flags.DEFINE_list("task_peer_variants", ["fp32", "bf16_autocast"],
+                  "--bench=task: PyTorch peer variants.")
 flags.DEFINE_string("worker", None, "Internal: run one subprocess job and print its result.")
 flags.DEFINE_string("worker_args", "{}", "Internal: JSON arguments of --worker.")
 
@@ -140,32 +154,6 @@ def config_from_flags():
                      num_heads=FLAGS.teacher_heads, intermediate_dim=FLAGS.teacher_ffn),
         student=dict(student),
     )
-
-
-def parse_variant(name):
-    """'bf16_xla_spe4' -> precision 'bf16', jit True, steps_per_execution 4."""
-    parts = name.split("_")
-    precision, jit, spe = parts[0], False, 1
-    if precision not in POLICIES:
-        raise ValueError(f"Unknown variant {name!r}: start with one of {sorted(POLICIES)}.")
-    for part in parts[1:]:
-        if part == "xla":
-            jit = True
-        elif part.startswith("spe") and part[3:].isdigit():
-            spe = int(part[3:])
-        else:
-            raise ValueError(f"Unknown variant part {part!r} in {name!r}.")
-    return precision, jit, spe
-
-
-# Teacher / student dtype policies of each precision.
-POLICIES = {
-    "fp32": ("float32", "float32"),
-    "bf16": ("bfloat16", "mixed_bfloat16"),
-    "mixed": ("mixed_bfloat16", "mixed_bfloat16"),
-    "bf16t": ("bfloat16", "float32"),  # only the teacher in bfloat16
-    "mixedt": ("mixed_bfloat16", "float32"),
-}
 
 
 # ---- small helpers -------------------------------------------------------------------------------
@@ -320,12 +308,16 @@ def run_worker(name, args, backend="tensorflow", timeout=3600, extra_env=None):
         threads = args["cfg"]["threads"]
         env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=true "
                             f"intra_op_parallelism_threads={threads}").strip()
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(args, f)  # a file: --bench=task's token ids exceed one argv string's limit
     cmd = [sys.executable, os.path.abspath(__file__), f"--worker={name}",
-           f"--worker_args={json.dumps(args)}"]
+           f"--worker_args=@{f.name}"]
     try:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"worker {name} timed out after {timeout}s"}
+    finally:
+        os.remove(f.name)
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(RESULT_PREFIX):
             return json.loads(line[len(RESULT_PREFIX):])
@@ -342,6 +334,11 @@ def worker_main(name, args):
     from absl import logging
 
     logging.set_verbosity(logging.WARNING)
+    if name == "torch_task":
+        import bench_task_peer
+
+        print(RESULT_PREFIX + json.dumps(clean(bench_task_peer.worker(args))), flush=True)
+        return
     cfg = Config(**args["cfg"])
     if name in ("tf_step", "jax_step"):
         setup_tensorflow(cfg)
@@ -614,8 +611,11 @@ def bench_step(cfg):
     exact = numpy_features(feature_view.encoder_features(teacher, random_batch(cfg)))
     del teacher, student
 
+    from bench_common import auto_variant
+
+    auto, auto_reason = auto_variant()
     variants = {}
-    for name in FLAGS.variants:
+    for name in dict.fromkeys([*FLAGS.variants, auto]):
         precision, jit, spe = parse_variant(name)
         variants[name] = time_distiller_step(cfg, precision, jit, spe, t_weights, s_weights, exact)
         print(f"  {name}: {variants[name]['seq_per_s']:.3g} seq/s", flush=True)
@@ -637,6 +637,13 @@ def bench_step(cfg):
            "matmul_flops": matmul, "flops_fraction": variants[fastest]["flops_fraction"],
            "achieved_gflops": variants[fastest]["achieved_gflops"], "peer": peer}
     out["flops_fraction_fp32"] = variants[fastest_fp32]["flops_fraction"] if fastest_fp32 else None
+    # What precision/teacher_dtype/jit_compile = auto pick on this machine, against fp32 and bf16.
+    rate = {k: v["seq_per_s"] for k, v in variants.items()}
+    out["auto"] = {"variant": auto, "reason": auto_reason, "seq_per_s": rate[auto],
+                   "vs_fp32": rate[auto] / rate["fp32"] if "fp32" in rate else None,
+                   "vs_bf16": rate[auto] / rate["bf16"] if "bf16" in rate else None}
+    print(f"auto = {auto} ({auto_reason}): {rate[auto]:.3g} seq/s; fp32 "
+          f"{fmt(rate.get('fp32'))}, bf16 {fmt(rate.get('bf16'))} seq/s")
 
     rows = [[k, v["seq_per_s"], v["step_ms"], v["achieved_gflops"], v["flops_fraction"],
              v["teacher_rel_err"], v["teacher_rel_err_max"]] for k, v in variants.items()]
@@ -702,33 +709,11 @@ def torch_step_worker(cfg, args):
         torch.set_num_interop_threads(cfg.inter_op_threads)
     torch.manual_seed(0)
     sink = []
-
-    def scores_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
-                         **kwargs):
-        scores = torch.matmul(query, key.transpose(2, 3)) * scaling
-        sink.append(scores)
-        logits = scores
-        if attention_mask is not None:
-            if attention_mask.dtype == torch.bool:
-                logits = logits.masked_fill(~attention_mask, torch.finfo(logits.dtype).min)
-            else:
-                logits = logits + attention_mask
-        probs = torch.nn.functional.softmax(logits, dim=-1)
-        probs = torch.nn.functional.dropout(probs, p=dropout, training=module.training)
-        return torch.matmul(probs, value).transpose(1, 2).contiguous(), None
-
-    transformers.AttentionInterface.register("tinybert_scores", scores_attention)
+    bench_torch.register_scores_attention(torch, transformers, sink)
 
     def bert(arch):
-        config = transformers.BertConfig(
-            vocab_size=cfg.vocab, hidden_size=arch["hidden_dim"],
-            num_hidden_layers=arch["num_layers"],
-            num_attention_heads=arch["num_heads"], intermediate_size=arch["intermediate_dim"],
-            max_position_embeddings=max(512, cfg.seq), hidden_dropout_prob=0.1,
-            attention_probs_dropout_prob=0.1,
-        )
-        config._attn_implementation = "tinybert_scores"
-        return transformers.BertModel(config)
+        return transformers.BertModel(bench_torch.bert_config(transformers, arch, cfg.vocab,
+                                                               cfg.seq))
 
     t_layers, s_layers = cfg.teacher["num_layers"], cfg.student["num_layers"]
     layer_map = [(i + 1) * (t_layers // s_layers) - 1 for i in range(s_layers)]
@@ -741,8 +726,7 @@ def torch_step_worker(cfg, args):
 
     def features(model, autocast):
         sink.clear()
-        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
-        with ctx:
+        with bench_torch.autocast(torch, autocast):
             out = model(**x, output_hidden_states=True)
         return list(out.hidden_states), list(sink)
 
@@ -809,16 +793,10 @@ class _TorchStep:
         with torch.no_grad():
             t_hidden, t_scores = self.features(self.teacher, self.t_autocast)
         s_hidden, s_scores = self.features(self.student, self.s_autocast)
-        ctx = (torch.autocast("cpu", dtype=torch.bfloat16) if self.s_autocast
-               else contextlib.nullcontext())
-        with ctx:
+        with bench_torch.autocast(torch, self.s_autocast):
             projected = [self.projection(h) for h in s_hidden]
-        loss = torch.mean((projected[0].float() - t_hidden[0].float()) ** 2)  # emb
-        for s_i, t_i in enumerate(self.layer_map):
-            diff = (s_scores[s_i].float() - t_scores[t_i].float()) * self.keep
-            loss = loss + torch.mean(diff**2)  # att
-            loss = loss + torch.mean(
-                (projected[s_i + 1].float() - t_hidden[t_i + 1].float()) ** 2)  # hidden
+        loss = bench_torch.intermediate_loss(torch, s_hidden, t_hidden, s_scores, t_scores,
+                                             projected, self.layer_map, self.keep)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -1065,7 +1043,11 @@ def main(argv):
 
     logging.set_verbosity(logging.WARNING)
     if FLAGS.worker:
-        worker_main(FLAGS.worker, json.loads(FLAGS.worker_args))
+        text = FLAGS.worker_args
+        if text.startswith("@"):
+            with open(text[1:]) as f:
+                text = f.read()
+        worker_main(FLAGS.worker, json.loads(text))
         return
     unknown = set(FLAGS.bench) - set(BENCHES)
     if unknown:
@@ -1092,6 +1074,8 @@ def main(argv):
         guarded(results, "memory", bench_memory, cfg, tf_variants, ["fp32", "bf16_autocast"])
     if "jax" in FLAGS.bench:
         guarded(results, "jax", bench_jax, cfg, step)
+    if "task" in FLAGS.bench:
+        guarded(results, "task", run_task_bench, cfg)
     failed = [k for k, v in results.items() if isinstance(v, dict) and "error" in v]
     results["machine_end"] = machine_info(cfg.threads)
     print(f"\nmachine at the end: {results['machine_end']['uptime']}")
@@ -1101,6 +1085,49 @@ def main(argv):
         print(f"wrote {FLAGS.json}")
     if failed:
         raise SystemExit(f"benchmarks failed: {failed}")
+
+
+def run_task_bench(cfg):
+    """`--bench=task` (tools/bench_task.py) with the flags' settings; the peer in a subprocess."""
+    import bench_task
+    from bench_common import auto_variant
+
+    from tinybert_tf import demo, students
+
+    auto, reason = auto_variant()
+    variants = list(dict.fromkeys(auto if v == "auto" else v for v in FLAGS.task_variants))
+    for name in variants:
+        parse_variant(name)
+    print(f"task: auto = {auto} ({reason}); variants {variants}")
+    tokenizer = demo.minilm_dir()
+    task_cfg = dict(
+        tiny=cfg.tiny, task_file=FLAGS.task_file, rows=64 if cfg.tiny else FLAGS.task_rows,
+        cache_dir=FLAGS.task_cache_dir, tokenizer=tokenizer,
+        vocab_file=os.path.join(tokenizer, "vocab.txt"),
+        student=dict(students.PRESETS["tiny_2l_32h" if cfg.tiny else "tinybert_4l_312h"]),
+        batch=8 if cfg.tiny else FLAGS.task_batch, threads=cfg.threads,
+        seq_lens=[32] if cfg.tiny else [int(s) for s in FLAGS.task_seq_lens],
+        buckets=tuple(int(b) for b in FLAGS.task_buckets), passes=1 if cfg.tiny else
+        FLAGS.task_passes, variants=variants[:1] if cfg.tiny else variants,
+        peer_variants=FLAGS.task_peer_variants[:1] if cfg.tiny else FLAGS.task_peer_variants)
+    peer = None
+    if FLAGS.peer != "none" and all(importlib.util.find_spec(m) for m in ("torch", "transformers")):
+        def peer(args):
+            return run_worker("torch_task", args, extra_env=peer_env())
+    else:
+        print("task: PyTorch peer skipped (--peer=none or torch/transformers not importable)")
+    results = bench_task.bench_task(task_cfg, peer)
+    results["auto"] = {"variant": auto, "reason": reason}
+    for seq in task_cfg["seq_lens"]:
+        r = results[str(seq)]
+        sides = {**r["ours"], **{f"torch {k}": v for k, v in
+                                  (r.get("peer") or {}).get("variants", {}).items()}}
+        print_table(f"task steps, seq {seq} ({results['rows']} rows, median {r['median_tokens']}"
+                    f" / p90 {r['p90_tokens']} tokens), examples/s",
+                    ["side", *bench_task.STEPS, "padding"],
+                    [[k, *(v[s]["examples_per_s"] for s in bench_task.STEPS),
+                      v["intermediate"]["padding_fraction"]] for k, v in sides.items()])
+    return results
 
 
 def guarded(results, name, fn, *args):
@@ -1119,4 +1146,7 @@ def guarded(results, name, fn, *args):
 if __name__ == "__main__":
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from tinybert_tf import hardware
+
+    ONEDNN = hardware.enable_onednn()  # before TensorFlow is imported; workers inherit it
     app.run(main)

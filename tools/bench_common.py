@@ -1,0 +1,44 @@
+"""What the benchmark modules share: the precision variants (teacher / student dtype policies)."""
+
+from __future__ import annotations
+
+# Teacher / student dtype policies of each precision.
+POLICIES = {
+    "fp32": ("float32", "float32"),
+    "bf16": ("bfloat16", "mixed_bfloat16"),
+    "mixed": ("mixed_bfloat16", "mixed_bfloat16"),
+    "bf16t": ("bfloat16", "float32"),  # only the teacher in bfloat16
+    "mixedt": ("mixed_bfloat16", "float32"),
+}
+
+
+def parse_variant(name):
+    """'bf16_xla_spe4' -> precision 'bf16', jit True, steps_per_execution 4."""
+    parts = name.split("_")
+    precision, jit, spe = parts[0], False, 1
+    if precision not in POLICIES:
+        raise ValueError(f"Unknown variant {name!r}: start with one of {sorted(POLICIES)}.")
+    for part in parts[1:]:
+        if part == "xla":
+            jit = True
+        elif part.startswith("spe") and part[3:].isdigit():
+            spe = int(part[3:])
+        else:
+            raise ValueError(f"Unknown variant part {part!r} in {name!r}.")
+    return precision, jit, spe
+
+
+def auto_variant(kind="cpu", flags=None):
+    """The variant name of what the launcher's precision/teacher_dtype/jit_compile = auto pick
+    here (`tinybert_tf.hardware.resolve`), and its one-line reason."""
+    from tinybert_tf import hardware
+
+    flags = hardware.cpu_flags() if flags is None else flags
+    precision, teacher_dtype, jit, reason = hardware.resolve("auto", "auto", "auto", kind, flags)
+    if precision == "float32" and teacher_dtype in ("", "float32"):
+        name = "fp32"
+    elif precision == "mixed_bfloat16" and teacher_dtype == "bfloat16":
+        name = "bf16"
+    else:
+        name = "mixed"
+    return name + ("_xla" if jit else ""), reason
