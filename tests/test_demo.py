@@ -19,7 +19,9 @@ def test_short_demo_end_to_end(tmp_path):
 
     stdlib_text.build_corpus(str(corpus), max_files=120)
     returned = demo.run_demo(
-        teacher, str(tmp_path / "demo"), steps=60, batch_size=16, seq_len=64,
+        # The budget path: a few steps are timed first, then at most max_steps run.
+        teacher, str(tmp_path / "demo"), steps=None, time_budget=3600, max_steps=60,
+        batch_size=16, seq_len=64,
         student="from_teacher:4", layer_map="1,2,4,5", learning_rate=2e-4, eval_docs=96,
         corpus=str(corpus / "train.txt"), heldout=str(corpus / "heldout.txt"),
         recipe="tinybert_sentence",
@@ -39,3 +41,10 @@ def test_short_demo_end_to_end(tmp_path):
     assert saved["request"]["outputs"]["sequence_output"][0] == 1
     assert saved["last_loss"] < saved["first_loss"]
     assert os.path.isdir(saved["request"]["path"])
+    plan = saved["plan"]
+    assert plan["step_s"] > 0 and not plan["pinned"]
+    assert plan["steps"] == saved["steps"] == 60  # min(fit, max_steps), run in full
+    from tinybert_tf import train
+
+    assert train.read_metrics(str(out / "general_distill"))[-1]["step"] == 60
+    assert plan["cpu"] in table

@@ -8,7 +8,11 @@
 4. export of the student as a SavedModel and one request through its signature;
 5. a summary table (params, size, batch-1 CPU latency, fidelity) and a loss-curve PNG.
 
-python -m tinybert_tf.demo [--steps=N] [--teacher=PRESET_DIR] [--corpus=FILES] [--workdir=DIR]
+python -m tinybert_tf.demo [--time_budget=S | --steps=N] [--teacher=PRESET_DIR] [--corpus=FILES]
+                          [--workdir=DIR]
+
+By default the step count fits a 10-minute budget on this machine (`demo_budget`: a few steps
+are timed first; at most 360, the README's run); `--steps=N` pins it (deterministic result).
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ import os
 import sys
 import time
 
+_STARTED = time.time()  # the budget counts from process start (TensorFlow's import included)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-from tinybert_tf import hardware  # noqa: E402  (os only: before TensorFlow is imported)
+from tinybert_tf import demo_budget, hardware  # noqa: E402  (no TensorFlow import)
 
 hardware.enable_onednn()
 
@@ -156,8 +161,12 @@ def plot_losses(records, path, title="General distillation"):
 
 
 def run_demo(teacher_dir, workdir, steps, batch_size, seq_len, student, layer_map, learning_rate,
-             eval_docs, corpus="", heldout="", recipe="tinybert_sentence", loss_weights=""):
-    """Everything `make demo` does; returns the summary dict (also written to summary.json)."""
+             eval_docs, corpus="", heldout="", recipe="tinybert_sentence", loss_weights="",
+             time_budget=600.0, started=None, max_steps=demo_budget.MAX_STEPS):
+    """Everything `make demo` does; returns the summary dict (also written to summary.json).
+
+    `steps`: a pinned step count, or None / 0 to fit `time_budget` seconds counted from
+    `started` (default: now) with at most `max_steps` (`demo_budget.plan_steps`)."""
     import keras_hub
     import ml_collections
 
@@ -166,6 +175,7 @@ def run_demo(teacher_dir, workdir, steps, batch_size, seq_len, student, layer_ma
 
     timings = {}
     t0 = time.time()
+    started = t0 if started is None else started
     os.makedirs(workdir, exist_ok=True)
     if not corpus:
         corpus_dir = os.path.join(workdir, "corpus")
@@ -178,6 +188,20 @@ def run_demo(teacher_dir, workdir, steps, batch_size, seq_len, student, layer_ma
         raise FileNotFoundError("With --corpus, pass --heldout=<held-out text file> too.")
     timings["corpus"] = time.time() - t0
 
+    plan = {"cpu": demo_budget.cpu_line(), "pinned": bool(steps)}
+    if not steps:
+        step_s = demo_budget.measure_step_seconds(teacher_dir, student, recipe, layer_map,
+                                                  loss_weights, batch_size, seq_len,
+                                                  learning_rate)
+        elapsed = time.time() - started
+        steps, fits = demo_budget.plan_steps(time_budget, elapsed, step_s, max_steps)
+        plan.update(budget_s=time_budget, step_s=step_s, elapsed_s=elapsed, steps=steps,
+                    fits=fits)
+        print(f"Time budget {time_budget:.0f} s on {plan['cpu']}: a step takes {step_s:.2f} s "
+              f"here, {elapsed:.0f} s gone -> {steps} steps"
+              + ("" if fits else f" (the minimum; it will not fit {time_budget:.0f} s)")
+              + "; --steps=N pins the count.")
+    timings["calibration"] = time.time() - t0 - timings["corpus"]
     print(f"[2/5] General distillation, {steps} steps x {batch_size} sequences of {seq_len} ...")
     t1 = time.time()
     config = config_lib.load("general_distill")
@@ -233,7 +257,8 @@ def run_demo(teacher_dir, workdir, steps, batch_size, seq_len, student, layer_ma
     summary = {"rows": rows, "timings_s": timings, "steps": steps, "batch_size": batch_size,
                "seq_len": seq_len, "heldout_sentences": len(texts), "request": request,
                "first_loss": records[0]["loss"] if records else None,
-               "last_loss": records[-1]["loss"] if records else None, "loss_curve": png}
+               "last_loss": records[-1]["loss"] if records else None, "loss_curve": png,
+               "plan": plan}
     with open(os.path.join(workdir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     table = format_table(summary)
@@ -275,8 +300,9 @@ def format_table(summary):
     lines.append(
         f"{summary['steps']} steps x {summary['batch_size']} x {summary['seq_len']} tokens; "
         f"fidelity on {summary['heldout_sentences']} held-out sentences; latency at seq "
-        f"{summary['seq_len']}. Wall clock: total {t['total']:.0f} s (corpus {t['corpus']:.0f} s,"
-        f" distillation {t['distillation']:.0f} s, evaluation {t['evaluation']:.0f} s, export "
+        f"{summary['seq_len']}. Wall clock on {summary['plan']['cpu']}: total {t['total']:.0f} s"
+        f" (corpus {t['corpus']:.0f} s, step timing {t['calibration']:.0f} s, distillation "
+        f"{t['distillation']:.0f} s, evaluation {t['evaluation']:.0f} s, export "
         f"{t['export']:.0f} s)."
     )
     return "\n".join(lines)
@@ -289,7 +315,10 @@ def define_flags():
                         "default: the Python standard library's docstrings and comments.")
     flags.DEFINE_string("heldout", "", "Held-out text file (default: from the stdlib).")
     flags.DEFINE_string("workdir", "demo_out", "Where everything is written.")
-    flags.DEFINE_integer("steps", 360, "Distillation steps (more = better student).")
+    flags.DEFINE_integer("steps", 0, "Distillation steps (more = better student); 0: as many "
+                         f"as fit --time_budget, at most {demo_budget.MAX_STEPS}.")
+    flags.DEFINE_float("time_budget", 600.0, "Seconds the whole demo may take (install "
+                       "excluded) when --steps is 0.")
     flags.DEFINE_integer("batch_size", 32, "Global batch size.")
     flags.DEFINE_integer("seq_len", 64, "Sequence length.")
     flags.DEFINE_string("student", "from_teacher:4", "Student: from_teacher:N (N teacher layers, "
@@ -307,7 +336,8 @@ def main(argv):
     f = flags.FLAGS
     run_demo(f.teacher or minilm_dir(), f.workdir, f.steps, f.batch_size, f.seq_len, f.student,
              f.layer_map, f.learning_rate, f.eval_docs, corpus=f.corpus, heldout=f.heldout,
-             recipe=f.recipe, loss_weights=f.loss_weights)
+             recipe=f.recipe, loss_weights=f.loss_weights, time_budget=f.time_budget,
+             started=_STARTED)
 
 
 if __name__ == "__main__":
