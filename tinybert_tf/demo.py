@@ -301,7 +301,9 @@ def format_table(summary):
         f"{summary['steps']} steps x {summary['batch_size']} x {summary['seq_len']} tokens; "
         f"fidelity on {summary['heldout_sentences']} held-out sentences; latency at seq "
         f"{summary['seq_len']}. Wall clock on {summary['plan']['cpu']}: total {t['total']:.0f} s"
-        f" (corpus {t['corpus']:.0f} s, step timing {t['calibration']:.0f} s, distillation "
+        f" (corpus {t['corpus']:.0f} s, "
+        + ("" if summary["plan"]["pinned"] else f"step timing {t['calibration']:.0f} s, ")
+        + f"distillation "
         f"{t['distillation']:.0f} s, evaluation {t['evaluation']:.0f} s, export "
         f"{t['export']:.0f} s)."
     )
