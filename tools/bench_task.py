@@ -31,6 +31,8 @@ import time
 STEPS = ("intermediate", "prediction", "finetune")
 TEACHER = dict(num_layers=6, hidden_dim=384, num_heads=12, intermediate_dim=1536)  # MiniLM-L6
 TINY_TEACHER = dict(num_layers=2, hidden_dim=64, num_heads=2, intermediate_dim=128)
+LAYER_MAP = (1, 2, 4, 5)  # 6 teacher layers -> 4 student layers (the demo's map), 0-based
+TINY_LAYER_MAP = (0, 1)
 
 
 def task_rows(task_file, rows, seed, workdir):
@@ -121,7 +123,7 @@ def keras_step_model(cfg, teacher_arch, step, precision_name, jit, num_classes):
     """The compiled model `fit` trains for one step kind."""
     import keras
 
-    from tinybert_tf import Distiller
+    from tinybert_tf import Distiller, recipes
 
     teacher, student = keras_models(
         cfg, teacher_arch, "fp32" if precision_name == "fp32" else
@@ -131,8 +133,8 @@ def keras_step_model(cfg, teacher_arch, step, precision_name, jit, num_classes):
         model.compile(optimizer=keras.optimizers.AdamW(1e-4), jit_compile=jit,
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         return model
-    recipe = "tinybert_task_intermediate" if step == "intermediate" else "tinybert_task_prediction"
-    model = Distiller(teacher, student, recipe)
+    name = "tinybert_task_intermediate" if step == "intermediate" else "tinybert_task_prediction"
+    model = Distiller(teacher, student, recipes.get(name, layer_map=list(cfg["layer_map"])))
     model.compile(optimizer=keras.optimizers.AdamW(1e-4), jit_compile=jit)
     return model
 
@@ -231,7 +233,8 @@ def bench_task(cfg, run_peer, log=print):
         rows = task_rows(cfg["task_file"], cfg["rows"], 0, cfg["cache_dir"] or tmp)
         spec = tasks.load_file_task(write_subset(rows, os.path.join(tmp, "train.tsv")))
         tokenizer = keras_hub.tokenizers.Tokenizer.from_preset(cfg["tokenizer"])
-        cfg = dict(cfg, vocab=tokenizer.vocabulary_size())
+        cfg = dict(cfg, vocab=tokenizer.vocabulary_size(),
+                   layer_map=TINY_LAYER_MAP if cfg["tiny"] else LAYER_MAP)
         results = {"rows": len(rows), "classes": spec.num_classes, "teacher": teacher_arch,
                    "student": cfg["student"]}
         for seq in cfg["seq_lens"]:

@@ -56,8 +56,7 @@ class Steps:
 
         self.teacher, self.student = clf(teacher_arch), clf(cfg["student"])
         self.projection = torch.nn.Linear(cfg["student"]["hidden_dim"], teacher_arch["hidden_dim"])
-        t_layers, s_layers = teacher_arch["num_layers"], cfg["student"]["num_layers"]
-        self.layer_map = [(i + 1) * (t_layers // s_layers) - 1 for i in range(s_layers)]
+        self.layer_map = list(cfg["layer_map"])
         self.optimizers = {
             "intermediate": torch.optim.AdamW(list(self.student.parameters())
                                               + list(self.projection.parameters()), lr=1e-4),
