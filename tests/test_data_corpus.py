@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tinybert_tf.data import corpus, shards
+from tinybert_tf.data import corpus, corpus_scan, shards
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 WORDS = (
@@ -107,8 +107,12 @@ def test_long_document_split_without_losing_tokens(tmp_path):
     body = np.concatenate([s[1:-1] for s in seqs[:expected]])
     np.testing.assert_array_equal(body, np.asarray(tok(tf.constant(" ".join(words)))))
     assert all(len(s) <= seq_len for s in seqs)
-    stats = corpus.scan_corpus(str(tmp_path / "long.txt"), tokenizer=tok, seq_len=seq_len)
-    assert (stats.documents, stats.sequences, stats.tokens) == (2, expected + 1, 10_003)
+    stats = corpus_scan.scan_corpus(str(tmp_path / "long.txt"), tokenizer=tok, seq_len=seq_len)
+    assert (stats.documents, stats.tokens, stats.split_documents) == (2, 10_003, 1)
+    out = tmp_path / "shards"
+    written = shards.write_pretokenized_corpus(str(tmp_path / "long.txt"), str(out), tok,
+                                               seq_len=seq_len, num_shards=2, progress=False)
+    assert (written.sequences, written.tokens, written.split_documents) == (expected + 1, 10_003, 1)
 
 
 def test_blank_line_documents_gz_and_tfrecord_inputs(tmp_path):
@@ -126,15 +130,20 @@ def test_blank_line_documents_gz_and_tfrecord_inputs(tmp_path):
     assert docs == ["a dog. the fox.", "good day", "hello world"]
     line_docs = corpus.documents_dataset(f"{patterns[0]},{patterns[1]}", "line")
     assert len(list(line_docs)) == 4
-    stats = corpus.scan_corpus(patterns, doc_format="blank_line")
+    stats = corpus_scan.scan_corpus(patterns, doc_format="blank_line")
     assert (stats.files, stats.lines, stats.documents, stats.empty_lines) == (2, 8, 3, 4)
     assert "documents=3" in stats.summary()
+    tok = make_tokenizer(tmp_path)  # "a dog . the fox ." has 6 pieces, over seq_len 6 - 2
+    stats = corpus_scan.scan_corpus(patterns, "blank_line", tokenizer=tok, seq_len=6)
+    assert (stats.documents, stats.tokens, stats.split_documents) == (3, 10, 1)
+    stats = corpus_scan.scan_corpus(patterns, "line", tokenizer=tok, seq_len=6)
+    assert (stats.documents, stats.tokens, stats.split_documents) == (4, 10, 0)
 
 
 def test_bad_bytes_and_empty_lines_are_skipped_and_counted(tmp_path):
     (tmp_path / "bad.txt").write_bytes(b"hello \xff\xfe world\n\n   \n\t\nthe dog\n")
     tok = make_tokenizer(tmp_path)
-    stats = corpus.scan_corpus(str(tmp_path / "bad.txt"))
+    stats = corpus_scan.scan_corpus(str(tmp_path / "bad.txt"))
     assert (stats.lines, stats.documents, stats.empty_lines, stats.invalid_utf8_lines) == (
         5, 2, 3, 1)
     rows = collect(corpus.corpus_dataset(str(tmp_path / "bad.txt"), tok, seq_len=16,
@@ -152,6 +161,60 @@ def test_missing_inputs_raise_one_line_errors(tmp_path):
         corpus.expand_patterns("")
     with pytest.raises(ValueError, match="doc_format"):
         corpus.documents_dataset(str(tmp_path / "vocab.txt"), doc_format="para")
+
+
+def test_scan_with_max_lines_counts_a_prefix_and_says_so(tmp_path):
+    for k in range(3):
+        (tmp_path / f"p{k}.txt").write_text("the dog\n\n" * 50, encoding="utf-8")
+    full = corpus_scan.scan_corpus(str(tmp_path / "p*.txt"))
+    assert (full.files, full.lines, full.documents, full.empty_lines, full.complete) == (
+        3, 300, 150, 150, True)
+    part = corpus_scan.scan_corpus(str(tmp_path / "p*.txt"), max_lines=150)
+    assert not part.complete and part.files == 3 and 150 <= part.lines < 300
+    assert part.documents == part.lines // 2
+    cut = corpus_scan.scan_corpus(str(tmp_path / "p0.txt"), max_lines=10)
+    assert (cut.lines, cut.documents, cut.complete) == (10, 5, False)
+
+
+def test_no_documents_is_one_line_error(tmp_path):
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "blank.txt").write_text("\n  \n\t\n", encoding="utf-8")
+    (tmp_path / "c" / "empty.txt").write_text("", encoding="utf-8")
+    tok = make_tokenizer(tmp_path)
+    stats = corpus_scan.scan_corpus(str(tmp_path / "c" / "*.txt"))
+    assert (stats.files, stats.lines, stats.documents) == (2, 3, 0)
+    with pytest.raises(corpus.CorpusError, match=r"has no documents: 2 file\(s\), 3 lines") as e:
+        corpus_scan.require_documents(stats, str(tmp_path / "c" / "*.txt"))
+    assert "\n" not in str(e.value)
+    with pytest.raises(corpus.CorpusError, match="no sequences"):  # repeat: no endless loop
+        corpus.corpus_dataset(str(tmp_path / "c" / "*.txt"), tok, seq_len=8, batch_size=2)
+    (tmp_path / "d").mkdir()
+    with pytest.raises(corpus.CorpusError, match="only directories"):
+        corpus.expand_patterns(str(tmp_path / "d*"))
+    with pytest.raises(corpus.CorpusError, match="has no documents"):
+        shards.write_pretokenized_corpus(str(tmp_path / "c" / "blank.txt"), str(tmp_path / "out"), tok,
+                                         progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_epoch_order_does_not_depend_on_earlier_iterators(tmp_path):
+    """Keras' fit peeks a batch and starts a new iterator; a resumed run skips past epoch ends.
+    Both must see the batches of one uninterrupted iterator (epochs seeded by (seed, epoch))."""
+    (tmp_path / "c").mkdir()
+    lines = [f"{WORDS[i % 12]} {WORDS[(i // 12) % 12]}" for i in range(30)]
+    (tmp_path / "c" / "a.txt").write_text("\n".join(lines[:15]) + "\n", encoding="utf-8")
+    (tmp_path / "c" / "b.txt").write_text("\n".join(lines[15:]) + "\n", encoding="utf-8")
+    tok = make_tokenizer(tmp_path)
+    ds = corpus.corpus_dataset(str(tmp_path / "c" / "*.txt"), tok, seq_len=8, batch_size=4,
+                               shuffle_buffer=16, seed=3, drop_remainder=True)
+    full = [b["token_ids"].numpy() for b in ds.take(20)]  # 80 sequences: 2 epoch ends
+    next(iter(ds))  # a peek
+    resumed = [b["token_ids"].numpy() for b in ds.skip(12).take(8)]
+    for a, b in zip(full[12:], resumed, strict=True):
+        np.testing.assert_array_equal(a, b)
+    epochs = np.concatenate(full)[:60].reshape(2, 30, 8)  # 30 sequences a pass
+    assert sorted(map(bytes, epochs[0])) == sorted(map(bytes, epochs[1]))
+    assert not np.array_equal(epochs[0], epochs[1])  # each epoch its own order
 
 
 def test_same_seed_same_order_different_seed_different_order(tmp_path):

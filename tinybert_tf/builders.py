@@ -8,23 +8,17 @@ import os
 
 import keras
 import keras_hub
-import tensorflow as tf
 
 from tinybert_tf import hardware, optim, recipes, students
 from tinybert_tf.strategy import LaunchError, steps_per_execution
 
 
 def check_preset(path, what):
-    """A local preset path that does not exist is a one-line error (preset names pass through)."""
-    if not path:
-        raise LaunchError(f"No {what} given; pass --config.{what}=<keras-hub preset name or dir>.")
-    looks_local = "://" not in path and (os.sep in path or path.startswith("."))
-    if looks_local and not tf.io.gfile.isdir(path):
-        raise LaunchError(
-            f"{what} path {path} does not exist; pass --config.{what}=<keras-hub preset name or "
-            "preset dir> (e.g. the `student`/`model` dir a previous run wrote)."
-        )
-    return path
+    """A preset that cannot load is a one-line error (`validate.check_preset`: a missing path, a
+    directory without config.json, a name keras-hub does not know); returns `path`."""
+    from tinybert_tf import validate
+
+    return validate.check_preset(path, what)
 
 
 def load_tokenizer(preset):

@@ -108,23 +108,58 @@ _READ_ONLY = ("evaluate", "export")
 
 
 def run(config, workdir):
-    """Run one mode of a resolved config; returns what the mode returns (e.g. a preset dir)."""
-    from tinybert_tf import strategy
+    """Run one mode of a resolved config; returns what the mode returns (e.g. a preset dir).
+
+    Training modes are checked first (`validate.check_launch`: nothing is written when a check
+    fails); then the workdir is claimed (`train.prepare_workdir` writes config.json). A user
+    error after that but before training started un-claims it again (removes that config.json),
+    so the fixed command is not refused as a different run.
+    """
+    from tinybert_tf import cli, strategy, validate
 
     if config.mode not in MODES:
         raise strategy.LaunchError(f"Unknown mode {config.mode!r}; use one of {', '.join(MODES)}.")
     if config.mode in _READ_ONLY:  # read a run's outputs; leave its config alone
         tf.io.gfile.makedirs(workdir)
-    else:
-        train.prepare_workdir(workdir, config.to_dict(), overwrite=config.overwrite)
+        return _start(config, workdir, strategy.make_strategy(config.strategy, config.tpu))
+    launch = validate.check_launch(config, workdir)
+    created = not tf.io.gfile.exists(workdir)
+    fresh = not tf.io.gfile.exists(os.path.join(workdir, "config.json"))
+    train.prepare_workdir(workdir, config.to_dict(), overwrite=config.overwrite)
+    try:
+        return _start(config, workdir, launch.strategy, launch.corpus_scan)
+    except Exception as err:
+        if fresh and cli.user_message(err) is not None:
+            _unclaim(workdir, created)
+        raise
+
+
+def _start(config, workdir, dist, corpus_scan=None):
+    from tinybert_tf import strategy, validate
+
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
-    dist = strategy.make_strategy(config.strategy, config.tpu)
     config = resolve_auto(config)
     strategy.set_precision(config.precision)
     print(f"Strategy {type(dist).__name__} with {dist.num_replicas_in_sync} replicas.")
+    if corpus_scan:
+        validate.record_scan(corpus_scan, workdir)
     return MODES[config.mode](config, workdir, dist)
+
+
+def _unclaim(workdir, created):
+    """Remove the config.json this launch wrote (and the workdir it made, when empty again)
+    unless training started: a checkpoint, TensorBoard logs or metrics.jsonl under workdir."""
+    for _, dirs, files in tf.io.gfile.walk(workdir):
+        if {"checkpoints", "tensorboard"} & set(dirs) or "metrics.jsonl" in files:
+            return
+    for name in ("config.json", "corpus_scan.json"):
+        path = os.path.join(workdir, name)
+        if tf.io.gfile.exists(path):
+            tf.io.gfile.remove(path)
+    if created and not tf.io.gfile.listdir(workdir):
+        tf.io.gfile.rmtree(workdir)
 
 
 def resolve_auto(config):

@@ -35,12 +35,15 @@ flags.DEFINE_bool("pair_context", True, "MLM input '[CLS] masked [SEP] original 
 flags.DEFINE_string("text_column", "text", "Column to augment.")
 flags.DEFINE_string("text_b_column", None, "Second text column of pair tasks (also augmented).")
 flags.DEFINE_string("label_column", "label", "Label column (copied; checked to exist).")
+flags.DEFINE_bool("verbose", False, "Traceback of a user error too (one line otherwise).")
 flags.mark_flags_as_required(["input", "output_dir", "masked_lm_preset"])
 
 
 def load_masked_lm(preset: str):
-    """(masked_lm, tokenizer) from a keras-hub preset; exits with one line if it has no head."""
+    """(masked_lm, tokenizer) from a keras-hub preset; a UserError if it has no masked-LM head."""
     import keras_hub
+
+    from tinybert_tf.errors import UserError
 
     task_json = os.path.join(preset, "task.json")
     if os.path.isdir(preset):
@@ -49,8 +52,8 @@ def load_masked_lm(preset: str):
             with open(task_json) as f:
                 name = json.load(f).get("class_name", "")
         if "MaskedLM" not in name:
-            sys.exit(f"error: {preset} has no masked-LM head (task.json is {name or 'missing'}); "
-                     "save a keras_hub *MaskedLM with save_to_preset and pass that directory")
+            raise UserError(f"{preset} has no masked-LM head (task.json is {name or 'missing'}); "
+                            "save a keras_hub *MaskedLM with save_to_preset and pass that directory")
     masked_lm = keras_hub.models.MaskedLM.from_preset(preset, preprocessor=None)
     tokenizer = keras_hub.tokenizers.Tokenizer.from_preset(preset)
     return masked_lm, tokenizer
@@ -58,6 +61,12 @@ def load_masked_lm(preset: str):
 
 def main(argv):
     del argv
+    from tinybert_tf import cli
+
+    cli.report(_augment, verbose=FLAGS.verbose)  # a user error (no MLM head, a bad TSV): one line
+
+
+def _augment():
     from tinybert_tf.data import augment
 
     masked_lm, tokenizer = load_masked_lm(FLAGS.masked_lm_preset)

@@ -36,29 +36,30 @@ flags.DEFINE_string("hf_dir", None, "Also write a Hugging Face BERT checkpoint h
 flags.DEFINE_bool("tflite", False, "Also write fp32 and int8 TFLite files of serving_default.")
 flags.DEFINE_bool("verify", True, "Op check, saved_model_cli and fresh-process parity.")
 flags.DEFINE_string("report_json", None, "Also write the ExportReport as JSON here.")
+flags.DEFINE_bool("verbose", False, "Traceback of a user error too (one line otherwise).")
 flags.mark_flags_as_required(["student", "export_dir"])
 
 
 def main(argv):
     del argv
-    from tinybert_tf.export import ExportError, export
+    from tinybert_tf import cli
+    from tinybert_tf.export import export
 
-    try:
-        report = export(
-            FLAGS.student,
-            FLAGS.export_dir,
-            model_name=FLAGS.model_name,
-            version=FLAGS.version,
-            labels=FLAGS.labels,
-            text_signature=FLAGS.text_signature,
-            warmup=FLAGS.warmup,
-            hf_dir=FLAGS.hf_dir,
-            tflite=FLAGS.tflite,
-            verify=FLAGS.verify,
-        )
-    except ExportError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    report = cli.report(  # a user error (ExportError, a missing file, ...): one line, exit 1
+        export,
+        FLAGS.student,
+        FLAGS.export_dir,
+        model_name=FLAGS.model_name,
+        version=FLAGS.version,
+        labels=FLAGS.labels,
+        text_signature=FLAGS.text_signature,
+        warmup=FLAGS.warmup,
+        hf_dir=FLAGS.hf_dir,
+        tflite=FLAGS.tflite,
+        verify=FLAGS.verify,
+        verbose=FLAGS.verbose,
+        prefix="error",
+    )
     if FLAGS.report_json:
         with open(FLAGS.report_json, "w", encoding="utf-8") as f:
             json.dump(report.to_dict(), f, indent=2, default=str)

@@ -5,6 +5,8 @@ Example:
       --tokenizer_preset=/path/to/keras_hub/preset --seq_len=128 --num_shards=64
 
 Read the shards back with `tinybert_tf.data.shards.pretokenized_dataset('<output_dir>/*.tfrecord')`.
+A corpus without documents (empty or whitespace-only files) is an error before anything is written:
+`Error: ...` in one line, exit code 1.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ def define_flags(fv=FLAGS):
         flag_values=fv,
     )
     flags.DEFINE_bool("progress", True, "Show a progress bar.", flag_values=fv)
+    flags.DEFINE_bool("verbose", False, "Traceback of a user error too (one line otherwise).",
+                      flag_values=fv)
 
 
 def load_tokenizer(vocab=None, tokenizer_preset=None, lowercase=False):
@@ -67,7 +71,9 @@ def run(fv=FLAGS):
     )
     print(
         f"prepare_corpus: skipped {stats.empty_lines} empty/whitespace-only lines of "
-        f"{stats.lines}; {stats.invalid_utf8_lines} lines had invalid UTF-8 (replaced by U+FFFD)"
+        f"{stats.lines}; {stats.invalid_utf8_lines} lines had invalid UTF-8 (replaced by U+FFFD); "
+        f"{stats.split_documents} documents over {fv.seq_len - 2} pieces split into several "
+        "sequences"
     )
     return stats
 
@@ -75,7 +81,9 @@ def run(fv=FLAGS):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    run(FLAGS)
+    from tinybert_tf import cli
+
+    cli.report(run, FLAGS, verbose=FLAGS.verbose)  # a mistake (e.g. no documents): one line
 
 
 if __name__ == "__main__":

@@ -4,14 +4,20 @@ Everything after file listing runs inside `tf.data` (TensorFlow Text ops via the
 keras-hub tokenizer), so the same pipeline feeds CPU, GPU and Cloud TPU (`gs://` globs work
 through `tf.io.gfile`). Output elements are int32 dicts
 `{"token_ids", "segment_ids", "padding_mask"}` of shape `[batch, seq_len]`.
+
+Epoch `e` of a repeated corpus is shuffled with a seed drawn from `(seed, e)` alone (files and
+sequences), not with a `reshuffle_each_iteration` shuffle whose seed advances with every iterator
+made (Keras' TF `fit` peeks a batch and then starts a new iterator), so a run resumed past an epoch
+end sees the batches an uninterrupted run sees.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 import tensorflow as tf
+
+from tinybert_tf.errors import UserError
 
 _TFRECORD_SUFFIXES = (".tfrecord", ".tfrecords", ".tfrec")
 _DOC_FORMATS = ("line", "blank_line")
@@ -20,34 +26,21 @@ _LATIN_END = r"([.!?]+[\"')\]]*)\s+"
 _CJK_END = "([。！？]+[」』”）]*)\\s*"
 
 
-@dataclasses.dataclass
-class CorpusStats:
-    """Counts from one pass over a corpus; `lines` counts TFRecord records too."""
-
-    files: int = 0
-    lines: int = 0
-    documents: int = 0
-    empty_lines: int = 0  # whitespace-only lines/records (skipped, or doc separators)
-    invalid_utf8_lines: int = 0  # lines with bad bytes (replaced by U+FFFD, kept)
-    sequences: int = 0  # packed sequences (only when a tokenizer was given)
-    tokens: int = 0  # word pieces in those sequences, excluding [CLS]/[SEP]
-
-    def summary(self) -> str:
-        """One printable line, e.g. for the launcher's log."""
-        return ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(self).items())
+class CorpusError(UserError):
+    """A corpus mistake the user fixes (no documents, an unknown doc_format, ...); one line."""
 
 
 def expand_patterns(patterns) -> list[str]:
     """Sorted file list from a pattern, a comma-separated string or a list of globs/paths.
 
     Uses `tf.io.gfile`, so `gs://bucket/*.txt` works. A pattern matching nothing raises a
-    one-line FileNotFoundError naming it.
+    one-line FileNotFoundError naming it; patterns matching only directories a CorpusError.
     """
     if isinstance(patterns, (str, os.PathLike)):
         patterns = [p for p in str(patterns).split(",") if p.strip()]
     patterns = [str(p).strip() for p in patterns]
     if not patterns:
-        raise ValueError("No corpus input given; pass a file, a glob or a comma-separated list.")
+        raise CorpusError("No corpus input given; pass a file, a glob or a comma-separated list.")
     files = []
     for pattern in patterns:
         matched = sorted(tf.io.gfile.glob(pattern))
@@ -55,7 +48,42 @@ def expand_patterns(patterns) -> list[str]:
             raise FileNotFoundError(f"No file matches corpus pattern {pattern!r}; check the path.")
         # Skip directories (checked locally only: one RPC per file would be slow on buckets).
         files.extend(m for m in matched if "://" in m or not tf.io.gfile.isdir(m))
+    if not files:
+        raise CorpusError(f"Corpus {','.join(patterns)!r} matches only directories; pass files "
+                          "or a glob of files, e.g. 'corpus/*.txt'.")
     return sorted(dict.fromkeys(files))
+
+
+def _pair(seed, salt):
+    return tf.stack([tf.cast(seed, tf.int64), tf.cast(salt, tf.int64)])
+
+
+def epoch_seed(seed, epoch):
+    """The int64 scalar seed of epoch `epoch` (tensor or int): a pure function of both."""
+    return tf.random.stateless_uniform([], _pair(seed, epoch), minval=0, maxval=2**62,
+                                       dtype=tf.int64)
+
+
+# Stateless shuffles: `Dataset.shuffle` keeps seed state per dataset (and refuses a tensor seed
+# when the global seed is 0), so the epoch-seeded pipeline permutes with stateless ops instead.
+
+
+def shuffled_files(files, seed):
+    """A dataset of `files` in an order drawn from `seed` (an int or an int64 tensor)."""
+    order = tf.random.experimental.stateless_shuffle(tf.range(len(files)), _pair(seed, -1))
+    return tf.data.Dataset.from_tensor_slices(tf.gather(tf.constant(files), order))
+
+
+def window_shuffle(ds, size, seed):
+    """1-D elements of `ds` shuffled within windows of `size` consecutive ones (window w in an
+    order drawn from `(seed, w)`); like a shuffle buffer of `size`, without seed state."""
+
+    def permute(w, rows):
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(rows.nrows()), tf.random.experimental.stateless_fold_in(_pair(seed, -2), w))
+        return tf.gather(rows, order)
+
+    return ds.ragged_batch(size).enumerate().map(permute).unbatch()
 
 
 def _to_inputs(token_ids, seq_len, pad_id):
@@ -72,18 +100,29 @@ def finish_sequences(
     seqs, seq_len, batch_size, pad_id=0, shuffle_buffer=10000, seed=0, repeat=True,
     drop_remainder=False, bucket_boundaries=None, deterministic=True,
 ):
-    """Shuffle/repeat/batch/prefetch a dataset of unpadded 1-D int32 sequences.
+    """Shuffle/repeat/batch/prefetch unpadded 1-D int32 sequences: a dataset, or a function
+    `epoch_seed -> dataset` of one pass (its file order drawn from that seed).
 
     Batches are `{"token_ids","segment_ids","padding_mask"}` int32 `[B, seq_len]`; with
-    `bucket_boundaries` they are padded only to the longest sequence of the batch instead.
+    `bucket_boundaries` they are padded only to the longest sequence of the batch instead. Epoch
+    e (and without `repeat` the one pass, e = 0) is `seqs(epoch_seed(seed, e))` shuffled with
+    that seed: its order depends on the seed and the epoch only.
     """
-    if shuffle_buffer:
-        seqs = seqs.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if bucket_boundaries and max(bucket_boundaries) > seq_len:
+        raise CorpusError(f"bucket_boundaries {bucket_boundaries} exceed seq_len={seq_len}.")
+    make = seqs if callable(seqs) else (lambda _: seqs)
+    if repeat and not any(True for _ in make(epoch_seed(seed, 0)).take(1)):
+        # repeating an empty pass would loop for ever
+        raise CorpusError("The corpus yields no sequences (no documents); pass files with text.")
+
+    def one_pass(s):
+        return window_shuffle(make(s), shuffle_buffer, s) if shuffle_buffer else make(s)
+
     if repeat:
-        seqs = seqs.repeat()  # tf.data stops (no hang) if the corpus turns out empty
+        seqs = tf.data.Dataset.counter().flat_map(lambda e: one_pass(epoch_seed(seed, e)))
+    else:
+        seqs = one_pass(epoch_seed(seed, 0))
     if bucket_boundaries:
-        if max(bucket_boundaries) > seq_len:
-            raise ValueError(f"bucket_boundaries {bucket_boundaries} exceed seq_len={seq_len}.")
         ds = seqs.map(lambda s: _to_inputs(s, None, pad_id))
         ds = ds.bucket_by_sequence_length(
             lambda x: tf.shape(x["token_ids"])[0],
@@ -110,15 +149,16 @@ def _compression(path):
     return tf.where(tf.strings.regex_full_match(path, r".*\.gz"), "GZIP", "")
 
 
-def _text_lines(path):
-    """Raw lines of one (optionally gzipped) text file, as a dataset of scalar strings."""
-    return tf.data.TextLineDataset(path, compression_type=_compression(path))
+def _text_lines(path, limit=-1):
+    """Raw lines of one (optionally gzipped) text file, as a dataset of scalar strings (the
+    first `limit` when limit >= 0)."""
+    return tf.data.TextLineDataset(path, compression_type=_compression(path)).take(limit)
 
 
-def _tfrecord_texts(path):
-    """The `text` feature of each tf.train.Example in one TFRecord file."""
+def _tfrecord_texts(path, limit=-1):
+    """The `text` feature of each tf.train.Example in one TFRecord file (the first `limit`)."""
     spec = {"text": tf.io.FixedLenFeature([], tf.string, default_value="")}
-    records = tf.data.TFRecordDataset(path, compression_type=_compression(path))
+    records = tf.data.TFRecordDataset(path, compression_type=_compression(path)).take(limit)
     return records.map(lambda r: tf.io.parse_single_example(r, spec)["text"])
 
 
@@ -143,25 +183,27 @@ def _blank_line_docs(lines):
     return lines.scan(tf.constant(""), step)
 
 
-def _file_documents(path, doc_format, tfrecord):
-    """Documents (UTF-8-fixed, stripped, possibly empty) of one file."""
+def _file_documents(path, doc_format, tfrecord, limit=-1):
+    """Documents (UTF-8-fixed, stripped, possibly empty) of one file (of its first `limit`
+    lines or records when limit >= 0)."""
     if tfrecord:
-        return _tfrecord_texts(path).map(_fix_utf8)
+        return _tfrecord_texts(path, limit).map(_fix_utf8)
     if doc_format == "blank_line":
-        return _blank_line_docs(_text_lines(path))
-    return _text_lines(path).map(_fix_utf8)
+        return _blank_line_docs(_text_lines(path, limit))
+    return _text_lines(path, limit).map(_fix_utf8)
 
 
 def _check_doc_format(doc_format):
     if doc_format not in _DOC_FORMATS:
-        raise ValueError(f"doc_format={doc_format!r} is not one of {_DOC_FORMATS}.")
+        raise CorpusError(f"doc_format={doc_format!r} is not one of {_DOC_FORMATS}.")
 
 
 def documents_dataset(patterns, doc_format="line", shuffle_files=False, seed=0, deterministic=True):
     """Non-empty documents (scalar tf.string) from text/.gz/TFRecord files, interleaved by file.
 
     `doc_format="line"`: one document per line; `"blank_line"`: documents separated by blank
-    lines. TFRecords hold one document per tf.train.Example `text` feature.
+    lines. TFRecords hold one document per tf.train.Example `text` feature. `seed` (an int or an
+    int64 tensor, e.g. an `epoch_seed`) orders the files with `shuffle_files`.
     """
     _check_doc_format(doc_format)
     files = expand_patterns(patterns)
@@ -170,9 +212,8 @@ def documents_dataset(patterns, doc_format="line", shuffle_files=False, seed=0, 
         group = [f for f in files if _is_tfrecord(f) == tfrecord]
         if not group:
             continue
-        ds = tf.data.Dataset.from_tensor_slices(group)
-        if shuffle_files:
-            ds = ds.shuffle(len(group), seed=seed, reshuffle_each_iteration=True)
+        ds = shuffled_files(group, seed) if shuffle_files else \
+            tf.data.Dataset.from_tensor_slices(group)
         streams.append(
             ds.interleave(
                 lambda f, t=tfrecord: _file_documents(f, doc_format, t),
@@ -183,8 +224,10 @@ def documents_dataset(patterns, doc_format="line", shuffle_files=False, seed=0, 
             )
         )
     ds = streams[0]
-    if len(streams) == 2:
-        ds = tf.data.Dataset.sample_from_datasets(streams, seed=seed, stop_on_empty_dataset=False)
+    if len(streams) == 2:  # text and TFRecord files: a fair coin (seeded) picks the next one
+        coin = tf.data.Dataset.counter().map(lambda i: tf.random.stateless_uniform(
+            [], _pair(seed, i), maxval=2, dtype=tf.int64))
+        ds = tf.data.Dataset.choose_from_datasets(streams, coin, stop_on_empty_dataset=False)
     return ds.filter(lambda d: tf.strings.length(d) > 0)
 
 
@@ -233,10 +276,11 @@ def _special_ids(tokenizer):
     return tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
 
 
-def sequences_dataset(documents, tokenizer, seq_len=128, deterministic=True):
-    """Documents -> unpadded 1-D int32 sequences `[CLS] pieces [SEP]` (length <= seq_len)."""
+def document_sequences(documents, tokenizer, seq_len=128, deterministic=True):
+    """Documents -> one int32 `[n, None]` RaggedTensor per document: its rows `[CLS] pieces
+    [SEP]` (each at most seq_len long; n > 1 for a document over seq_len - 2 pieces)."""
     if seq_len < 3:
-        raise ValueError(f"seq_len={seq_len} is too small; use at least 3.")
+        raise CorpusError(f"seq_len={seq_len} is too small; use at least 3.")
     cls_id, sep_id, _ = _special_ids(tokenizer)
 
     def to_rows(doc):
@@ -246,75 +290,35 @@ def sequences_dataset(documents, tokenizer, seq_len=128, deterministic=True):
         sep = tf.fill([n, 1], tf.constant(sep_id, tf.int32))
         return tf.concat([cls, rows, sep], axis=1)
 
-    ds = documents.map(to_rows, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-    return ds.unbatch()
+    return documents.map(to_rows, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+
+
+def sequences_dataset(documents, tokenizer, seq_len=128, deterministic=True):
+    """Documents -> unpadded 1-D int32 sequences `[CLS] pieces [SEP]` (length <= seq_len)."""
+    return document_sequences(documents, tokenizer, seq_len, deterministic).unbatch()
 
 
 def corpus_dataset(
-    patterns,
-    tokenizer,
-    seq_len=128,
-    batch_size=32,
-    doc_format="line",
-    shuffle_buffer=10000,
-    seed=0,
-    repeat=True,
-    drop_remainder=False,
-    bucket_boundaries=None,
-    deterministic=True,
+    patterns, tokenizer, seq_len=128, batch_size=32, doc_format="line", shuffle_buffer=10000,
+    seed=0, repeat=True, drop_remainder=False, bucket_boundaries=None, deterministic=True,
 ):
     """Batched, prefetched packed-text dataset for general distillation.
 
     Yields `{"token_ids", "segment_ids", "padding_mask"}` int32 `[batch_size, seq_len]` (with
-    `bucket_boundaries`, the length axis is the batch's bucket length instead). The order is a
-    pure function of `seed` (files and sequences are shuffled with it), which exact resume needs.
-    Use `drop_remainder=True` for static shapes on TPU.
+    `bucket_boundaries`, the length axis is the batch's bucket length instead). Epoch e's order
+    is a pure function of `(seed, e)` (files and sequences are shuffled with `epoch_seed`), which
+    exact resume needs. Use `drop_remainder=True` for static shapes on TPU.
     """
-    docs = documents_dataset(
-        patterns, doc_format, shuffle_files=shuffle_buffer > 0, seed=seed,
-        deterministic=deterministic,
-    )
-    seqs = sequences_dataset(docs, tokenizer, seq_len, deterministic=deterministic)
+    files = expand_patterns(patterns)
+    _check_doc_format(doc_format)
+
+    def one_pass(s):
+        docs = documents_dataset(files, doc_format, shuffle_files=shuffle_buffer > 0, seed=s,
+                                 deterministic=deterministic)
+        return sequences_dataset(docs, tokenizer, seq_len, deterministic=deterministic)
+
     return finish_sequences(
-        seqs, seq_len, batch_size, pad_id=tokenizer.pad_token_id, shuffle_buffer=shuffle_buffer,
-        seed=seed, repeat=repeat, drop_remainder=drop_remainder,
+        one_pass, seq_len, batch_size, pad_id=tokenizer.pad_token_id,
+        shuffle_buffer=shuffle_buffer, seed=seed, repeat=repeat, drop_remainder=drop_remainder,
         bucket_boundaries=bucket_boundaries, deterministic=deterministic,
     )
-
-
-def scan_corpus(patterns, doc_format="line", tokenizer=None, seq_len=128):
-    """Counts files, lines, documents, skipped empty lines and invalid UTF-8 (-> CorpusStats).
-
-    With a tokenizer it also counts the packed sequences and tokens `corpus_dataset` would make.
-    Runs as `tf.data` reductions, one extra pass over the data.
-    """
-    _check_doc_format(doc_format)
-    files = expand_patterns(patterns)
-    stats = CorpusStats(files=len(files))
-    text = [f for f in files if not _is_tfrecord(f)]
-    records = [f for f in files if _is_tfrecord(f)]
-    raw = tf.data.Dataset.from_tensor_slices(text or [""]).take(len(text)).flat_map(_text_lines)
-    if records:
-        raw = raw.concatenate(tf.data.Dataset.from_tensor_slices(records).flat_map(_tfrecord_texts))
-
-    def count(acc, line):
-        fixed = tf.strings.unicode_transcode(
-            line, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD
-        )
-        empty = tf.equal(tf.strings.strip(fixed), "")
-        bad = tf.not_equal(fixed, line)
-        return acc + tf.stack([tf.constant(1, tf.int64), tf.cast(empty, tf.int64),
-                               tf.cast(bad, tf.int64)])
-
-    counts = raw.reduce(tf.zeros([3], tf.int64), count).numpy().tolist()
-    stats.lines, stats.empty_lines, stats.invalid_utf8_lines = counts
-    docs = documents_dataset(files, doc_format)
-    stats.documents = int(docs.reduce(tf.constant(0, tf.int64), lambda a, _: a + 1))
-    if tokenizer is not None:
-        seqs = sequences_dataset(docs, tokenizer, seq_len)
-        n, toks = seqs.reduce(
-            (tf.constant(0, tf.int64), tf.constant(0, tf.int64)),
-            lambda a, s: (a[0] + 1, a[1] + tf.cast(tf.size(s) - 2, tf.int64)),
-        )
-        stats.sequences, stats.tokens = int(n), int(toks)
-    return stats

@@ -13,12 +13,14 @@ import os
 import tensorflow as tf
 
 from tinybert_tf.data.corpus import (
+    CorpusError,
+    document_sequences,
     documents_dataset,
     expand_patterns,
     finish_sequences,
-    scan_corpus,
-    sequences_dataset,
+    shuffled_files,
 )
+from tinybert_tf.data.corpus_scan import require_documents, scan_corpus
 
 META_FILE = "corpus_meta.json"
 
@@ -38,12 +40,19 @@ def write_pretokenized_corpus(
 
     Each tf.train.Example holds one unpadded `token_ids` int64 list `[CLS] ... [SEP]`;
     sequences go round-robin to `{prefix}-00000-of-0000N.tfrecord`. `corpus_meta.json` records
-    seq_len, pad id and the counts, which `pretokenized_dataset` checks.
+    seq_len, pad id and the counts, which `pretokenized_dataset` checks. A corpus without
+    documents is a CorpusError before anything is written.
     """
     if num_shards < 1:
-        raise ValueError(f"num_shards={num_shards} must be >= 1.")
-    stats = scan_corpus(patterns, doc_format)
-    seqs = sequences_dataset(documents_dataset(patterns, doc_format), tokenizer, seq_len)
+        raise CorpusError(f"num_shards={num_shards} must be >= 1.")
+    stats = require_documents(scan_corpus(patterns, doc_format), patterns)
+
+    def flag_split(rows):  # each row, and on a document's first row whether it was split
+        n = rows.nrows(out_type=tf.int32)
+        return rows, tf.logical_and(tf.range(n) == 0, n > 1)
+
+    docs = document_sequences(documents_dataset(patterns, doc_format), tokenizer, seq_len)
+    seqs = docs.map(flag_split).unbatch()
     tf.io.gfile.makedirs(output_dir)
     names = [
         os.path.join(output_dir, f"{prefix}-{i:05d}-of-{num_shards:05d}.tfrecord")
@@ -56,11 +65,12 @@ def write_pretokenized_corpus(
 
         bar = tqdm(unit="seq", desc="prepare_corpus")
     try:
-        for batch in seqs.ragged_batch(256).prefetch(2).as_numpy_iterator():
+        for batch, split in seqs.ragged_batch(256).prefetch(2).as_numpy_iterator():
             for row in batch:
                 writers[stats.sequences % num_shards].write(_shard_example(row.tolist()))
                 stats.sequences += 1
                 stats.tokens += len(row) - 2
+            stats.split_documents += int(split.sum())
             if bar is not None:
                 bar.update(len(batch))
     finally:
@@ -93,28 +103,32 @@ def pretokenized_dataset(
 ):
     """Reads shards from `write_pretokenized_corpus` -> same batches as `corpus_dataset`.
 
-    `seq_len`/`pad_id` default to the values in the shards' `corpus_meta.json`.
+    `seq_len`/`pad_id` default to the values in the shards' `corpus_meta.json`. Epoch e reads
+    the shards in an order drawn from `(seed, e)`, as `corpus_dataset` does.
     """
     files = [f for f in expand_patterns(patterns) if not f.endswith(".json")]
     meta = read_corpus_meta(os.path.dirname(files[0])) or {}
     written = meta.get("seq_len")
     seq_len = seq_len or written
     if seq_len is None:
-        raise ValueError("seq_len unknown: pass seq_len= (no corpus_meta.json beside the shards).")
+        raise CorpusError("seq_len unknown: pass seq_len= (no corpus_meta.json beside the shards).")
     if written and written > seq_len:
-        raise ValueError(f"Shards were packed to seq_len={written} > {seq_len}; re-run prepare_corpus.")
+        raise CorpusError(f"Shards were packed to seq_len={written} > {seq_len}; re-run "
+                          "tools/prepare_corpus.py with that --seq_len.")
     pad_id = meta.get("pad_id", 0) if pad_id is None else pad_id
     spec = {"token_ids": tf.io.RaggedFeature(tf.int64)}
-    ds = tf.data.Dataset.from_tensor_slices(files)
-    if shuffle_buffer:
-        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.interleave(
-        tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic,
-    )
-    ds = ds.map(lambda r: tf.cast(tf.io.parse_single_example(r, spec)["token_ids"], tf.int32))
+
+    def one_pass(s):
+        ds = shuffled_files(files, s) if shuffle_buffer else tf.data.Dataset.from_tensor_slices(files)
+        ds = ds.interleave(
+            tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic,
+        )
+        return ds.map(lambda r: tf.cast(tf.io.parse_single_example(r, spec)["token_ids"],
+                                        tf.int32))
+
     return finish_sequences(
-        ds, seq_len, batch_size, pad_id=pad_id, shuffle_buffer=shuffle_buffer, seed=seed,
+        one_pass, seq_len, batch_size, pad_id=pad_id, shuffle_buffer=shuffle_buffer, seed=seed,
         repeat=repeat, drop_remainder=drop_remainder, bucket_boundaries=bucket_boundaries,
         deterministic=deterministic,
     )
