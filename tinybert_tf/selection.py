@@ -1,14 +1,16 @@
 """Model selection on the eval split: score the model every `every` steps, keep the best on disk.
 
-`EvalSelector` is a Keras callback for `train.run`. After each chunk in which a multiple of
-`every` steps was crossed (and after the last step) it calls `score()` -> `{metric: value}` on
-the eval split (never the test split), adds `val_<metric>` to the chunk's logs (so `StepLogger`
-writes TensorBoard `eval/<metric>` and `metrics.jsonl`), prints one line, and when the selection
-metric improved writes the model with `save(path)` to `<workdir>/best_on_eval` (atomically: a
-temporary dir renamed into place). `<workdir>/selection.json` keeps the best and the history, so a
-resumed run keeps selecting as an uninterrupted one would: a chunk re-run after a kill scores the
-same weights again and does not replace an equal best. `finish()` writes the last model to
-`<out>_last` and the best one to `<out>`.
+`EvalSelector` is a Keras callback for `train.run`. After each chunk end by which a multiple of
+`every` steps was crossed since the last evaluation (and after the last step) it calls `score()`
+-> `{metric: value}` on the eval split (never the test split), adds `val_<metric>` to the chunk's
+logs (so `StepLogger` writes TensorBoard `eval/<metric>` and `metrics.jsonl`), prints one line,
+and when the selection metric improved writes the model with `save(path)` to
+`<workdir>/best_on_eval` (atomically: a temporary dir renamed into place).
+`<workdir>/selection.json` keeps the best and the history, so a resumed run keeps selecting as an
+uninterrupted one would: a chunk re-run after a kill scores the same weights again and does not
+replace an equal best, and a chunk resumed mid-way after a signal (its fit begins mid-chunk) is
+scored at its end exactly when an uninterrupted run would score it. `finish()` writes the last
+model to `<out>_last` and the best one to `<out>`.
 """
 
 from __future__ import annotations
@@ -56,7 +58,6 @@ class EvalSelector(keras.callbacks.Callback):
         tmp = self.best_dir + ".tmp"
         if not tf.io.gfile.exists(self.best_dir) and tf.io.gfile.exists(tmp):
             tf.io.gfile.rename(tmp, self.best_dir)  # killed between the two steps of a swap
-        self._start = 0
 
     def _better(self, value):
         best = self.state["best"]
@@ -64,12 +65,12 @@ class EvalSelector(keras.callbacks.Callback):
             return True
         return value > best["value"] if self.higher else value < best["value"]
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = int(self.model.optimizer.iterations.numpy())
-
     def on_epoch_end(self, epoch, logs=None):
         step = int(self.model.optimizer.iterations.numpy())
-        if step // self.every <= self._start // self.every and step < self.total_steps:
+        # The last evaluation before this chunk end (selection.json survives restarts), not the
+        # step this fit began at: the same chunk ends are scored however the run was resumed.
+        last = max((h["step"] for h in self.state["history"] if h["step"] < step), default=0)
+        if step // self.every <= last // self.every and step < self.total_steps:
             return
         self.evaluate(step, logs)
 
