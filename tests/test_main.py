@@ -47,6 +47,9 @@ def test_general_distill_end_to_end(assets, tmp_path):
     with open(tmp_path / "corpus_scan.json") as f:
         scan = json.load(f)
     assert (scan["files"], scan["documents"], scan["complete"]) == (1, 200, True)
+    with open(tmp_path / "metrics.jsonl") as f:  # and heads metrics.jsonl, once
+        lines = [json.loads(line) for line in f]
+    assert lines[0] == {"corpus_scan": scan} and all("step" in r for r in lines[1:])
     assert {"loss", "emb_loss", "att_loss", "hidden_loss", "learning_rate"} <= set(names[8])
     tags = set()
     for root, _, files in os.walk(tmp_path / "tensorboard"):

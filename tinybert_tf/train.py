@@ -179,8 +179,13 @@ class StepLogger(keras.callbacks.Callback):
                 prefix = "eval" if name.startswith("val_") else "train"
                 tf.summary.scalar(f"{prefix}/{name.removeprefix('val_')}", value)
         self.writer.flush()
+        lines = [json.dumps({"step": step, **record})]
+        scan = os.path.join(os.path.dirname(self.jsonl), "corpus_scan.json")
+        if not tf.io.gfile.exists(self.jsonl) and tf.io.gfile.exists(scan):
+            with tf.io.gfile.GFile(scan) as f:  # the launcher's corpus scan heads the file
+                lines.insert(0, json.dumps({"corpus_scan": json.load(f)}))
         with tf.io.gfile.GFile(self.jsonl, "a") as f:
-            f.write(json.dumps({"step": step, **record}) + "\n")
+            f.write("".join(line + "\n" for line in lines))
 
 
 class NanGuard(keras.callbacks.Callback):
@@ -331,10 +336,12 @@ def run(model, dataset, workdir, total_steps, log_every=100, checkpoint_every=10
 def read_metrics(workdir):
     """The `metrics.jsonl` records of a run (one per chunk end, by step; a chunk re-run after a
     restart replaces the earlier record; a chunk resumed mid-way after a signal averages the
-    steps trained after the resume)."""
+    steps trained after the resume). The corpus-scan line that heads a general-distillation
+    run's file is not a chunk record and is left out."""
     path = os.path.join(workdir, "metrics.jsonl")
     if not tf.io.gfile.exists(path):
         return []
     with tf.io.gfile.GFile(path) as f:
-        records = {r["step"]: r for r in (json.loads(line) for line in f if line.strip())}
+        records = {r["step"]: r for r in (json.loads(line) for line in f if line.strip())
+                   if "step" in r}
     return [records[k] for k in sorted(records)]

@@ -198,8 +198,10 @@ def scan_line(scan):
 
 
 def record_scan(scan, workdir):
-    """Print the scan line and write the record to `workdir/corpus_scan.json` (not to
-    metrics.jsonl, whose readers take every record for a training chunk)."""
+    """Print the scan line and write the record to `workdir/corpus_scan.json`; the first
+    `metrics.jsonl` write of the run copies it to that file's first line (`train.StepLogger`:
+    metrics.jsonl appears only once training runs, which the un-claiming of a failed launch
+    relies on)."""
     print(scan_line(scan))
     with tf.io.gfile.GFile(os.path.join(workdir, "corpus_scan.json"), "w") as f:
         json.dump(scan, f, indent=1)
