@@ -10,6 +10,8 @@ setup(
     long_description_content_type="text/markdown",
     packages=find_packages(include=["tinybert_tf", "tinybert_tf.*"]),
     python_requires=">=3.10",
+    # `tinybert-tf --config=configs/<file>.py --workdir=DIR` = `python -m tinybert_tf.main ...`
+    entry_points={"console_scripts": ["tinybert-tf=tinybert_tf.main:entry"]},
     # Lower bounds are the oldest versions this package was tested with (see README);
     # tensorflow>=2.18 keeps Cloud TPU VM images (tensorflow-tpu lags the CPU wheels) installable.
     install_requires=[

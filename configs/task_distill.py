@@ -24,6 +24,9 @@ def get_config(variant=None):
     c.transfer_file = ""
     c.transfer_only = False
     c.augmented_train_file = ""  # TSV from tools/augment.py: one more transfer set
+    # Each stage has its own learning rate; the global optimizer.learning_rate is for general
+    # distillation only, so it is not a key here (setting it says which key to use instead).
+    del c.optimizer["learning_rate"]
     c.finetune = ml_collections.ConfigDict(dict(epochs=3, learning_rate=2e-5))
     # recipe: tinybert_task_intermediate (TinyBERT), minilm or minilm_v2 (relations; no layer
     # map, no width projection, any head count for minilm_v2).

@@ -89,6 +89,8 @@ TASK_CASES = [
     ("stages", ["--config.stages=all"], "stages must be intermediate, prediction or both", 1),
     ("epochs=0", ["--config.mode=finetune", "--config.finetune.epochs=0"],
      "finetune.epochs=0: nothing to train", 1),
+    ("global learning rate in a task mode", ["--config.optimizer.learning_rate=1e-3"],
+     "unknown config key optimizer.learning_rate; task modes set each stage's own rate", 2),
 ]
 
 

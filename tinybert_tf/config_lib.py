@@ -9,7 +9,8 @@ import ml_collections
 
 
 def base(mode):
-    """Fields every mode reads. A field nothing reads is a bug: tests/test_configs.py checks."""
+    """Fields every mode reads (a field nothing reads is a bug). `optimizer.learning_rate` is
+    general distillation's; task configs delete it (each stage has its own rate)."""
     c = ml_collections.ConfigDict()
     c.mode = mode
     c.teacher = ""  # keras-hub preset name or preset directory (HF BERT dirs load too)
