@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+import tiny
 
 from tinybert_tf import errors, train
 
@@ -17,12 +18,7 @@ STEPS, EVERY = 30, 10  # checkpoints 10, 20, 30 (max_to_keep 3)
 
 
 def _model(seed=0):
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input((4,))
-    hidden = keras.layers.Dropout(0.3)(keras.layers.Dense(8, activation="relu")(inputs))
-    model = keras.Model(inputs, keras.layers.Dense(1)(hidden))
-    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
-    return model
+    return tiny.dense_model(seed)
 
 
 def _data():

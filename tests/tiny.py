@@ -73,3 +73,16 @@ def dataset(batch=4, steps=1, seed=0, extra=None):
     if extra is not None:
         return tf.data.Dataset.from_tensor_slices((x, *extra(x))).batch(batch)
     return tf.data.Dataset.from_tensor_slices(x).batch(batch)
+
+
+def dense_model(seed=0):
+    """A small compiled Keras regressor with dropout (seed state checkpointed): the training-loop
+    tests' model (signals, checkpoint fallback)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dropout(0.3)(keras.layers.Dense(8, activation="relu")(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(1)(hidden))
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    return model

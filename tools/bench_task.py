@@ -60,14 +60,15 @@ def write_subset(rows, path):
 
 
 def our_batches(spec, tokenizer, seq, batch, buckets, logits_classes):
-    """The package's task batches of one pass (numpy), with a cached-logits entry per batch."""
+    """The package's training batches of one pass (numpy; full batches, as training drops each
+    bucket's remainder), with a cached-logits entry per batch."""
     import numpy as np
 
     from tinybert_tf.data import tasks
     from tinybert_tf.distiller import CACHED_LOGITS
 
     ds = tasks.task_dataset(spec, "train", tokenizer, seq_len=seq, batch_size=batch,
-                            shuffle=True, seed=0, buckets=buckets)
+                            shuffle=True, seed=0, buckets=buckets, drop_remainder=True)
     rng = np.random.default_rng(0)
     out = []
     for x, y in ds.as_numpy_iterator():
@@ -140,8 +141,21 @@ def keras_step_model(cfg, teacher_arch, step, precision_name, jit, num_classes):
 
 
 def time_keras(model, batches, step, passes):
-    """Seconds per pass of `fit` over `batches` (after one untimed pass)."""
+    """Seconds per pass of `fit` over `batches` (after one untimed pass), from the first step's
+    start to the last step's end: a training run is one long `fit`, so the ~2 s this Keras spends
+    after `on_train_end` of each `fit` call (measured with these models; not with a one-layer
+    one) is not a per-example cost."""
+    import keras
     import tensorflow as tf
+
+    class Span(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 0:
+                self.start = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            float(logs["loss"])  # the step is done
+            self.end = time.perf_counter()
 
     from tinybert_tf.distiller import CACHED_LOGITS
 
@@ -161,9 +175,9 @@ def time_keras(model, batches, step, passes):
         pass
     n = len(batches)
     model.fit(ds.repeat(), epochs=1, steps_per_epoch=n, verbose=0)  # tracing, one per shape
-    start = time.perf_counter()
-    model.fit(ds.repeat(), epochs=1, steps_per_epoch=n * passes, verbose=0)
-    return (time.perf_counter() - start) / passes
+    span = Span()
+    model.fit(ds.repeat(), epochs=1, steps_per_epoch=n * passes, verbose=0, callbacks=[span])
+    return (span.end - span.start) / passes
 
 
 def ours(cfg, teacher_arch, spec, tokenizer, seq, variants, log):
