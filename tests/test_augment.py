@@ -194,3 +194,25 @@ def test_augment_file_pairs_and_resume(model_and_tokenizer, tmp_path):
         _aug(model_and_tokenizer, seed=9).augment_file(str(tsv), str(full), **kw)
     with pytest.raises(ValueError, match="column 'sentence'"):
         _aug(model_and_tokenizer).augment_file(str(tsv), str(tmp_path / "x"), text_column="sentence")
+
+
+def test_augment_file_keeps_quoted_fields_and_refuses_stray_tabs(model_and_tokenizer, tmp_path):
+    """Input read with the task files' dialect, output written so that reader gets the same rows
+    back: a quoted tab or quote survives; a stray tab is a one-line error, not a shifted label."""
+    from tinybert_tf.data import task_files
+    from tinybert_tf.data.task_spec import TaskFileError
+
+    tsv = tmp_path / "in.tsv"
+    tricky = 'the "best" movie\tever'
+    tsv.write_text('text\tlabel\n"the ""best"" movie\tever"\tpos\n'
+                   f"{SENTENCES[1]}\tneg\n", encoding="utf-8")
+    out = tmp_path / "out"
+    stats = _aug(model_and_tokenizer, p=0.0).augment_file(str(tsv), str(out), n_aug=2)
+    assert stats["copies_written"] == 4
+    rows = list(task_files.read_rows(str(out / "augmented.tsv"), ["text"], "label"))
+    assert [r[1][0] for r in rows[:1]] == [tricky]  # the original, unchanged
+    assert [r[2] for r in rows] == ["pos"] * 3 + ["neg"] * 3  # labels never move
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("text\tlabel\ngood movie\tloved it\tneu\n", encoding="utf-8")
+    with pytest.raises(TaskFileError, match=r"bad.tsv:2: 3 fields, the header has 2"):
+        _aug(model_and_tokenizer).augment_file(str(bad), str(tmp_path / "o2"))

@@ -6,7 +6,9 @@ restart skips finished shards; the seed makes every shard's copies the same on a
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import math
 import os
@@ -18,12 +20,32 @@ if TYPE_CHECKING:
     from tinybert_tf.data.augment import Augmenter
 
 def _read_tsv(path: str) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of a plain TSV (tab separated, no quoting, like GLUE)."""
-    with open(path, encoding="utf-8") as f:
-        lines = [ln.rstrip("\r\n").split("\t") for ln in f if ln.strip("\r\n")]
+    """Header and rows of a TSV, read with the task files' dialect (tab separated, quoting on,
+    strict): a row whose field count differs from the header is a one-line TaskFileError."""
+    from tinybert_tf.data.task_spec import TaskFileError
+
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f, delimiter="\t", strict=True)
+        try:
+            lines = [(reader.line_num, row) for row in reader if any(c.strip() for c in row)]
+        except csv.Error as err:
+            raise TaskFileError(f"{path}:{reader.line_num}: bad quoting ({err}).") from None
     if not lines:
-        raise ValueError(f"{path} is empty; pass a TSV with a header row")
-    return lines[0], lines[1:]
+        raise TaskFileError(f"{path} is empty; pass a TSV with a header row")
+    header = lines[0][1]
+    for line, row in lines[1:]:
+        if len(row) != len(header):
+            raise TaskFileError(f"{path}:{line}: {len(row)} fields, the header has "
+                                f"{len(header)} ({', '.join(header)}); quote a field that "
+                                "contains a tab.")
+    return header, [row for _, row in lines[1:]]
+
+
+def _tsv_lines(rows) -> str:
+    """Rows as TSV text the task-file reader reads back unchanged (fields quoted when needed)."""
+    out = io.StringIO()
+    csv.writer(out, delimiter="\t", lineterminator="\n").writerows(rows)
+    return out.getvalue()
 
 
 def augment_file(
@@ -92,16 +114,16 @@ def augment_file(
                 before = dict(augmenter.stats)
                 groups = augmenter.augment_examples(
                     [[r[i] for i in idx] for r in part], n_aug, start_index=s * shard_size)
-                lines = ["\t".join(header)]
+                lines = [header]
                 for row, group in zip(part, groups, strict=True):
-                    lines.append("\t".join(row))
+                    lines.append(row)
                     for ex in group[1:]:
                         new = list(row)
                         for i, text in zip(idx, ex, strict=True):
                             new[i] = " ".join(text.split())
-                        lines.append("\t".join(new))
+                        lines.append(new)
                 with open(path + ".tmp", "w", encoding="utf-8") as f:
-                    f.write("\n".join(lines) + "\n")
+                    f.write(_tsv_lines(lines))
                 os.replace(path + ".tmp", path)
                 delta = {k: augmenter.stats[k] - before[k] for k in before}
                 counts = {"examples_in": len(part), "copies_written": len(part) * n_aug,
@@ -115,7 +137,7 @@ def augment_file(
         augmenter.verbose = verbose
         bar.close()
     with open(os.path.join(out_dir, "augmented.tsv.tmp"), "w", encoding="utf-8") as out:
-        out.write("\t".join(header) + "\n")
+        out.write(_tsv_lines([header]))
         for path in paths:
             with open(path, encoding="utf-8") as f:
                 next(f)
