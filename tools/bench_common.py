@@ -42,3 +42,18 @@ def auto_variant(kind="cpu", flags=None):
     else:
         name = "mixed"
     return name + ("_xla" if jit else ""), reason
+
+
+def build_backbones(vocab, max_len, teacher_arch, student_arch, precision="fp32"):
+    """(teacher, student) keras-hub backbones of one precision (a POLICIES name), random weights;
+    the student is `tinybert_tf.students.build` of `student_arch` beside the teacher."""
+    import keras_hub
+
+    from tinybert_tf import students
+
+    t_dtype, s_dtype = POLICIES[precision]
+    teacher = keras_hub.models.BertBackbone(
+        vocabulary_size=vocab, max_sequence_length=max(512, max_len), dtype=t_dtype,
+        **teacher_arch,
+    )
+    return teacher, students.build(student_arch, teacher=teacher, dtype=s_dtype)

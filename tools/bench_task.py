@@ -102,19 +102,15 @@ def keras_models(cfg, teacher_arch, precision_name, num_classes):
     """(teacher classifier, student classifier) of one precision (benchmark.POLICIES name)."""
     import keras
     import keras_hub
-    from bench_common import POLICIES
+    from bench_common import POLICIES, build_backbones
 
-    from tinybert_tf import students
-
-    t_dtype, s_dtype = POLICIES[precision_name]
     keras.backend.clear_session()
     gc.collect()
-    backbone = keras_hub.models.BertBackbone(vocabulary_size=cfg["vocab"],
-                                             max_sequence_length=512, dtype=t_dtype,
-                                             **teacher_arch)
+    backbone, s_backbone = build_backbones(cfg["vocab"], 512, teacher_arch, cfg["student"],
+                                           precision_name)
+    t_dtype, s_dtype = POLICIES[precision_name]
     teacher = keras_hub.models.BertTextClassifier(backbone, num_classes=num_classes,
                                                   preprocessor=None, dtype=t_dtype)
-    s_backbone = students.build(cfg["student"], teacher=backbone, dtype=s_dtype)
     student = keras_hub.models.BertTextClassifier(s_backbone, num_classes=num_classes,
                                                   preprocessor=None, dtype=s_dtype)
     return teacher, student

@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 import time
 
+import bench_task
 import bench_torch
 
 
@@ -117,8 +118,7 @@ def worker(args):
         for x in data:
             x["cached_logits"] = torch.randn(len(x["labels"]), args["num_classes"],
                                              generator=generator)
-        masks = [x["attention_mask"] for x in data]
-        pad = 1.0 - sum(int(m.sum()) for m in masks) / sum(m.numel() for m in masks)
+        pad = bench_task.padding_fraction([x["attention_mask"].numpy() for x in data])
         examples = sum(len(x["labels"]) for x in data)
         for precision in cfg["peer_variants"]:
             steps = Steps(cfg, args["teacher"], args["num_classes"], precision != "fp32",

@@ -41,6 +41,7 @@ import sys
 import tempfile
 import time
 
+import bench_common
 import bench_torch  # tools/ is on sys.path when this file runs as a script
 from absl import app, flags
 from bench_common import POLICIES, parse_variant
@@ -377,17 +378,7 @@ def random_batch(cfg, batch=None, seed=0):
 
 
 def build_backbones(cfg, precision="fp32"):
-    import keras_hub
-
-    from tinybert_tf import students
-
-    t_dtype, s_dtype = POLICIES[precision]
-    teacher = keras_hub.models.BertBackbone(
-        vocabulary_size=cfg.vocab, max_sequence_length=max(512, cfg.seq), dtype=t_dtype,
-        **cfg.teacher,
-    )
-    student = students.build(cfg.student, teacher=teacher, dtype=s_dtype)
-    return teacher, student
+    return bench_common.build_backbones(cfg.vocab, cfg.seq, cfg.teacher, cfg.student, precision)
 
 
 def load_weights(model, weights):
