@@ -24,7 +24,7 @@ test: $(STAMP)
 	$(VPY) -m pytest -q tests
 
 demo: $(STAMP)
-	$(VPY) -m tinybert_tf.demo
+	$(VPY) -m examples.stdlib.demo
 
 bench: $(STAMP)
 	$(VPY) -m pip install -q ".[bench]"

@@ -20,7 +20,7 @@ setup(
         "keras-hub>=0.32",
         "tensorflow-text>=2.18",
         "tensorboard>=2.18",
-        # PredictionLog protos for TF Serving warm-up records (tinybert_tf.export).
+        # PredictionLog protos for TF Serving warm-up records (tinybert_tf.export.publish).
         "tensorflow-serving-api>=2.18",
         "tensorflow-datasets>=4.9",
         "absl-py>=2.1",

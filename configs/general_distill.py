@@ -8,7 +8,7 @@ masked-LM teacher and student initialised from teacher layers).
 
 import ml_collections
 
-from tinybert_tf import config_lib
+from tinybert_tf.launch import config_lib
 
 
 def get_config(variant=None):

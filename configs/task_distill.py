@@ -8,7 +8,7 @@ sentences) / 128 (pairs).
 
 import ml_collections
 
-from tinybert_tf import config_lib
+from tinybert_tf.launch import config_lib
 
 
 def get_config(variant=None):

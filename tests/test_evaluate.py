@@ -11,10 +11,12 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 import tiny
 
-from tinybert_tf import config_lib, evaluate, heads, students
+from tinybert_tf import evaluate
 from tinybert_tf.data import metrics, tasks
-from tinybert_tf.modes import run as run_mode
-from tinybert_tf.strategy import LaunchError
+from tinybert_tf.distill import heads, students
+from tinybert_tf.launch import config_lib
+from tinybert_tf.launch.modes import run as run_mode
+from tinybert_tf.launch.strategy import LaunchError
 
 SEQ = 32
 ROW_FIELDS = {"name", "preset", "metrics", "params", "size_bytes", "latency_b1_s",

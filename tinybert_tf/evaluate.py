@@ -19,8 +19,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tinybert_tf import features, heads, students
 from tinybert_tf.data import metrics as task_metrics
+from tinybert_tf.distill import features, heads, students
 
 BATCH_SIZES = (1, 32)
 
@@ -279,8 +279,8 @@ def run_from_config(config, workdir):
     Reads config.teacher, config.student (see `parse_students`), config.task / config.data.*,
     config.batch_size (evaluation batches) and config.latency_runs (default 20).
     """
-    from tinybert_tf import builders
-    from tinybert_tf.strategy import LaunchError
+    from tinybert_tf.launch import builders
+    from tinybert_tf.launch.strategy import LaunchError
 
     try:
         teacher_dir = builders.check_preset(config.teacher, "teacher")

@@ -12,7 +12,7 @@ import re
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-from tinybert_tf import hardware  # noqa: E402  (os only: before TensorFlow is imported)
+from tinybert_tf.launch import hardware  # noqa: E402  (os only: before TensorFlow is imported)
 
 _ONEDNN = hardware.enable_onednn()
 
@@ -40,7 +40,7 @@ _CONFIG, _WORKDIR, _VERBOSE = define_flags(flags.FLAGS)
 
 def _launch(config, workdir, verbose):
     from tinybert_tf import cli
-    from tinybert_tf.modes import run
+    from tinybert_tf.launch.modes import run
 
     try:
         config.mode  # noqa: B018  (ml_collections defers a config file that failed to load)

@@ -16,7 +16,7 @@ import sys
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tinybert_tf import hardware  # noqa: E402  (os only: before TensorFlow is imported)
+from tinybert_tf.launch import hardware  # noqa: E402  (os only: before TensorFlow is imported)
 
 hardware.enable_onednn()
 

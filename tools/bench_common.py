@@ -30,8 +30,8 @@ def parse_variant(name):
 
 def auto_variant(kind="cpu", flags=None):
     """The variant name of what the launcher's precision/teacher_dtype/jit_compile = auto pick
-    here (`tinybert_tf.hardware.resolve`), and its one-line reason."""
-    from tinybert_tf import hardware
+    here (`tinybert_tf.launch.hardware.resolve`), and its one-line reason."""
+    from tinybert_tf.launch import hardware
 
     flags = hardware.cpu_flags() if flags is None else flags
     precision, teacher_dtype, jit, reason = hardware.resolve("auto", "auto", "auto", kind, flags)
@@ -46,10 +46,10 @@ def auto_variant(kind="cpu", flags=None):
 
 def build_backbones(vocab, max_len, teacher_arch, student_arch, precision="fp32"):
     """(teacher, student) keras-hub backbones of one precision (a POLICIES name), random weights;
-    the student is `tinybert_tf.students.build` of `student_arch` beside the teacher."""
+    the student is `tinybert_tf.distill.students.build` of `student_arch` beside the teacher."""
     import keras_hub
 
-    from tinybert_tf import students
+    from tinybert_tf.distill import students
 
     t_dtype, s_dtype = POLICIES[precision]
     teacher = keras_hub.models.BertBackbone(

@@ -1,7 +1,7 @@
 """`benchmark.py --bench=task`: task-distillation training steps on real text lengths.
 
 The examples are `--task_rows` rows of the stdlib docstring-classification task (16 classes;
-`tinybert_tf.data.stdlib_task`, or `--task_file`), tokenised by the packaged MiniLM-L6 tokenizer.
+`examples.stdlib.stdlib_task`, or `--task_file`), tokenised by the packaged MiniLM-L6 tokenizer.
 Three steps, each over the same examples per pass, teacher MiniLM-L6 shape -> TinyBERT-4 shape
 (random weights, same shapes both sides):
 
@@ -39,7 +39,7 @@ def task_rows(task_file, rows, seed, workdir):
     """`rows` seeded-random (text, label) rows of the task's train split; builds the stdlib task
     under `workdir` when no file is given."""
     if not task_file:
-        from tinybert_tf.data import stdlib_task
+        from examples.stdlib import stdlib_task
 
         out = os.path.join(workdir, "stdlib_task")
         if not os.path.exists(os.path.join(out, "train.tsv")):
@@ -65,7 +65,7 @@ def our_batches(spec, tokenizer, seq, batch, buckets, logits_classes):
     import numpy as np
 
     from tinybert_tf.data import tasks
-    from tinybert_tf.distiller import CACHED_LOGITS
+    from tinybert_tf.distill.distiller import CACHED_LOGITS
 
     ds = tasks.task_dataset(spec, "train", tokenizer, seq_len=seq, batch_size=batch,
                             shuffle=True, seed=0, buckets=buckets, drop_remainder=True)
@@ -120,7 +120,8 @@ def keras_step_model(cfg, teacher_arch, step, precision_name, jit, num_classes):
     """The compiled model `fit` trains for one step kind."""
     import keras
 
-    from tinybert_tf import Distiller, recipes
+    from tinybert_tf import Distiller
+    from tinybert_tf.distill import recipes
 
     teacher, student = keras_models(
         cfg, teacher_arch, "fp32" if precision_name == "fp32" else
@@ -153,7 +154,7 @@ def time_keras(model, batches, step, passes):
             float(logs["loss"])  # the step is done
             self.end = time.perf_counter()
 
-    from tinybert_tf.distiller import CACHED_LOGITS
+    from tinybert_tf.distill.distiller import CACHED_LOGITS
 
     def strip(x):
         return x if step == "prediction" else {k: v for k, v in x.items() if k != CACHED_LOGITS}

@@ -1,5 +1,5 @@
 """Shared pieces of the benchmark's PyTorch peer (HF transformers BERT), imported in its worker
-process only: attention scores recorded the way tinybert_tf.features returns them, and BERT
+process only: attention scores recorded the way tinybert_tf.distill.features returns them, and BERT
 configs of the benchmark's shapes."""
 
 from __future__ import annotations

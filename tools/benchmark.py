@@ -61,7 +61,7 @@ flags.DEFINE_integer("teacher_hidden", 768, "Teacher width.")
 flags.DEFINE_integer("teacher_heads", 12, "Teacher attention heads.")
 flags.DEFINE_integer("teacher_ffn", 3072, "Teacher feed-forward width.")
 flags.DEFINE_integer("vocab", 30522, "Vocabulary size of teacher and student.")
-flags.DEFINE_string("student", "tinybert_4l_312h", "Student preset (tinybert_tf.students.PRESETS).")
+flags.DEFINE_string("student", "tinybert_4l_312h", "Student preset (tinybert_tf.distill.students.PRESETS).")
 flags.DEFINE_integer("repeats", 10, "Timed repetitions (median reported).")
 flags.DEFINE_integer("warmup", 3, "Untimed warm-up repetitions (tracing/compilation included).")
 flags.DEFINE_integer("threads", 0, "Intra-op threads for every framework; 0 = all cores.")
@@ -134,7 +134,7 @@ class Config:
 
 
 def config_from_flags():
-    from tinybert_tf.students import PRESETS  # light: keras_hub only
+    from tinybert_tf.distill.students import PRESETS  # light: keras_hub only
 
     threads = FLAGS.threads or os.cpu_count() or 1
     if FLAGS.tiny:
@@ -597,7 +597,7 @@ def bench_step(cfg):
     teacher, student = build_backbones(cfg, "fp32")
     t_weights = [keras.ops.convert_to_numpy(w) for w in teacher.weights]
     s_weights = [keras.ops.convert_to_numpy(w) for w in student.weights]
-    from tinybert_tf import features as feature_view
+    from tinybert_tf.distill import features as feature_view
 
     exact = numpy_features(feature_view.encoder_features(teacher, random_batch(cfg)))
     del teacher, student
@@ -687,8 +687,8 @@ def torch_step_worker(cfg, args):
     """HF transformers BertModel teacher/student doing the same tinybert_general step.
 
     Attention scores (scaled q.k before masking, what TinyBERT's loss uses and what
-    tinybert_tf.features returns) are recorded by a registered attention function (HF returns
-    probabilities). Loss terms as tinybert_tf.losses: embedding and hidden MSE through one shared
+    tinybert_tf.distill.features returns) are recorded by a registered attention function (HF returns
+    probabilities). Loss terms as tinybert_tf.distill.losses: embedding and hidden MSE through one shared
     Linear(student -> teacher width), attention-score MSE with padded keys zeroed, all float32.
     Teacher under torch.no_grad (eval mode), student in train mode (dropout 0.1), AdamW.
     """
@@ -1083,7 +1083,8 @@ def run_task_bench(cfg):
     import bench_task
     from bench_common import auto_variant
 
-    from tinybert_tf import demo, students
+    from examples.stdlib import demo
+    from tinybert_tf.distill import students
 
     auto, reason = auto_variant()
     variants = list(dict.fromkeys(auto if v == "auto" else v for v in FLAGS.task_variants))
@@ -1137,7 +1138,7 @@ def guarded(results, name, fn, *args):
 if __name__ == "__main__":
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from tinybert_tf import hardware
+    from tinybert_tf.launch import hardware
 
     ONEDNN = hardware.enable_onednn()  # before TensorFlow is imported; workers inherit it
     app.run(main)

@@ -18,7 +18,7 @@ import sys
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tinybert_tf import hardware  # noqa: E402  (os only: before TensorFlow is imported)
+from tinybert_tf.launch import hardware  # noqa: E402  (os only: before TensorFlow is imported)
 
 hardware.enable_onednn()
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -43,7 +43,7 @@ flags.mark_flags_as_required(["student", "export_dir"])
 def main(argv):
     del argv
     from tinybert_tf import cli
-    from tinybert_tf.export import export
+    from tinybert_tf.export.publish import export
 
     report = cli.report(  # a user error (ExportError, a missing file, ...): one line, exit 1
         export,

@@ -89,7 +89,7 @@ def main(argv):
 if __name__ == "__main__":
     # Run from a checkout without `pip install -e .`: make the repo root importable.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from tinybert_tf import hardware  # os only: before TensorFlow is imported
+    from tinybert_tf.launch import hardware  # os only: before TensorFlow is imported
 
     hardware.enable_onednn()
     define_flags()

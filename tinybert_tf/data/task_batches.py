@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from tinybert_tf.data.packing import segment_packer
 from tinybert_tf.data.task_spec import IGNORE_LABEL
-from tinybert_tf.packing import segment_packer
 
 WEIGHT = "__sample_weight__"  # per-row sample weight carried by transfer-set rows
 

@@ -1,0 +1,1 @@
+"""Examples of using tinybert_tf (not part of the installed package)."""

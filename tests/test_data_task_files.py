@@ -1,0 +1,175 @@
+"""Task files never silently change a label (issue 17): every malformed row is an error naming the
+file and line, or with skip_bad_rows a counted skip; the labels of a file with bad rows skipped
+are those of the file without them. Real files, the real reader, tf.data; nothing mocked."""
+
+import json
+
+import pytest
+
+from tinybert_tf.data import task_files, tasks
+from tinybert_tf.errors import UserError
+from tinybert_tf.launch import builders, config_lib, task_modes
+from tinybert_tf.launch.strategy import LaunchError
+
+HINT = "pass --config.data.skip_bad_rows=True to skip such rows."
+ZERO = dict.fromkeys(task_files.SKIP_REASONS, 0)
+
+# name, file name, content, load_file_task kwargs,
+#   error (substring after "<path>:"; None = the file is valid),
+#   counts with skip_bad_rows (nonzero ones; every other count is 0),
+#   used rows with skip_bad_rows: [(texts..., label)], label_names,
+#   the file's line numbers that are bad (dropping them gives the clean file).
+CASES = [
+    ("stray_tab_tsv", "train.tsv",
+     "text\tlabel\ngood movie\tpos\ngood movie\tloved it\tneu\nbad film\tneg\n", {},
+     "3: 3 fields, the header has 2 (text, label); quote a field that contains a tab, or " + HINT,
+     {"read": 3, "used": 2, "bad_fields": 1},
+     [("good movie", "pos"), ("bad film", "neg")], ("neg", "pos"), [3]),
+    ("too_many_fields_csv", "train.csv",
+     "text,label\ngood movie,pos\ngood, fun movie,pos\nbad film,neg\nok,neu,x\n", {},
+     "3: 3 fields, the header has 2 (text, label); quote a field that contains a comma, or " + HINT,
+     {"read": 4, "used": 2, "bad_fields": 2},
+     [("good movie", "pos"), ("bad film", "neg")], ("neg", "pos"), [3, 5]),
+    ("too_few_fields", "train.tsv", "text\tlabel\ngood movie\tpos\nbad film\nfun\tneg\n", {},
+     "3: 1 field, the header has 2 (text, label); quote a field that contains a tab, or " + HINT,
+     {"read": 3, "used": 2, "bad_fields": 1},
+     [("good movie", "pos"), ("fun", "neg")], ("neg", "pos"), [3]),
+    ("pair_stray_tab", "train.tsv",
+     "a\tb\tlabel\nthe dog\ta cat\tyes\nthe dog\ta\tcat\tno\nhello\tworld\tno\n",
+     {"text_column": "a", "text_b_column": "b"},
+     "3: 4 fields, the header has 3 (a, b, label)",
+     {"read": 3, "used": 2, "bad_fields": 1},
+     [("the dog", "a cat", "yes"), ("hello", "world", "no")], ("no", "yes"), [3]),
+    ("bom_header", "train.tsv", "\ufefftext\tlabel\r\ngood movie\tpos\r\nbad film\tneg\r\n", {},
+     None, {"read": 2, "used": 2},
+     [("good movie", "pos"), ("bad film", "neg")], ("neg", "pos"), []),
+    ("bom_jsonl", "train.jsonl", "\ufeff" + json.dumps({"text": "a", "label": "x"}) + "\n", {},
+     None, {"read": 1, "used": 1}, [("a", "x")], ("x",), []),
+    ("empty_texts", "train.tsv",
+     "text\tlabel\n  \tpos\ngood movie\tpos\n\tneg\nbad film\tneg\n\t\n", {},
+     None, {"read": 5, "used": 2, "empty_text": 3},
+     [("good movie", "pos"), ("bad film", "neg")], ("neg", "pos"), [2, 4, 6]),
+    ("empty_text_b", "train.csv", "a,b,label\nthe dog,,yes\nthe dog,a cat,yes\n, ,no\nx,y,no\n",
+     {"text_column": "a", "text_b_column": "b"},
+     None, {"read": 4, "used": 2, "empty_text": 2},
+     [("the dog", "a cat", "yes"), ("x", "y", "no")], ("no", "yes"), [2, 4]),
+    ("empty_label", "train.tsv", "text\tlabel\ngood movie\tpos\nbad film\t \nfun\tneg\n", {},
+     "3: empty label in column 'label'; fill it in, or " + HINT,
+     {"read": 3, "used": 2, "empty_label": 1},
+     [("good movie", "pos"), ("fun", "neg")], ("neg", "pos"), [3]),
+    ("bad_jsonl_lines", "train.jsonl",
+     "\n".join([json.dumps({"text": "good movie", "label": "pos"}), json.dumps(["good", "pos"]),
+                json.dumps({"text": "fun"}), json.dumps({"label": "neu"}), "{oops",
+                json.dumps({"text": "bad film", "label": "neg", "id": 7})]) + "\n", {},
+     "2: expected a JSON object with ['text'], got a list; one object per line, or " + HINT,
+     {"read": 6, "used": 2, "bad_json": 4},
+     [("good movie", "pos"), ("bad film", "neg")], ("neg", "pos"), [2, 3, 4, 5]),
+    ("quoted_tab_is_valid", "train.tsv",
+     'text\tlabel\n"good\tmovie"\tpos\n"say ""hi"" twice"\tneg\n"two\nlines"\tpos\nb "x"\tneg\n',
+     {}, None, {"read": 4, "used": 4},
+     [("good\tmovie", "pos"), ('say "hi" twice', "neg"), ("two\nlines", "pos"),
+      ('b "x"', "neg")], ("neg", "pos"), []),
+    ("bad_quoting", "train.tsv", 'text\tlabel\ngood movie\tpos\n"Great" movie\tneu\nbad\tneg\n', {},
+     "3: bad quoting (", {"read": 3, "used": 2, "bad_quoting": 1},
+     [("good movie", "pos"), ("bad", "neg")], ("neg", "pos"), [3]),
+]
+IDS = [case[0] for case in CASES]
+
+
+def _write(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_bytes(content.encode("utf-8"))
+    return str(path)
+
+
+def _rows(spec, split="train"):
+    """[(texts..., label name)] of a split as `task_dataset` reads it (through tf.data)."""
+    out = []
+    for ex in task_files.file_split_dataset(spec, split).as_numpy_iterator():
+        y = int(ex[spec.label_key])
+        label = spec.label_names[y] if y >= 0 else None
+        out.append((*(ex[k].decode("utf-8") for k in spec.text_keys), label))
+    return out
+
+
+@pytest.mark.parametrize(
+    "name,file,content,kwargs,error,counts,rows,labels,bad_lines", CASES, ids=IDS)
+def test_task_file_rows(tmp_path, capsys, name, file, content, kwargs, error, counts, rows,
+                        labels, bad_lines):
+    path = _write(tmp_path, file, content)
+    want = {**ZERO, **counts}
+    if error is None:
+        spec = tasks.load_file_task(path, **kwargs)
+        assert spec.counts("train") == want
+        assert spec.label_names == labels and _rows(spec) == rows
+    else:
+        with pytest.raises(tasks.TaskFileError) as err:
+            tasks.load_file_task(path, **kwargs)
+        assert f"{path}:{error}" in str(err.value)
+    capsys.readouterr()
+    spec = tasks.load_file_task(path, skip_bad_rows=True, **kwargs)
+    assert spec.counts("train") == want
+    assert capsys.readouterr().out.strip() == task_files.summary(path, want)
+    assert spec.label_names == labels and spec.num_classes == len(labels)
+    assert _rows(spec) == rows
+    # Never a changed label: the clean file (bad lines dropped) has the same labels and rows.
+    kept = [line for i, line in enumerate(content.split("\n"), 1) if i not in bad_lines]
+    clean = tasks.load_file_task(_write(tmp_path, "clean_" + file, "\n".join(kept)), **kwargs)
+    assert clean.label_names == spec.label_names and _rows(clean) == rows
+
+
+def test_summary_line_format():
+    counts = {**ZERO, "read": 120, "used": 117, "empty_text": 2, "bad_fields": 1}
+    assert task_files.summary("train.tsv", counts) == (
+        "train.tsv: 120 rows read, 117 used, skipped: 2 empty text, 1 bad field count.")
+    assert task_files.summary("d.jsonl", {**ZERO, "read": 1, "used": 1}) == (
+        "d.jsonl: 1 row read, 1 used.")
+
+
+def test_eval_and_test_splits_follow_the_same_rules(tmp_path):
+    train = _write(tmp_path, "train.tsv", "text\tlabel\ngood\tpos\nbad\tneg\n")
+    dev = _write(tmp_path, "dev.tsv", "text\tlabel\nfun\tpos\nfun\tno\tneg\n\tpos\ndull\tneg\n")
+    test = _write(tmp_path, "test.csv", "text,label\nfun,\nsad,neg\n,pos\n")
+    with pytest.raises(UserError, match=r"dev.tsv:3: 3 fields, the header has 2"):
+        tasks.load_file_task(train, dev, test)
+    spec = tasks.load_file_task(train, dev, test, skip_bad_rows=True)
+    assert spec.counts("validation") == {**ZERO, "read": 4, "used": 2, "empty_text": 1,
+                                         "bad_fields": 1}
+    assert _rows(spec, "validation") == [("fun", "pos"), ("dull", "neg")]
+    # A test split's blank label means "no label" (y = -1), not an error or a new class.
+    assert spec.counts("test") == {**ZERO, "read": 3, "used": 2, "empty_text": 1}
+    assert _rows(spec, "test") == [("fun", None), ("sad", "neg")]
+    with pytest.raises(UserError, match=r"dev.jsonl: no usable rows \(1 row read, 0 used, "
+                       r"skipped: 1 empty text\)"):
+        tasks.load_file_task(train, _write(tmp_path, "dev.jsonl", '{"text": " ", "label": "x"}'))
+    with pytest.raises(UserError, match=r"x.tsv:1: column 'text' appears twice"):
+        tasks.load_file_task(_write(tmp_path, "x.tsv", "text\ttext\tlabel\na\tb\tc\n"))
+    with pytest.raises(UserError, match=r"bin.tsv:2: not UTF-8 text"):
+        (tmp_path / "bin.tsv").write_bytes(b"text\tlabel\n\xff\xfe\tpos\n")
+        tasks.load_file_task(str(tmp_path / "bin.tsv"))
+    assert issubclass(tasks.TaskFileError, UserError) and issubclass(UserError, ValueError)
+
+
+def test_skip_bad_rows_config_reaches_task_files_and_transfer_sets(tmp_path):
+    train = _write(tmp_path, "train.tsv", "text\tlabel\ngood\tpos\ngood\tvery\tneu\nbad\tneg\n")
+    extra = _write(tmp_path, "aug.tsv", "text\tlabel\nfun film\tpos\nfun\tfilm\tpos\nsad\tneg\n")
+
+    def config(skip):
+        return config_lib.load("task_distill", "tiny", **{
+            "task": "file", "data.train_file": train, "data.skip_bad_rows": skip,
+            "augmented_train_file": extra})
+
+    assert config_lib.load("task_distill").data.skip_bad_rows is False
+    with pytest.raises(UserError, match=r"train.tsv:3: 3 fields, the header has 2"):
+        builders.task_spec(config(False))
+    spec = builders.task_spec(config(True))
+    assert spec.skip_bad_rows and spec.label_names == ("neg", "pos")
+    assert spec.counts("train")["bad_fields"] == 1
+    c = config(False)
+    with pytest.raises(LaunchError, match=r"aug.tsv:3: 3 fields, the header has 2"):
+        task_modes.transfer_set(c, spec, str(tmp_path / "run"))
+    columns, counts = task_modes.transfer_set(config(True), spec, str(tmp_path / "run"))
+    assert columns == {"text": ["fun film", "sad"]}
+    saved = json.load(open(tmp_path / "run" / "transfer.json"))
+    assert (saved["read"], saved["used"], saved["bad_rows"]) == (3, 2, 1) == (
+        counts["read"], counts["used"], counts["bad_rows"])

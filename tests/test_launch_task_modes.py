@@ -1,0 +1,172 @@
+"""Task modes end to end on a tiny local TSV task: finetune -> task_distill (both steps) -> export."""
+
+import json
+import os
+
+import keras_hub
+import numpy as np
+import pytest
+import tiny
+
+from tinybert_tf.launch import config_lib, train
+from tinybert_tf.launch.modes import run as run_mode
+
+
+def _config(**overrides):
+    return config_lib.load("task_distill", "tiny", **overrides)
+
+
+def _write_task(path, n, seed):
+    """Label 'pos' iff the sentence contains 'teacher': learnable from tokens alone."""
+    rng = np.random.default_rng(seed)
+    with open(path, "w") as f:
+        f.write("text\tlabel\n")
+        for i in range(n):
+            words = list(rng.choice(tiny.WORDS[:30], size=rng.integers(4, 12)))
+            if i % 2:
+                words.insert(int(rng.integers(0, len(words))), "teacher")
+            f.write(" ".join(words) + "\t" + ("pos" if i % 2 else "neg") + "\n")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def task_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("task")
+    common = {
+        "task": "file",
+        "data.train_file": _write_task(d / "train.tsv", 48, 0),
+        "data.eval_file": _write_task(d / "dev.tsv", 16, 1),
+    }
+    teacher = run_mode(_config(mode="finetune", teacher=tiny.write_teacher(d / "pre"), **common),
+                       str(d / "ft"))
+    out = run_mode(_config(mode="task_distill", teacher=teacher, **{
+        **common, "prediction.learning_rate": 1e-12, "intermediate.epochs": 2}), str(d / "td"))
+    return {"dir": d, "teacher": teacher, "student": out, "common": common}
+
+
+def test_finetune_writes_a_teacher_classifier(task_run):
+    teacher = keras_hub.models.TextClassifier.from_preset(task_run["teacher"], preprocessor=None)
+    assert teacher.num_classes == 2 and teacher.backbone.num_layers == 4
+    assert os.path.exists(os.path.join(task_run["teacher"], "tokenizer.json"))
+
+
+def test_prediction_step_starts_from_intermediate_weights(task_run):
+    td = task_run["dir"] / "td"
+    step1 = keras_hub.models.TextClassifier.from_preset(str(td / "intermediate" / "student"),
+                                                        preprocessor=None)
+    step2 = keras_hub.models.TextClassifier.from_preset(task_run["student"], preprocessor=None)
+    assert step2.backbone.num_layers == 2 and step2.backbone.hidden_dim == 32
+    # Step 2 ran at a ~0 learning rate: its weights are step 1's, carried over from disk.
+    for a, b in zip(step1.backbone.weights, step2.backbone.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6)
+    # ... and step 1 did train the encoder away from a fresh student.
+    fresh = tiny.backbone(num_layers=2, max_sequence_length=32, seed=0)
+    moved = [np.abs(a.numpy() - b.numpy()).max() for a, b in
+             zip(fresh.transformer_layers[0].weights, step1.backbone.transformer_layers[0].weights)]
+    assert max(moved) > 1e-4
+
+
+def test_cached_teacher_logits_train_the_same_student(task_run):
+    """prediction.cache_teacher_logits (one teacher pass) == the teacher at every step."""
+    students = []
+    for cache in (True, False):
+        out = run_mode(_config(mode="task_distill", teacher=task_run["teacher"], stages="prediction",
+                               deterministic=True, **{
+                                   **task_run["common"], "prediction.epochs": 2,
+                                   "prediction.learning_rate": 1e-3,
+                                   "prediction.cache_teacher_logits": cache}),
+                       str(task_run["dir"] / f"cache_{cache}"))
+        students.append(keras_hub.models.TextClassifier.from_preset(out, preprocessor=None))
+    fresh = keras_hub.models.TextClassifier.from_preset(task_run["student"], preprocessor=None)
+    assert np.abs(students[0].output_dense.kernel.numpy()
+                  - fresh.output_dense.kernel.numpy()).max() > 1e-4  # it trained
+    for a, b in zip(students[0].weights, students[1].weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
+
+
+def test_export_mode_publishes_a_version_with_labels(task_run):
+    c = _config(mode="export", teacher=task_run["teacher"], **task_run["common"],
+                **{"export.student": task_run["student"]})
+    path = run_mode(c, str(task_run["dir"] / "td"))
+    assert path.endswith(os.path.join("export", "student", "1"))
+    with open(os.path.join(path, "assets.extra", "labels.txt")) as f:
+        assert f.read().split() == ["neg", "pos"]
+
+
+def test_conll_token_classification_end_to_end(tmp_path):
+    """finetune -> task_distill -> evaluate on mock CoNLL-2003 (real TFDS builder, no download)."""
+    import tensorflow_datasets as tfds
+    from test_evaluate import SEQ, _conll_examples, _fixed
+    from test_evaluate import _config as eval_config
+
+    from tinybert_tf.distill import heads
+
+    pre = tiny.write_teacher(tmp_path / "pre", max_sequence_length=SEQ)
+    with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE,
+                                as_dataset_fn=_fixed(_conll_examples(16))):
+        teacher = run_mode(eval_config(mode="finetune", task="conll2003", teacher=pre),
+                           str(tmp_path / "ft"))
+        assert isinstance(heads.load_task_model(teacher), heads.TokenClassifier)
+        student = run_mode(eval_config(mode="task_distill", task="conll2003", teacher=teacher),
+                           str(tmp_path / "td"))
+        assert isinstance(heads.load_task_model(student), heads.TokenClassifier)
+        report = run_mode(eval_config(mode="evaluate", task="conll2003", teacher=teacher,
+                                      student="tiny_2l_32h"), str(tmp_path / "td"))
+    assert [r["name"] for r in report["models"]] == ["teacher", "student"]
+    assert "entity_f1" in report["models"][1]["metrics"]
+
+
+def test_transfer_set_counts_and_two_step_distillation(task_run, tmp_path):
+    """A transfer file with known leaks, duplicates and blanks: exact counts, then both steps
+    train on labelled + transfer rows (step 1 with minilm_v2, step 2 soft + hard terms)."""
+    d = task_run["dir"]
+    dev_rows = [line.split("\t")[0] for line in open(d / "dev.tsv").read().splitlines()[1:]]
+    train_rows = [line.split("\t")[0] for line in open(d / "train.tsv").read().splitlines()[1:]]
+    new = [f"teacher model {w} small text" for w in tiny.WORDS[:10]]
+    lines = new + [dev_rows[0], "  " + dev_rows[1] + " ", train_rows[0], new[0], "", "   "]
+    (tmp_path / "transfer.txt").write_text("\n".join(lines) + "\n")
+    c = _config(mode="task_distill", teacher=task_run["teacher"], **{
+        **task_run["common"], "transfer_file": str(tmp_path / "transfer.txt"),
+        "intermediate.recipe": "minilm_v2", "intermediate.relation_heads": 4,
+        "prediction.hard_weight": 1.0})
+    workdir = tmp_path / "td"
+    out = run_mode(c, str(workdir))
+    counts = json.load(open(workdir / "transfer.json"))
+    assert {k: counts[k] for k in ("read", "used", "leaked", "duplicate", "empty")} == {
+        "read": 16, "used": 10, "leaked": 2, "duplicate": 2, "empty": 2}
+    # 48 labelled + 10 transfer rows = 15 batches of 4 per epoch; chunks of 2 steps make 16.
+    state = json.load(open(workdir / "prediction" / "selection.json"))
+    assert state["history"][-1]["step"] == 16
+    last = train.read_metrics(str(workdir / "prediction"))[-1]
+    assert {"pred_loss", "hard_loss"} <= set(last)
+    assert {"qq_loss", "kk_loss", "vv_loss"} <= set(train.read_metrics(str(workdir / "intermediate"))[-1])
+    assert keras_hub.models.TextClassifier.from_preset(out, preprocessor=None).num_classes == 2
+
+
+def test_hard_term_counts_labelled_rows_only(task_run):
+    """On a batch of labelled + transfer rows the hard term is the cross-entropy of the
+    labelled rows alone (NumPy reference), the soft term averages over every row."""
+    from tinybert_tf.distill.distiller import Distiller
+    from tinybert_tf.launch import builders
+
+    c = _config(mode="task_distill", teacher=task_run["teacher"], **task_run["common"])
+    spec = builders.task_spec(c)
+    tok = builders.load_tokenizer(task_run["teacher"])
+    extra = {"text": ["teacher data small"] * 3}
+    ds = builders.task_data(c, spec, "train", tok, False, extra_examples=extra)
+    batches = list(ds)
+    x, y, w = batches[-1]  # the last batch holds the 3 transfer rows (48 + 3 rows, batch 4)
+    assert w.numpy().tolist() == [0.0, 0.0, 0.0]
+    x, y, w = batches[-2]
+    teacher = builders.load_classifier(task_run["teacher"])
+    student = builders.load_classifier(task_run["student"], what="student")
+    distiller = Distiller(teacher, student, builders.make_recipe(
+        "tinybert_task_prediction", weights={"pred": 1.0, "hard": 1.0}))
+    x = {k: v[:4] for k, v in x.items()}
+    mixed_w = np.array([1, 0, 1, 0], "float32")
+    terms = distiller.compute_terms(x, y, mixed_w, distiller.teacher_features(x),
+                                    distiller.student_features(x, training=False))
+    logits = np.asarray(student(x, training=False), np.float64)
+    log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    nll = -log_p[np.arange(4), y.numpy()]
+    np.testing.assert_allclose(float(terms["hard"]), nll[[0, 2]].mean(), rtol=1e-5)

@@ -1,0 +1,184 @@
+"""Config -> objects for the launch modes: preset checks and loading, students, recipes with loss
+weights, optimizers, task specs and task data, savers. `evaluate` and every mode import this;
+it imports no mode (one-way: builders <- modes <- main)."""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import keras_hub
+
+from tinybert_tf.distill import optim, recipes, students
+from tinybert_tf.launch import hardware
+from tinybert_tf.launch.strategy import LaunchError, steps_per_execution
+
+
+def check_preset(path, what):
+    """A preset that cannot load is a one-line error (`validate.check_preset`: a missing path, a
+    directory without config.json, a name keras-hub does not know); returns `path`."""
+    from tinybert_tf.launch import validate
+
+    return validate.check_preset(path, what)
+
+
+def load_tokenizer(preset):
+    return keras_hub.tokenizers.Tokenizer.from_preset(check_preset(preset, "teacher"))
+
+
+def load_classifier(preset, num_classes=None, what="teacher", token_level=False, dtype=""):
+    """A keras-hub text classifier (or, with `token_level`, a `heads.TokenClassifier`) from a
+    preset; a new head on the preset's backbone when `num_classes` is given. `dtype` (e.g.
+    "bfloat16") overrides the global policy for this model (a frozen teacher)."""
+    from tinybert_tf.distill import heads
+
+    check_preset(preset, what)
+    kwargs = {"num_classes": num_classes} if num_classes is not None else {}
+    if dtype:
+        kwargs["dtype"] = dtype
+    if token_level:
+        return heads.TokenClassifier.from_preset(preset, preprocessor=None, **kwargs)
+    return keras_hub.models.TextClassifier.from_preset(preset, preprocessor=None, **kwargs)
+
+
+def dtype_kwargs(name):
+    return {"dtype": name} if name else {}
+
+
+def new_task_model(spec, backbone):
+    """A fresh head for the task on `backbone`: token classifier (NER) or text classifier."""
+    from tinybert_tf.distill import heads
+
+    if spec.kind == "token_classification":
+        return heads.TokenClassifier(backbone, spec.num_classes, preprocessor=None)
+    return keras_hub.models.BertTextClassifier(backbone, num_classes=spec.num_classes,
+                                               preprocessor=None)
+
+
+def student_backbone(spec, teacher):
+    """`spec`: a students.PRESETS name, `from_teacher:N`, or a preset dir (general-distilled)."""
+    if spec.startswith("from_teacher:"):
+        return students.init_from_teacher(teacher, int(spec.split(":", 1)[1]))
+    if spec in students.PRESETS:
+        return students.build(spec, teacher=teacher)
+    check_preset(spec, "student")
+    return keras_hub.models.Backbone.from_preset(spec)
+
+
+def set_dropout(model, rate):
+    """Set every Dropout rate of a student (config `student_dropout`); returns the model."""
+    for layer in model._flatten_layers():
+        if isinstance(layer, keras.layers.Dropout):
+            layer.rate = float(rate)
+    return model
+
+
+def make_recipe(name, layer_map="", loss_weights="", **overrides):
+    """A recipe with the config's layer map ("" keeps the recipe's, else uniform | last | 1,2,4,5)
+    and loss weights ("term=weight,..." replaces or adds terms; weight 0 drops a term)."""
+    if layer_map in ("uniform", "last"):
+        overrides["layer_map"] = layer_map
+    elif layer_map:
+        overrides["layer_map"] = tuple(int(i) for i in str(layer_map).split(","))
+    weights = dict(overrides.pop("weights", None) or recipes.get(name).weights)
+    if loss_weights:
+        for item in str(loss_weights).split(","):
+            term, _, value = item.partition("=")  # no "=" leaves value "", which float() refuses
+            try:
+                weights[term.strip()] = float(value)
+            except ValueError:
+                raise LaunchError(f"loss_weights item {item!r} is not term=number, e.g. "
+                                  "'att=0.5,pooled_rel=10'.") from None
+    overrides["weights"] = {t: w for t, w in weights.items() if w != 0}
+    try:
+        return recipes.get(name, **overrides)
+    except ValueError as err:
+        raise LaunchError(str(err)) from None
+
+
+def relation_kwargs(relation_heads):
+    """Recipe override for a config's `relation_heads` (0 keeps the recipe's)."""
+    return {"relation_heads": int(relation_heads)} if relation_heads else {}
+
+
+def compile_model(model, strategy, c, total_steps, stage=None, **kwargs):
+    """Compile with the config's optimizer; a task stage's learning rate replaces the global."""
+    o = c.optimizer
+    lr = stage.learning_rate if stage is not None else o.learning_rate
+    model.compile(
+        optimizer=optim.make_optimizer(o.name, lr, total_steps, o.warmup_fraction,
+                                       o.weight_decay, o.clipnorm),
+        jit_compile=hardware.as_bool(c.jit_compile),
+        steps_per_execution=steps_per_execution(strategy, c.steps_per_execution),
+        **kwargs,
+    )
+
+
+# ---- tasks --------------------------------------------------------------------------------------
+
+
+def task_spec(c):
+    from tinybert_tf.data import tasks
+
+    if c.task != "file":
+        return tasks.get_task(c.task)
+    d = c.data
+    return tasks.load_file_task(
+        d.train_file, d.eval_file or None, d.test_file or None, name="file",
+        text_column=d.text_column, text_b_column=d.text_b_column or None,
+        label_column=d.label_column, regression=d.regression, skip_bad_rows=d.skip_bad_rows,
+    )
+
+
+def buckets(c):
+    """Length buckets from `data.buckets` ("16,32,64"), none on TPU (one static shape)."""
+    text = str(c.data.buckets).strip()
+    if c.strategy == "tpu" or not text:
+        return None
+    try:
+        return tuple(int(b) for b in text.split(","))
+    except ValueError:
+        raise LaunchError(f"data.buckets={text!r} is not a comma-separated list of lengths, "
+                          "e.g. '16,32,64,128'; '' pads every batch to seq_len.") from None
+
+
+def task_data(c, spec, split, tokenizer, training, extra=None, **kwargs):
+    """Batched task data; training batches repeat, shuffle (seeded) and drop the remainder.
+    kwargs pass through to `tasks.task_dataset` (e.g. a transfer set's `extra_examples`)."""
+    from tinybert_tf.data import tasks
+
+    return tasks.task_dataset(
+        spec, split, tokenizer, seq_len=c.data.seq_len, batch_size=c.batch_size,
+        shuffle=training, seed=c.seed, data_dir=c.data.tfds_data_dir or None,
+        drop_remainder=training, repeat=training, extra=extra, buckets=buckets(c), **kwargs,
+    )
+
+
+def count_batches(dataset):
+    """Batches in one pass over a finite dataset."""
+    n = int(dataset.cardinality())
+    if n < 0:
+        n = int(dataset.reduce(0, lambda acc, _: acc + 1))
+    return max(1, n)
+
+
+# ---- savers -------------------------------------------------------------------------------------
+
+
+def save_model(model, tokenizer, path, projections=None):
+    """A student backbone or task model + tokenizer as a keras-hub preset dir, weights only
+    (no optimizer state); `projections` (a Distiller's width projections) go beside it in
+    `projections.npz`."""
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None:
+        model.optimizer = None
+    try:
+        model.save_to_preset(path)
+    finally:
+        if optimizer is not None:
+            model.optimizer = optimizer
+    tokenizer.save_to_preset(path)
+    if projections is not None and projections.projections:
+        projections.save_projections(os.path.join(path, "projections.npz"))
+    print(f"Saved {type(model).__name__} to {path}")
+    return path

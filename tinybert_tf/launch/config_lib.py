@@ -1,0 +1,89 @@
+"""Shared pieces of the ml_collections configs in configs/ (each config file is a function)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import ml_collections
+
+
+def base(mode):
+    """Fields every mode reads (a field nothing reads is a bug). `optimizer.learning_rate` is
+    general distillation's; task configs delete it (each stage has its own rate)."""
+    c = ml_collections.ConfigDict()
+    c.mode = mode
+    c.teacher = ""  # keras-hub preset name or preset directory (HF BERT dirs load too)
+    c.student_dropout = 0.1  # dropout rate of every student layer (0 for exact replica parity)
+    c.seed = 0
+    c.deterministic = False  # tf.config.experimental.enable_op_determinism()
+    c.overwrite = False  # allow reusing a workdir that holds a run with another config
+    c.strategy = "cpu"  # cpu | one_device | mirrored | multi_worker | tpu
+    c.tpu = ""  # TPU name, grpc:// address, or "local" on a TPU VM
+    # auto | float32 | mixed_bfloat16 | mixed_float16. auto: mixed_bfloat16 where the hardware
+    # computes bf16 natively (avx512_bf16/amx_bf16 CPUs, TPU, NVIDIA cc >= 8.0), else float32.
+    c.precision = "auto"
+    # Frozen teacher's dtype policy: auto (bfloat16 where native, else the precision's), "" (the
+    # precision's) or e.g. "bfloat16" (fastest measured step on a bf16 CPU, features ~1-2 % off).
+    c.teacher_dtype = "auto"
+    c.jit_compile = "auto"  # auto (XLA where it measured faster: fp32 CPU, TPU, GPU) | True | False
+    c.steps_per_execution = 1
+    c.batch_size = 32  # global batch, split across replicas
+    c.log_every = 100
+    c.checkpoint_every = 1000
+    c.keep_checkpoints = 3
+    c.optimizer = ml_collections.ConfigDict(
+        dict(name="adamw", learning_rate=1e-4, weight_decay=0.01, warmup_fraction=0.1,
+             clipnorm=1.0)
+    )
+    return c
+
+
+def tiny(c):
+    """Shrink a config for tests and CI: few steps, small batches, frequent logs."""
+    c.batch_size = 4
+    c.precision, c.teacher_dtype, c.jit_compile = "float32", "", "False"  # the same on every CPU
+    c.log_every = 2
+    c.checkpoint_every = 4
+    return c
+
+
+def task_fields(c):
+    """Task data: a TASKS name (GLUE via TFDS, conll2003) or task='file' with local files."""
+    c.task = "sst2"
+    c.data = ml_collections.ConfigDict(
+        dict(seq_len=64, tfds_data_dir="", train_file="", eval_file="", test_file="",
+             text_column="text", text_b_column="", label_column="label", regression=False,
+             buckets="16,32,64,128,256", skip_bad_rows=False)
+    )  # buckets: batch rows of similar length, padded to the smallest bucket that holds them
+    #   ("" = every batch padded to seq_len; strategy=tpu always uses seq_len alone: one shape)
+    # skip_bad_rows: a malformed row of a task / transfer file (field count, quoting, bad JSONL
+    #   line) is skipped and counted instead of stopping with its file:line (data.task_files).
+    # Model selection on the task's first eval split: every eval_every steps (0 = once per epoch,
+    # -1 = off: the last model is the output). The test split is never used to select.
+    c.eval_every = 0
+    return c
+
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONFIG_DIR = os.path.join(_ROOT, "configs")
+
+
+def load(name, variant=None, **overrides):
+    """`configs/<name>.py`'s get_config(variant) with dotted overrides, e.g.
+    `load("task_distill", "tiny", **{"data.seq_len": 32})` (what `--config.data.seq_len=32` does)."""
+    path = name if name.endswith(".py") else os.path.join(CONFIG_DIR, f"{name}.py")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"config file {path} not found; configs/ ships with the repository.")
+    spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    c = module.get_config(variant)
+    c.lock()  # an override of a key the config does not have is an error, not a new field
+    for key, value in overrides.items():
+        target = c
+        *parents, last = key.split(".")
+        for p in parents:
+            target = target[p]
+        target[last] = value
+    return c

@@ -1,0 +1,347 @@
+"""The training loop: workdir, preemption-safe checkpoints, TensorBoard scalars, NaN guard, `fit`.
+
+A run is a sequence of chunks of `log_every` steps (one Keras "epoch" each, so the progress bar
+and TensorBoard show each loss term averaged over the chunk). Checkpoints are written at chunk
+ends every `checkpoint_every` steps and hold every model variable (weights, dropout seed states)
+and the optimizer (step counter, moments). On restart the latest checkpoint is restored and the
+deterministic input pipeline skips the batches already consumed, so a killed run ends with the
+same weights as an uninterrupted one.
+
+SIGINT / SIGTERM (Ctrl-C, a preempted VM) during `run` only set a flag; the run stops at the next
+step boundary (after the chunk end when the signal came during a chunk's last step), writes a
+checkpoint at that step and raises `errors.Interrupted` (exit 130 / 143); a second signal exits
+at once. A run resumed mid-chunk first trains the rest of that chunk (its `metrics.jsonl` record,
+at the chunk end as usual, averages only the steps trained after the resume), then whole chunks.
+A damaged latest checkpoint is skipped for the next older one it keeps.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import signal
+import sys
+import threading
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from tinybert_tf import errors
+from tinybert_tf.launch.strategy import LaunchError
+
+
+def _atomic_write(path, text):
+    tmp = path + ".tmp"
+    with tf.io.gfile.GFile(tmp, "w") as f:
+        f.write(text)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def prepare_workdir(workdir, config, overwrite=False):
+    """Create `workdir` and write the resolved `config.json`; refuse a different earlier run.
+
+    `config` is a plain dict. Returns True when the workdir already held this run (a restart).
+    """
+    tf.io.gfile.makedirs(workdir)
+    path = os.path.join(workdir, "config.json")
+    text = json.dumps(config, indent=2, sort_keys=True, default=str)
+    if tf.io.gfile.exists(path):
+        with tf.io.gfile.GFile(path) as f:
+            old = json.load(f)
+        ignore = {"overwrite"}
+        differ = sorted(
+            k for k in set(old) | set(config)
+            if k not in ignore and json.dumps(old.get(k), sort_keys=True, default=str)
+            != json.dumps(config.get(k), sort_keys=True, default=str)
+        )
+        if differ and not overwrite:
+            raise LaunchError(
+                f"workdir {workdir} holds a run with a different config (differs in: "
+                f"{', '.join(differ)}); use a new --workdir or pass --config.overwrite=True."
+            )
+        if differ:
+            for sub in ("checkpoints", "tensorboard", "metrics.jsonl"):
+                target = os.path.join(workdir, sub)
+                if tf.io.gfile.isdir(target):
+                    tf.io.gfile.rmtree(target)
+                elif tf.io.gfile.exists(target):
+                    tf.io.gfile.remove(target)
+        else:
+            return True
+    _atomic_write(path, text)
+    return False
+
+
+def _short(err):
+    """One line of an exception: its type and the first line of its text, without TF's op noise."""
+    text = getattr(err, "message", None) or str(err) or ""
+    text = re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\]", "", text.strip())
+    text = text.splitlines()[0] if text else ""
+    return f"{type(err).__name__}: {text[:200]}"
+
+
+class Checkpointer:
+    """Every model variable + the optimizer in a `tf.train.CheckpointManager` (gs:// works).
+
+    TF writes the data files first and then atomically replaces the `checkpoint` index, so a kill
+    during a write leaves the previous checkpoint as the latest usable one. `restore` falls back
+    from a damaged checkpoint to the next older one it keeps.
+    """
+
+    def __init__(self, directory, model, optimizer, max_to_keep=3):
+        self.directory, self.max_to_keep = directory, max_to_keep
+        self.variables = {"model": list(model.variables), "optimizer": list(optimizer.variables)}
+        self.checkpoint = tf.train.Checkpoint(**self.variables)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep)
+        self.good_step = None  # the step of the checkpoint this process restored or wrote last
+
+    def _candidates(self):
+        """Checkpoint prefixes to try, newest first, and whether they come from the state file.
+
+        Without a readable `checkpoint` state file, the `ckpt-N.index` files on disk (TF writes
+        a checkpoint's index after its data, so a half-written one has none)."""
+        newest_first = list(self.manager.checkpoints)[::-1]
+        latest = self.manager.latest_checkpoint
+        if latest:
+            newest_first = [latest] + [p for p in newest_first if p != latest]
+        if newest_first:
+            return newest_first, True
+        found = []
+        for path in tf.io.gfile.glob(os.path.join(self.directory, "ckpt-*.index")):
+            match = re.fullmatch(r"ckpt-(\d+)\.index", os.path.basename(path))
+            if match:
+                found.append((int(match.group(1)), path[: -len(".index")]))
+        return [prefix for _, prefix in sorted(found, reverse=True)], False
+
+    def restore(self):
+        """Restore the newest checkpoint that restores cleanly; returns its path or None.
+
+        Each damaged one is skipped with one line on stderr naming it and why; if none restores,
+        a `UserError` names the directory. Every try restores into a fresh `tf.train.Checkpoint`
+        and must pass `assert_consumed`, so a successful one overwrites every variable that a
+        failed try may have half-assigned."""
+        candidates, from_state = self._candidates()
+        for path in candidates:
+            attempt = tf.train.Checkpoint(**self.variables)
+            _ = attempt.save_counter  # made now, so a failed try leaves no restore pending
+            try:
+                attempt.restore(path).assert_consumed()
+            except Exception as err:  # any damage: DataLossError, NotFoundError, IndexError, ...
+                print(f"Skipping checkpoint {path}: {_short(err)}", file=sys.stderr, flush=True)
+                continue
+            if not from_state:  # rebuild the missing / unreadable state file from the files found
+                print(f"Checkpoint state file {self.directory}/checkpoint is missing or unreadable;"
+                      f" found {len(candidates)} checkpoint(s) by name.", file=sys.stderr)
+                kept = [p for p in candidates[::-1] if p != path] + [path]  # oldest first
+                now = time.time() - len(kept)  # the manager tracks paths newer than "preserved"
+                tf.compat.v1.train.update_checkpoint_state(
+                    self.directory, path, all_model_checkpoint_paths=kept,
+                    all_model_checkpoint_timestamps=[now + i for i in range(len(kept))],
+                    last_preserved_timestamp=now - 1)
+                self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory,
+                                                          self.max_to_keep)
+            self.good_step = int(path.rsplit("-", 1)[1])
+            return path
+        if candidates:
+            names = ", ".join(os.path.basename(p) for p in candidates)
+            raise LaunchError(  # a UserError: main prints it as one line
+                f"no checkpoint in {self.directory} can be restored ({names}: damaged, see above);"
+                f" move that directory away or delete it to train this run from step 0."
+            )
+        return None
+
+    def save(self, step):
+        path = self.manager.save(checkpoint_number=step)
+        self.good_step = step
+        return path
+
+
+class StepLogger(keras.callbacks.Callback):
+    """After each chunk: TensorBoard scalars `train/<metric>` and `train/learning_rate`, and one
+    JSON line in `metrics.jsonl` (what the demo's loss curve reads)."""
+
+    def __init__(self, workdir):
+        super().__init__()
+        self.writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+        self.jsonl = os.path.join(workdir, "metrics.jsonl")
+
+    def on_epoch_end(self, epoch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        record = {k: float(v) for k, v in (logs or {}).items()}
+        record["learning_rate"] = float(np.asarray(self.model.optimizer.learning_rate))
+        with self.writer.as_default(step=step):
+            for name, value in record.items():
+                prefix = "eval" if name.startswith("val_") else "train"
+                tf.summary.scalar(f"{prefix}/{name.removeprefix('val_')}", value)
+        self.writer.flush()
+        lines = [json.dumps({"step": step, **record})]
+        scan = os.path.join(os.path.dirname(self.jsonl), "corpus_scan.json")
+        if not tf.io.gfile.exists(self.jsonl) and tf.io.gfile.exists(scan):
+            with tf.io.gfile.GFile(scan) as f:  # the launcher's corpus scan heads the file
+                lines.insert(0, json.dumps({"corpus_scan": json.load(f)}))
+        with tf.io.gfile.GFile(self.jsonl, "a") as f:
+            f.write("".join(line + "\n" for line in lines))
+
+
+class NanGuard(keras.callbacks.Callback):
+    """Stop at the first non-finite loss term, naming the step and the term; nothing is saved."""
+
+    def __init__(self, checkpointer):
+        super().__init__()
+        self.checkpointer = checkpointer
+
+    def on_train_batch_end(self, batch, logs=None):
+        for name, value in (logs or {}).items():
+            if not math.isfinite(float(value)):
+                step = int(self.model.optimizer.iterations.numpy())
+                raise FloatingPointError(
+                    f"{name} became {float(value)} at step {step}; run stopped, last good "
+                    f"checkpoint kept: {self.checkpointer.manager.latest_checkpoint}."
+                )
+
+
+class SaveEvery(keras.callbacks.Callback):
+    def __init__(self, checkpointer, every):
+        super().__init__()
+        self.checkpointer = checkpointer
+        self.every = every
+
+    def on_epoch_end(self, epoch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        if step % self.every == 0:
+            self.checkpointer.save(step)
+
+
+class _Stop(Exception):
+    """Raised by `SignalStop` at a step boundary; `run` turns it into `errors.Interrupted`."""
+
+
+class SignalStop(keras.callbacks.Callback):
+    """SIGINT / SIGTERM handlers (main thread only, the previous ones restored on exit) that only
+    set a flag, so nothing is raised inside whatever code the signal lands in (a KeyboardInterrupt
+    raised in jax's GC callback is discarded). At the next step boundary the fit is ended by an
+    exception rather than `model.stop_training`, so no chunk-end callback (metrics record,
+    evaluation, checkpoint_every save) runs on the partial chunk. A second signal exits at once."""
+
+    def __init__(self):
+        super().__init__()
+        self.signum = None
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        del frame
+        if self.signum is not None:
+            os.write(2, b"\nSecond signal: exiting now, without a checkpoint at this step.\n")
+            os._exit(128 + signum)
+        self.signum = signum
+        os.write(2, f"\n{signal.Signals(signum).name}: stopping after this step to write a "
+                    "checkpoint (send it again to exit at once).\n".encode())
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        self._previous = {}
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.signum is not None:  # arrived during a chunk end, or before the fit started
+            raise _Stop()
+
+    def on_train_batch_end(self, batch, logs=None):
+        # The last step of a chunk lets the chunk end (its metrics record, evaluation, save);
+        # on_train_batch_begin of the next one stops, or `run` does after the last chunk.
+        steps = self.params.get("steps")
+        if self.signum is not None and (steps is None or batch + 1 < steps):
+            raise _Stop()
+
+
+def run(model, dataset, workdir, total_steps, log_every=100, checkpoint_every=1000,
+        max_to_keep=3, callbacks=()):
+    """Train `model` (compiled, optimizer built or not) on an infinite `dataset` for `total_steps`.
+
+    Resumes from `workdir/checkpoints` if present. `callbacks` run after each chunk before the
+    checkpoint is written and the chunk's logs are logged (e.g. `selection.EvalSelector`, which
+    adds `val_*` scores to them). Returns the Keras History of this process. On SIGINT / SIGTERM
+    raises `errors.Interrupted` after writing a checkpoint at the step reached (see SignalStop),
+    also when the signal came during the last chunk (which then ends as usual).
+    """
+    log_every = max(1, min(log_every, total_steps))
+    if checkpoint_every % log_every:
+        raise LaunchError(
+            f"checkpoint_every ({checkpoint_every}) must be a multiple of log_every ({log_every})."
+        )
+    per_call = int(getattr(model, "steps_per_execution", 1) or 1)
+    if log_every % per_call:
+        raise LaunchError(
+            f"log_every ({log_every}) must be a multiple of steps_per_execution ({per_call})."
+        )
+    chunks = math.ceil(total_steps / log_every)
+    end = chunks * log_every
+    with model.distribute_strategy.scope():
+        model.optimizer.build(model.trainable_variables)
+        checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), model, model.optimizer,
+                                    max_to_keep)
+    restored = checkpointer.restore()
+    start = int(model.optimizer.iterations.numpy())
+    if restored:
+        logging.info("Resumed from %s at step %d.", restored, start)
+        print(f"Resuming from {restored} (step {start} of {end}).")
+    if start >= end:
+        print(f"Run already complete at step {start}.")
+        return None
+    # (first step, first chunk, chunks to end at, steps per chunk): the rest of a chunk that a
+    # signal stopped mid-way, then whole chunks.
+    head = -start % log_every
+    segments = [(start, start // log_every, start // log_every + 1, head)] if head else []
+    if start + head < end:
+        segments.append((start + head, (start + head) // log_every, chunks, log_every))
+    stopper = SignalStop()
+    callbacks = [NanGuard(checkpointer), *callbacks, SaveEvery(checkpointer, checkpoint_every),
+                 StepLogger(workdir), stopper]
+    history = None
+    with stopper:
+        try:
+            for first, epoch, epochs, steps in segments:
+                fitted = model.fit(dataset.skip(first), epochs=epochs, initial_epoch=epoch,
+                                   steps_per_epoch=steps, callbacks=callbacks)
+                if history is None:
+                    history = fitted
+                else:  # one History for the process: the rest of a chunk, then whole chunks
+                    history.epoch += fitted.epoch
+                    for key, values in fitted.history.items():
+                        history.history.setdefault(key, []).extend(values)
+        except _Stop:
+            pass
+        step = int(model.optimizer.iterations.numpy())
+        if checkpointer.good_step != step:  # the last step, or where a signal stopped
+            checkpointer.save(step)
+    if stopper.signum is not None:
+        raise errors.Interrupted(
+            f"stopped at step {step}, checkpoint written; re-run the same command to resume.",
+            128 + stopper.signum,
+        )
+    return history
+
+
+def read_metrics(workdir):
+    """The `metrics.jsonl` records of a run (one per chunk end, by step; a chunk re-run after a
+    restart replaces the earlier record; a chunk resumed mid-way after a signal averages the
+    steps trained after the resume). The corpus-scan line that heads a general-distillation
+    run's file is not a chunk record and is left out."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not tf.io.gfile.exists(path):
+        return []
+    with tf.io.gfile.GFile(path) as f:
+        records = {r["step"]: r for r in (json.loads(line) for line in f if line.strip())
+                   if "step" in r}
+    return [records[k] for k in sorted(records)]
