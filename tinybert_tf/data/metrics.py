@@ -2,6 +2,17 @@
 
 Names match `TaskSpec.metrics`: accuracy, f1 (binary, positive class 1), matthews_corr,
 pearson, spearman, entity_f1 (CoNLL/seqeval-style chunk F1 over IOB1/IOB2 tags).
+
+Decision: these stay hand-written rather than calling scikit-learn / scipy / seqeval, so a
+TF-only install needs no extra runtime dependency. Those libraries are test-only
+dependencies (the `test` extra): tests/test_data_metrics.py checks every metric against
+`sklearn.metrics` (accuracy_score, f1_score, matthews_corrcoef), `scipy.stats` (pearsonr,
+spearmanr) and `seqeval` (get_entities, f1_score in its default conlleval mode) on many
+random seeds and edge cases. Where a reference is undefined (NaN from scipy for a constant
+input, zero-division in sklearn/seqeval) ours return 0.0; empty inputs also give 0.0.
+Tags: IOB1 and IOB2 (`B-X` / `I-X` / `O`), as seqeval's default mode reads them, bare `B` /
+`I` being an entity of type `_` as in seqeval; a bare name `X` is read as `I-X` (seqeval
+only warns there). IOBES (`E-`/`S-`) is not supported.
 """
 
 from __future__ import annotations
@@ -64,6 +75,8 @@ def spearman(predictions, labels) -> float:
 def _split_tag(tag):
     if tag in ("O", "", None):
         return "O", None
+    if tag in ("B", "I"):  # untyped chunk tag: seqeval's type "_"
+        return tag, "_"
     prefix, _, kind = tag.partition("-")
     return (prefix, kind) if kind else ("I", prefix)
 
