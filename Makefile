@@ -27,5 +27,5 @@ demo: $(STAMP)
 	$(VPY) -m examples.stdlib.demo
 
 bench: $(STAMP)
-	$(VPY) -m pip install -q ".[bench]"
+	$(VPY) -m pip install -q -e ".[bench]"
 	$(VPY) tools/benchmark.py
