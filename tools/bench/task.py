@@ -23,10 +23,16 @@ from __future__ import annotations
 
 import csv
 import gc
+import importlib.util
 import math
 import os
 import random
 import time
+
+from .common import POLICIES, auto_variant, build_backbones, parse_variant
+from .options import FLAGS
+from .report import print_table
+from .spawn import peer_env, run_worker
 
 STEPS = ("intermediate", "prediction", "finetune")
 TEACHER = dict(num_layers=6, hidden_dim=384, num_heads=12, intermediate_dim=1536)  # MiniLM-L6
@@ -99,10 +105,9 @@ def token_lists(spec, tokenizer, seq):
 
 
 def keras_models(cfg, teacher_arch, precision_name, num_classes):
-    """(teacher classifier, student classifier) of one precision (benchmark.POLICIES name)."""
+    """(teacher classifier, student classifier) of one precision (a common.POLICIES name)."""
     import keras
     import keras_hub
-    from bench_common import POLICIES, build_backbones
 
     keras.backend.clear_session()
     gc.collect()
@@ -179,8 +184,6 @@ def time_keras(model, batches, step, passes):
 
 def ours(cfg, teacher_arch, spec, tokenizer, seq, variants, log):
     """{variant: {step: result}} for our side at one sequence length."""
-    from bench_common import parse_variant
-
     out = {}
     for bucketed in (True, False):
         buckets = cfg["buckets"] if bucketed else None
@@ -232,7 +235,7 @@ def summarise(results, seq_lens, log):
 
 
 def bench_task(cfg, run_peer, log=print):
-    """Everything `--bench=task` measures; `cfg` is a plain dict (see benchmark.task_config)."""
+    """Everything `--bench=task` measures; `cfg` is a plain dict (see run_task_bench)."""
     import tempfile
 
     import keras_hub
@@ -260,4 +263,45 @@ def bench_task(cfg, run_peer, log=print):
                                           "num_classes": spec.num_classes})
             results[str(seq)] = entry
     results["summary"] = summarise(results, cfg["seq_lens"], log)
+    return results
+
+
+def run_task_bench(cfg):
+    """`--bench=task` (`bench_task`) with the flags' settings; the peer in a subprocess."""
+    from examples.stdlib import demo
+    from tinybert_tf.distill import students
+
+    auto, reason = auto_variant()
+    variants = list(dict.fromkeys(auto if v == "auto" else v for v in FLAGS.task_variants))
+    for name in variants:
+        parse_variant(name)
+    print(f"task: auto = {auto} ({reason}); variants {variants}")
+    tokenizer = demo.minilm_dir()
+    task_cfg = dict(
+        tiny=cfg.tiny, task_file=FLAGS.task_file, rows=64 if cfg.tiny else FLAGS.task_rows,
+        cache_dir=FLAGS.task_cache_dir, tokenizer=tokenizer,
+        vocab_file=os.path.join(tokenizer, "vocab.txt"),
+        student=dict(students.PRESETS["tiny_2l_32h" if cfg.tiny else "tinybert_4l_312h"]),
+        batch=8 if cfg.tiny else FLAGS.task_batch, threads=cfg.threads,
+        seq_lens=[32] if cfg.tiny else [int(s) for s in FLAGS.task_seq_lens],
+        buckets=tuple(int(b) for b in FLAGS.task_buckets), passes=1 if cfg.tiny else
+        FLAGS.task_passes, variants=variants[:1] if cfg.tiny else variants,
+        peer_variants=FLAGS.task_peer_variants[:1] if cfg.tiny else FLAGS.task_peer_variants)
+    peer = None
+    if FLAGS.peer != "none" and all(importlib.util.find_spec(m) for m in ("torch", "transformers")):
+        def peer(args):
+            return run_worker("torch_task", args, extra_env=peer_env())
+    else:
+        print("task: PyTorch peer skipped (--peer=none or torch/transformers not importable)")
+    results = bench_task(task_cfg, peer)
+    results["auto"] = {"variant": auto, "reason": reason}
+    for seq in task_cfg["seq_lens"]:
+        r = results[str(seq)]
+        sides = {**r["ours"], **{f"torch {k}": v for k, v in
+                                  (r.get("peer") or {}).get("variants", {}).items()}}
+        print_table(f"task steps, seq {seq} ({results['rows']} rows, median {r['median_tokens']}"
+                    f" / p90 {r['p90_tokens']} tokens), examples/s",
+                    ["side", *STEPS, "padding"],
+                    [[k, *(v[s]["examples_per_s"] for s in STEPS),
+                      v["intermediate"]["padding_fraction"]] for k, v in sides.items()])
     return results

@@ -1,6 +1,9 @@
-"""What the benchmark modules share: the precision variants (teacher / student dtype policies)."""
+"""What the benchmark modules share: the precision variants (teacher / student dtype policies),
+the backbones they build, medians and teacher-feature errors."""
 
 from __future__ import annotations
+
+import statistics
 
 # Teacher / student dtype policies of each precision.
 POLICIES = {
@@ -57,3 +60,23 @@ def build_backbones(vocab, max_len, teacher_arch, student_arch, precision="fp32"
         **teacher_arch,
     )
     return teacher, students.build(student_arch, teacher=teacher, dtype=s_dtype)
+
+
+def median(xs):
+    return float(statistics.median(xs)) if xs else float("nan")
+
+
+def rel_error(approx, exact):
+    """mean|approx - exact| / mean|exact| of one feature tensor (numpy)."""
+    import numpy as np
+
+    a, e = np.asarray(approx, "float64"), np.asarray(exact, "float64")
+    return float(np.mean(np.abs(a - e)) / max(np.mean(np.abs(e)), 1e-30))
+
+
+def feature_errors(approx, exact):
+    """Relative errors over embeddings, every hidden state and every attention-score tensor."""
+    errors = [rel_error(approx["embeddings"], exact["embeddings"])]
+    for key in ("hidden_states", "attention_scores"):
+        errors += [rel_error(a, e) for a, e in zip(approx[key], exact[key])]
+    return {"teacher_rel_err": float(sum(errors) / len(errors)), "teacher_rel_err_max": max(errors)}

@@ -2,7 +2,7 @@
 
 HF transformers BERT of the same shapes, fed the same word-piece ids as ours. Batches: shuffled
 (seeded) and padded to their longest row by `DataCollatorWithPadding` ("dynamic"), or ordered by
-the Trainer's `LengthGroupedSampler` (`group_by_length`, "grouped"). Steps as in bench_task:
+the Trainer's `LengthGroupedSampler` (`group_by_length`, "grouped"). Steps as in task.py:
 intermediate (teacher features under no_grad, student + Linear projection, emb/att/hidden MSE
 in float32), prediction (student + soft cross-entropy against cached logits), finetune (teacher
 + cross-entropy); AdamW everywhere; autocast bfloat16 for the bf16 variant.
@@ -13,8 +13,8 @@ from __future__ import annotations
 import random
 import time
 
-import bench_task
-import bench_torch
+from . import torch_peer
+from .task import padding_fraction
 
 
 def batches(ids, labels, batch, order, vocab_file, seed=0):
@@ -48,11 +48,11 @@ class Steps:
 
         self.torch, self.autocast = torch, autocast
         self.sink = []
-        bench_torch.register_scores_attention(torch, transformers, self.sink)
+        torch_peer.register_scores_attention(torch, transformers, self.sink)
         torch.manual_seed(0)
 
         def clf(arch):
-            config = bench_torch.bert_config(transformers, arch, cfg["vocab"], seq, num_classes)
+            config = torch_peer.bert_config(transformers, arch, cfg["vocab"], seq, num_classes)
             return transformers.BertForSequenceClassification(config)
 
         self.teacher, self.student = clf(teacher_arch), clf(cfg["student"])
@@ -68,7 +68,7 @@ class Steps:
 
     def _features(self, model, x):
         self.sink.clear()
-        with bench_torch.autocast(self.torch, self.autocast):
+        with torch_peer.autocast(self.torch, self.autocast):
             out = model.bert(input_ids=x["input_ids"], attention_mask=x["attention_mask"],
                              output_hidden_states=True)
         return list(out.hidden_states), list(self.sink)
@@ -81,15 +81,15 @@ class Steps:
             with torch.no_grad():
                 t_hidden, t_scores = self._features(self.teacher, x)
             s_hidden, s_scores = self._features(self.student, x)
-            with bench_torch.autocast(torch, self.autocast):
+            with torch_peer.autocast(torch, self.autocast):
                 projected = [self.projection(h) for h in s_hidden]
             keep = x["attention_mask"].float()[:, None, None, :]
-            loss = bench_torch.intermediate_loss(torch, s_hidden, t_hidden, s_scores, t_scores,
+            loss = torch_peer.intermediate_loss(torch, s_hidden, t_hidden, s_scores, t_scores,
                                                  projected, self.layer_map, keep)
         else:
             model = self.student if step == "prediction" else self.teacher
             model.train()
-            with bench_torch.autocast(torch, self.autocast):
+            with torch_peer.autocast(torch, self.autocast):
                 logits = model(input_ids=x["input_ids"],
                                attention_mask=x["attention_mask"]).logits.float()
             if step == "prediction":
@@ -118,7 +118,7 @@ def worker(args):
         for x in data:
             x["cached_logits"] = torch.randn(len(x["labels"]), args["num_classes"],
                                              generator=generator)
-        pad = bench_task.padding_fraction([x["attention_mask"].numpy() for x in data])
+        pad = padding_fraction([x["attention_mask"].numpy() for x in data])
         examples = sum(len(x["labels"]) for x in data)
         for precision in cfg["peer_variants"]:
             steps = Steps(cfg, args["teacher"], args["num_classes"], precision != "fp32",
