@@ -89,6 +89,17 @@ def test_identical_models_have_zero_intermediate_loss():
     assert out["loss"] == pytest.approx(0.0, abs=1e-10)
 
 
+def test_step_module_is_picked_by_backend():
+    from tinybert_tf.distill import distiller, tf_step
+
+    assert distiller.step_module() is tf_step
+    d = tinybert_tf.Distiller(*_pair(), "tinybert_general")
+    assert d._step_module is tf_step
+    with pytest.raises(ValueError, match="no train step for the Keras backend 'torch'; use "
+                                         "KERAS_BACKEND=tensorflow or jax"):
+        distiller.step_module("torch")
+
+
 def test_uniform_layer_map_error_names_the_fix():
     teacher = tiny.backbone(num_layers=4)
     student = tiny.backbone(num_layers=3)
@@ -98,13 +109,9 @@ def test_uniform_layer_map_error_names_the_fix():
     assert d.layer_map == [0, 2, 3]
 
 
-def _classifier(backbone, num_classes=3):
-    return keras_hub.models.BertTextClassifier(backbone, num_classes=num_classes, preprocessor=None)
-
-
 def test_prediction_recipe_soft_targets_at_temperature():
-    teacher = _classifier(tiny.backbone(seed=0))
-    student = _classifier(tiny.backbone(hidden_dim=16, seed=1))
+    teacher = tiny.classifier(tiny.backbone(seed=0))
+    student = tiny.classifier(tiny.backbone(hidden_dim=16, seed=1))
     d = tinybert_tf.Distiller(
         teacher, student, recipes.get("tinybert_task_prediction", temperature=2.0)
     )
@@ -123,8 +130,8 @@ def test_prediction_recipe_soft_targets_at_temperature():
 
 def test_prediction_recipe_needs_no_layer_map():
     # A 3-layer student of a 4-layer teacher has no uniform map; the prediction step must not care.
-    teacher = _classifier(tiny.backbone(num_layers=4, seed=0))
-    student = _classifier(tiny.backbone(num_layers=3, hidden_dim=16, seed=1))
+    teacher = tiny.classifier(tiny.backbone(num_layers=4, seed=0))
+    student = tiny.classifier(tiny.backbone(num_layers=3, hidden_dim=16, seed=1))
     d = tinybert_tf.Distiller(teacher, student, "tinybert_task_prediction")
     assert d.layer_map == ()
     d.compile(optimizer=keras.optimizers.Adam(1e-3))
@@ -170,8 +177,8 @@ def test_distilbert_recipe_with_masked_lm_models():
 
 
 def test_finetune_recipe_skips_teacher():
-    teacher = _classifier(tiny.backbone(seed=0))
-    student = _classifier(tiny.backbone(hidden_dim=16, seed=1))
+    teacher = tiny.classifier(tiny.backbone(seed=0))
+    student = tiny.classifier(tiny.backbone(hidden_dim=16, seed=1))
     d = tinybert_tf.Distiller(teacher, student, "finetune")
     data = _dataset(steps=2, extra=lambda x: (np.arange(len(x["token_ids"])) % 3,))
     d.compile(optimizer=keras.optimizers.Adam(1e-2))
@@ -181,8 +188,8 @@ def test_finetune_recipe_skips_teacher():
 
 
 def test_regression_hard_term_skips_unlabelled_nan_rows():
-    teacher = _classifier(tiny.backbone(seed=0), num_classes=1)
-    student = _classifier(tiny.backbone(hidden_dim=16, seed=1), num_classes=1)
+    teacher = tiny.classifier(tiny.backbone(seed=0), num_classes=1)
+    student = tiny.classifier(tiny.backbone(hidden_dim=16, seed=1), num_classes=1)
     d = tinybert_tf.Distiller(teacher, student, recipes.get("finetune", regression=True))
     x = tiny.inputs()
     y = np.array([0.5, np.nan, 2.0, np.nan], "float32")
@@ -244,13 +251,16 @@ def test_global_batch_division_under_mirrored_strategy():
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
-def test_save_student_round_trip_without_teacher(tmp_path):
-    teacher = _classifier(tiny.backbone(num_layers=4, seed=0))
-    student = _classifier(tiny.backbone(hidden_dim=16, seed=1))
+def test_saved_student_round_trip_without_teacher(tmp_path):
+    from tinybert_tf.launch.builders import save_model
+
+    teacher = tiny.classifier(tiny.backbone(num_layers=4, seed=0))
+    student = tiny.classifier(tiny.backbone(hidden_dim=16, seed=1))
     d = tinybert_tf.Distiller(teacher, student, "tinybert_task_intermediate")
     d.compile(optimizer=keras.optimizers.Adam(1e-3))
     d.fit(_dataset(steps=2), epochs=1, verbose=0)
-    path = d.save_student(str(tmp_path / "student"), tokenizer=tiny.tokenizer())
+    # The student alone (no projections argument): a task-model preset with no teacher in it.
+    path = save_model(student, tiny.tokenizer(), str(tmp_path / "student"))
     reloaded = keras_hub.models.TextClassifier.from_preset(path, load_weights=True)
     x = tiny.inputs()
     np.testing.assert_array_equal(reloaded(x), student(x))

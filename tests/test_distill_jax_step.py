@@ -20,18 +20,10 @@ TOL = 1e-5
 
 
 def build_models():
-    import keras_hub
-
     from tests import tiny
 
-    teacher = keras_hub.models.BertBackbone(
-        vocabulary_size=len(tiny.VOCAB), num_layers=4, num_heads=2, hidden_dim=32,
-        intermediate_dim=64, max_sequence_length=16, dropout=0.0,
-    )
-    student = keras_hub.models.BertBackbone(
-        vocabulary_size=len(tiny.VOCAB), num_layers=2, num_heads=2, hidden_dim=16,
-        intermediate_dim=32, max_sequence_length=16, dropout=0.0,
-    )
+    teacher = tiny.backbone(num_layers=4, hidden_dim=32, dropout=0.0, seed=0)
+    student = tiny.backbone(num_layers=2, hidden_dim=16, intermediate_dim=32, dropout=0.0, seed=1)
     return teacher, student
 
 

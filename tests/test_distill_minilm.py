@@ -2,7 +2,6 @@
 `minilm` / `minilm_v2` recipes in the Distiller (any widths, depths and, for v2, head counts)."""
 
 import keras
-import keras_hub
 import numpy as np
 import pytest
 import tiny
@@ -201,8 +200,8 @@ def test_teacher_layer_and_relation_heads_are_validated():
 
 
 def test_minilm_v2_with_task_models_reads_teacher_layers_despite_cached_logits():
-    teacher = keras_hub.models.BertTextClassifier(_teacher_12_heads(), 3, preprocessor=None)
-    student = keras_hub.models.BertTextClassifier(_student_4_heads(), 3, preprocessor=None)
+    teacher = tiny.classifier(_teacher_12_heads(), 3)
+    student = tiny.classifier(_student_4_heads(), 3)
     d = tinybert_tf.Distiller(teacher, student, recipes.get("minilm_v2", relation_heads=4))
     x = dict(tiny.inputs(), **{distiller_lib.CACHED_LOGITS: np.zeros((4, 3), "float32")})
     assert "queries" in d._teacher_or_empty(x)  # cached logits are not enough for relations

@@ -62,3 +62,16 @@ def test_minilm_recipes():
     assert recipes.get("minilm_v2", relation_heads=64, teacher_layer=20).teacher_layer == 20
     with pytest.raises(ValueError, match="relation_heads must be >= 1"):
         recipes.get("minilm_v2", relation_heads=0)
+
+
+def test_needs_come_from_the_terms_table():
+    from tinybert_tf.distill import terms
+
+    assert sorted(terms.FUNCTIONS) == sorted(recipes.TERMS) == sorted(recipes.NEEDS)
+    for term in recipes.TERMS:
+        r = recipes.Recipe(term, {term: 1.0})
+        assert r.needs_intermediate == (r.needs_layer_map or r.needs_projection
+                                        or r.needs_relations), term
+        assert r.needs_teacher == (term != "hard"), term
+    assert recipes.get("distilbert_task").terms_needing("student_head") == ("kd", "hard")
+    assert recipes.get("distilbert_task").terms_needing("teacher_head") == ("kd",)

@@ -16,7 +16,7 @@ def tokenizer():
 
 
 def backbone(num_layers=2, hidden_dim=32, num_heads=2, intermediate_dim=64, seed=0, dtype=None,
-             max_sequence_length=16):
+             max_sequence_length=16, dropout=0.1):
     import keras
 
     keras.utils.set_random_seed(seed)
@@ -26,9 +26,15 @@ def backbone(num_layers=2, hidden_dim=32, num_heads=2, intermediate_dim=64, seed
         num_heads=num_heads,
         hidden_dim=hidden_dim,
         intermediate_dim=intermediate_dim,
+        dropout=dropout,
         max_sequence_length=max_sequence_length,
         dtype=dtype,
     )
+
+
+def classifier(encoder, num_classes=3):
+    """A keras-hub text classifier (no preprocessor) on the backbone `encoder`."""
+    return keras_hub.models.BertTextClassifier(encoder, num_classes=num_classes, preprocessor=None)
 
 
 def inputs(batch=4, seq=12, seed=0, pad_from=None):
@@ -48,7 +54,7 @@ def write_teacher(path, num_layers=4, max_sequence_length=32, num_classes=None, 
     """A tiny teacher preset dir (backbone, or a classifier with `num_classes`) + tokenizer."""
     model = backbone(num_layers=num_layers, max_sequence_length=max_sequence_length, seed=seed)
     if num_classes is not None:
-        model = keras_hub.models.BertTextClassifier(model, num_classes, preprocessor=None)
+        model = classifier(model, num_classes)
     model.save_to_preset(str(path))
     tokenizer().save_to_preset(str(path))
     return str(path)

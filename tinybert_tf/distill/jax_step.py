@@ -1,10 +1,11 @@
 """The Distiller's train/test step on the Keras JAX backend (`KERAS_BACKEND=jax`).
 
-`Distiller.train_step` dispatches here when `keras.backend.backend() == "jax"`. Keras' JAX trainer
+`Distiller` picks this module once when `keras.backend.backend() == "jax"`. Keras' JAX trainer
 calls `train_step(state, data)` with `state = (trainable, non_trainable, optimizer, metrics)`
 values (plain arrays, not `keras.Variable`s) and jits it; the step must return `(logs, state)`.
 
-The step mirrors the TensorFlow one around the same backend-neutral `Distiller.compute_terms`:
+The step mirrors the TensorFlow one (`tf_step`) around the same backend-neutral
+`Distiller.compute_terms`:
 
 * the teacher's feature view is computed on its (non-trainable) values *outside* `jax.grad`, so no
   gradient work goes through the teacher;
@@ -23,7 +24,10 @@ from __future__ import annotations
 import jax
 import keras
 
-from tinybert_tf.distill.distiller import num_replicas
+
+def num_replicas():
+    """One: this step runs without a `tf.distribute` strategy, on the whole batch."""
+    return 1
 
 
 def _bind(model, trainable, non_trainable):
@@ -43,15 +47,15 @@ def _new_values(scope, variables, old):
 def _teacher_values(model, trainable, non_trainable, x):
     """Teacher feature view (gradients stopped) on the current values."""
     with keras.StatelessScope(state_mapping=_bind(model, trainable, non_trainable)):
-        teacher = model._teacher_or_empty(x)
-    return jax.tree_util.tree_map(jax.lax.stop_gradient, teacher)
+        t_feats = model._teacher_or_empty(x)
+    return jax.tree_util.tree_map(jax.lax.stop_gradient, t_feats)
 
 
-def _loss_and_terms(model, trainable, non_trainable, teacher, x, y, sample_weight, training):
+def _loss_and_terms(model, trainable, non_trainable, t_feats, x, y, sample_weight, training):
     """Student forward + loss terms. Returns (loss, (terms, new non-trainable values))."""
     with keras.StatelessScope(state_mapping=_bind(model, trainable, non_trainable)) as scope:
-        student = model.student_features(x, training=training)
-        terms = model.compute_terms(x, y, sample_weight, teacher, student)
+        s_feats = model.student_features(x, training=training)
+        terms = model.compute_terms(x, y, sample_weight, t_feats, s_feats)
     non_trainable = _new_values(scope, model.non_trainable_variables, non_trainable)
     return terms["loss"] / num_replicas(), (terms, non_trainable)
 
@@ -80,9 +84,9 @@ def live_arguments(fn, args):
     return [v in live for v in jaxpr.invars[:num_first]]
 
 
-def _live_trainable(model, trainable, non_trainable, teacher, x, y, sample_weight):
+def _live_trainable(model, trainable, non_trainable, t_feats, x, y, sample_weight):
     """Cached per input signature: True for each trainable variable the loss reaches."""
-    key = str(_abstract((teacher, x, y, sample_weight)))
+    key = str(_abstract((t_feats, x, y, sample_weight)))
     cache = model.__dict__.setdefault("_jax_live_trainable", {})
     if key not in cache:
 
@@ -90,7 +94,7 @@ def _live_trainable(model, trainable, non_trainable, teacher, x, y, sample_weigh
             return _loss_and_terms(model, tv, ntv, t, xx, yy, sw, training=True)[0]
 
         cache[key] = live_arguments(
-            loss_only, (list(trainable), list(non_trainable), teacher, x, y, sample_weight)
+            loss_only, (list(trainable), list(non_trainable), t_feats, x, y, sample_weight)
         )
     return cache[key]
 
@@ -112,11 +116,11 @@ def train_step(model, state, data):
     """One distillation step: `(logs, new_state)` for Keras' JAX trainer."""
     trainable, non_trainable, optimizer_values, metrics_values = state
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-    teacher = _teacher_values(model, trainable, non_trainable, x)
-    live = _live_trainable(model, trainable, non_trainable, teacher, x, y, sample_weight)
+    t_feats = _teacher_values(model, trainable, non_trainable, x)
+    live = _live_trainable(model, trainable, non_trainable, t_feats, x, y, sample_weight)
 
     def objective(tv):
-        loss, aux = _loss_and_terms(model, tv, non_trainable, teacher, x, y, sample_weight, True)
+        loss, aux = _loss_and_terms(model, tv, non_trainable, t_feats, x, y, sample_weight, True)
         optimizer_mapping = list(zip(model.optimizer.variables, optimizer_values))
         with keras.StatelessScope(state_mapping=optimizer_mapping):
             scaled = model.optimizer.scale_loss(loss)  # only a LossScaleOptimizer changes it
@@ -141,9 +145,9 @@ def test_step(model, state, data):
     """Evaluation step: `(logs, new_state)` with `state = (trainable, non_trainable, metrics)`."""
     trainable, non_trainable, metrics_values = state
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-    teacher = _teacher_values(model, trainable, non_trainable, x)
+    t_feats = _teacher_values(model, trainable, non_trainable, x)
     _, (terms, non_trainable) = _loss_and_terms(
-        model, trainable, non_trainable, teacher, x, y, sample_weight, training=False
+        model, trainable, non_trainable, t_feats, x, y, sample_weight, training=False
     )
     logs, metrics_values = _update_metrics(model, metrics_values, terms)
     return logs, (trainable, non_trainable, metrics_values)

@@ -17,13 +17,41 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-TERMS = ("emb", "att", "hidden", "pred", "kd", "mlm", "cos", "pooled_cos", "pooled_rel", "hard",
-         "minilm_att", "minilm_val", "qq", "kk", "vv")
-SENTENCE_TERMS = ("cos", "pooled_cos", "pooled_rel")  # on the (projected) last hidden state
-INTERMEDIATE_TERMS = ("emb", "att", "hidden")
-# One teacher layer -> the student's last layer; widths and depths may differ freely.
-RELATION_TERMS = ("minilm_att", "minilm_val", "qq", "kk", "vv")
-SAME_HEADS_TERMS = ("minilm_att", "minilm_val")  # MiniLM v1: per attention head
+# What each loss term needs, in `TERMS` order (the order of trackers and logs). The term's function
+# is `terms.FUNCTIONS[name]`; the `Recipe.needs_*` flags and the Distiller's checks are read from here:
+#   layer_map       the student -> teacher layer map (`Recipe.layer_map`)
+#   projection      student -> teacher width projections (TinyBERT's W_h), indexed by the map
+#   teacher_layers  the teacher's layer features (cached teacher logits do not suffice)
+#   logits          the task heads' logits
+#   teacher_head, student_head   a task model (not a bare backbone) on that side
+#   labels          task labels `y` (or masked-LM `mask_ids`) and their `sample_weight`
+#   mask_positions  `x["mask_positions"]` (masked-LM)
+#   relations       MiniLM: teacher layer `teacher_layer` -> the student's last layer, any widths
+#   same_heads      equal attention-head counts (MiniLM v1 works per attention head)
+#   relation_heads  `relation_heads` divides the query/key/value widths of both (MiniLMv2)
+# (`labels` and `mask_positions` are declared for readers: nothing checks them.)
+_TINYBERT = frozenset({"layer_map", "projection", "teacher_layers"})
+_SOFT_TARGETS = frozenset({"logits", "teacher_head", "student_head"})
+_MINILM = frozenset({"teacher_layers", "relations"})
+NEEDS = {
+    "emb": _TINYBERT,
+    "att": _TINYBERT,
+    "hidden": _TINYBERT,
+    "pred": _SOFT_TARGETS,
+    "kd": _SOFT_TARGETS,
+    "mlm": _SOFT_TARGETS | {"labels", "mask_positions"},
+    # The sentence terms compare the (projected) last hidden states.
+    "cos": _TINYBERT,
+    "pooled_cos": _TINYBERT,
+    "pooled_rel": _TINYBERT,
+    "hard": frozenset({"logits", "student_head", "labels"}),
+    "minilm_att": _MINILM | {"same_heads"},
+    "minilm_val": _MINILM | {"same_heads"},
+    "qq": _MINILM | {"relation_heads"},
+    "kk": _MINILM | {"relation_heads"},
+    "vv": _MINILM | {"relation_heads"},
+}
+TERMS = tuple(NEEDS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,31 +107,40 @@ class Recipe:
     def terms(self):
         return tuple(t for t in TERMS if t in self.weights)
 
-    def _uses(self, terms):
-        return any(t in self.weights for t in terms)
+    def terms_needing(self, need):
+        """This recipe's terms (in `TERMS` order) that declare `need` in `NEEDS`."""
+        return tuple(t for t in self.terms if need in NEEDS[t])
+
+    def _uses(self, need):
+        return bool(self.terms_needing(need))
 
     @property
     def needs_layer_map(self):
         """TinyBERT's layer-wise terms and the sentence terms (their projection follows the map)."""
-        return self._uses((*INTERMEDIATE_TERMS, *SENTENCE_TERMS))
+        return self._uses("layer_map")
 
     @property
     def needs_projection(self):
         """Terms that compare hidden states and so need a student->teacher width projection."""
-        return self._uses((*INTERMEDIATE_TERMS, *SENTENCE_TERMS))
+        return self._uses("projection")
 
     @property
     def needs_relations(self):
-        return self._uses(RELATION_TERMS)
+        return self._uses("relations")
 
     @property
     def needs_intermediate(self):
         """Some term reads the teacher's layers (cached teacher logits do not suffice)."""
-        return self.needs_layer_map or self.needs_projection or self.needs_relations
+        return self._uses("teacher_layers")
 
     @property
     def needs_logits(self):
-        return any(t in self.weights for t in ("pred", "kd", "mlm", "hard"))
+        return self._uses("logits")
+
+    @property
+    def needs_teacher(self):
+        """Some term reads the teacher at all (plain fine-tuning, `hard` only, does not)."""
+        return self._uses("teacher_layers") or self._uses("teacher_head")
 
 
 RECIPES = {

@@ -1,0 +1,54 @@
+"""The Distiller's train/test step on the Keras TensorFlow backend (the default).
+
+`Distiller` picks this module (or `jax_step`) once, by backend, as Keras picks its trainer. The
+step wraps the backend-neutral `Distiller.compute_terms`: the teacher's forward pass runs outside
+the gradient tape, the student's (and the projections') inside. Under a `tf.distribute` strategy
+each replica's loss is divided by the replica count, so the summed gradient is the global-batch
+mean; with several replicas a `global_clipnorm` is applied to that summed gradient here.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from tinybert_tf.distill import optim
+
+
+def num_replicas():
+    """Replicas that each see a slice of the global batch (TF distribution strategies)."""
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def clip_across_replicas(grads, clipnorm):
+    """Scale every replica's gradients by the clipping factor of their cross-replica sum."""
+    total = tf.distribute.get_replica_context().all_reduce("sum", grads)
+    norm = tf.linalg.global_norm(total)
+    scale = tf.minimum(1.0, clipnorm / tf.maximum(norm, 1e-12))
+    return [g * tf.cast(scale, g.dtype) for g in grads]
+
+
+def train_step(model, data):
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    t_feats = model._teacher_or_empty(x)
+    variables = model.trainable_variables
+    with tf.GradientTape() as tape:
+        s_feats = model.student_features(x, training=True)
+        terms = model.compute_terms(x, y, sample_weight, t_feats, s_feats)
+        loss = model.optimizer.scale_loss(terms["loss"] / num_replicas())
+    grads = tape.gradient(loss, variables)
+    # Variables no term reaches (e.g. the pooler under intermediate-layer terms) keep still.
+    pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+    grads, variables = optim.densify([g for g, _ in pairs]), [v for _, v in pairs]
+    clipnorm = getattr(model, "_replica_clipnorm", None)
+    if clipnorm:
+        grads = clip_across_replicas(grads, clipnorm)
+    model.optimizer.apply(grads, variables)
+    return model._update_trackers(terms)
+
+
+def test_step(model, data):
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    t_feats = model._teacher_or_empty(x)
+    s_feats = model.student_features(x, training=False)
+    return model._update_trackers(model.compute_terms(x, y, sample_weight, t_feats, s_feats))
