@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tinybert_tf.data import augment
+from tinybert_tf.data.augment_shards import augment_file
 
 WORDS = (
     "the a cat dog bird fish sat ran flew swam on under over near mat rug log tree red blue "
@@ -170,7 +171,7 @@ def test_augment_file_pairs_and_resume(model_and_tokenizer, tmp_path):
     _write_tsv(tsv, 14)
     kw = {"n_aug": 3, "num_shards": 4, "text_b_column": "text_b"}
     full = tmp_path / "full"
-    stats = _aug(model_and_tokenizer).augment_file(str(tsv), str(full), **kw)
+    stats = augment_file(_aug(model_and_tokenizer), str(tsv), str(full), **kw)
     assert stats["examples_in"] == 14 and stats["copies_written"] == 42
     assert stats["shards"] == 4 and stats["shards_skipped"] == 0
     lines = (full / "augmented.tsv").read_text().splitlines()
@@ -187,13 +188,13 @@ def test_augment_file_pairs_and_resume(model_and_tokenizer, tmp_path):
     before = (full / "augmented.tsv").read_bytes()
     os.remove(full / shards[2])
     os.remove(full / (shards[2] + ".done"))
-    again = _aug(model_and_tokenizer).augment_file(str(tsv), str(full), **kw)
+    again = augment_file(_aug(model_and_tokenizer), str(tsv), str(full), **kw)
     assert again["shards_skipped"] == 3 and again == stats | {"shards_skipped": 3}
     assert (full / "augmented.tsv").read_bytes() == before
     with pytest.raises(ValueError, match="other settings"):
-        _aug(model_and_tokenizer, seed=9).augment_file(str(tsv), str(full), **kw)
+        augment_file(_aug(model_and_tokenizer, seed=9), str(tsv), str(full), **kw)
     with pytest.raises(ValueError, match="column 'sentence'"):
-        _aug(model_and_tokenizer).augment_file(str(tsv), str(tmp_path / "x"), text_column="sentence")
+        augment_file(_aug(model_and_tokenizer), str(tsv), str(tmp_path / "x"), text_column="sentence")
 
 
 def test_augment_file_keeps_quoted_fields_and_refuses_stray_tabs(model_and_tokenizer, tmp_path):
@@ -207,7 +208,7 @@ def test_augment_file_keeps_quoted_fields_and_refuses_stray_tabs(model_and_token
     tsv.write_text('text\tlabel\n"the ""best"" movie\tever"\tpos\n'
                    f"{SENTENCES[1]}\tneg\n", encoding="utf-8")
     out = tmp_path / "out"
-    stats = _aug(model_and_tokenizer, p=0.0).augment_file(str(tsv), str(out), n_aug=2)
+    stats = augment_file(_aug(model_and_tokenizer, p=0.0), str(tsv), str(out), n_aug=2)
     assert stats["copies_written"] == 4
     rows = list(task_files.read_rows(str(out / "augmented.tsv"), ["text"], "label"))
     assert [r[1][0] for r in rows[:1]] == [tricky]  # the original, unchanged
@@ -215,4 +216,4 @@ def test_augment_file_keeps_quoted_fields_and_refuses_stray_tabs(model_and_token
     bad = tmp_path / "bad.tsv"
     bad.write_text("text\tlabel\ngood movie\tloved it\tneu\n", encoding="utf-8")
     with pytest.raises(TaskFileError, match=r"bad.tsv:2: 3 fields, the header has 2"):
-        _aug(model_and_tokenizer).augment_file(str(bad), str(tmp_path / "o2"))
+        augment_file(_aug(model_and_tokenizer), str(bad), str(tmp_path / "o2"))

@@ -67,7 +67,7 @@ def main(argv):
 
 
 def _augment():
-    from tinybert_tf.data import augment
+    from tinybert_tf.data import augment, augment_shards
 
     masked_lm, tokenizer = load_masked_lm(FLAGS.masked_lm_preset)
     augmenter = augment.Augmenter(
@@ -80,7 +80,8 @@ def _augment():
         seq_len=FLAGS.seq_len,
         pair_context=FLAGS.pair_context,
     )
-    stats = augmenter.augment_file(
+    stats = augment_shards.augment_file(
+        augmenter,
         FLAGS.input,
         FLAGS.output_dir,
         n_aug=FLAGS.n_aug,

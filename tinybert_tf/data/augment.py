@@ -299,9 +299,3 @@ class Augmenter:
         """Per text ``[original, copy_1, ..., copy_n_aug]`` (see ``augment_examples``)."""
         groups = self.augment_examples([(t,) for t in texts], n_aug, start_index)
         return [[ex[0] for ex in g] for g in groups]
-
-    def augment_file(self, in_tsv: str, out_dir: str, n_aug: int = 20, **kwargs) -> dict:
-        """Augment a TSV into resumable shards; see ``augment_shards.augment_file``."""
-        from tinybert_tf.data.augment_shards import augment_file
-
-        return augment_file(self, in_tsv, out_dir, n_aug=n_aug, **kwargs)
