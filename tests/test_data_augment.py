@@ -217,3 +217,36 @@ def test_augment_file_keeps_quoted_fields_and_refuses_stray_tabs(model_and_token
     bad.write_text("text\tlabel\ngood movie\tloved it\tneu\n", encoding="utf-8")
     with pytest.raises(TaskFileError, match=r"bad.tsv:2: 3 fields, the header has 2"):
         augment_file(_aug(model_and_tokenizer), str(bad), str(tmp_path / "o2"))
+
+
+def test_augment_cli_writes_labelled_copies(model_and_tokenizer, tmp_path):
+    """tools/augment.py end to end: a saved MaskedLM preset + a TSV -> augmented.tsv with every
+    row's label kept; a preset without a masked-LM head is one `Error:` line, exit 1."""
+    import subprocess
+    import sys
+
+    from tinybert_tf.data import task_files
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    masked_lm, tokenizer = model_and_tokenizer
+    preset = tmp_path / "mlm"
+    masked_lm.save_to_preset(str(preset))
+    tokenizer.save_to_preset(str(preset))
+    tsv = tmp_path / "train.tsv"
+    tsv.write_text("text\tlabel\n" + "".join(f"{s}\t{i % 2}\n" for i, s in enumerate(SENTENCES[:3])))
+    cmd = [sys.executable, os.path.join(root, "tools", "augment.py"), f"--input={tsv}",
+           f"--masked_lm_preset={preset}", "--n_aug=2", "--num_candidates=4", "--seq_len=64"]
+    done = subprocess.run([*cmd, f"--output_dir={tmp_path / 'out'}"], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = list(task_files.read_rows(str(tmp_path / "out" / "augmented.tsv"), ["text"], "label"))
+    assert [r[2] for r in rows] == ["0"] * 3 + ["1"] * 3 + ["0"] * 3
+    assert [rows[i][1][0] for i in (0, 3, 6)] == SENTENCES[:3]  # each original first
+    backbone_only = tmp_path / "backbone"
+    masked_lm.backbone.save_to_preset(str(backbone_only))
+    tokenizer.save_to_preset(str(backbone_only))
+    cmd[3] = f"--masked_lm_preset={backbone_only}"
+    bad = subprocess.run([*cmd, f"--output_dir={tmp_path / 'o2'}"], capture_output=True,
+                         text=True, timeout=600)
+    assert bad.returncode == 1
+    assert bad.stderr.strip().splitlines()[-1].startswith(f"Error: {backbone_only} has no masked-LM")
