@@ -22,7 +22,8 @@ import tensorflow as tf
 from tinybert_tf.data import metrics as task_metrics
 from tinybert_tf.distill import features, heads, students
 
-BATCH_SIZES = (1, 32)
+BATCH_SIZES = (1, 32)  # latency batch sizes
+WARMUP_RUNS = 2  # untimed forward passes before the timed ones
 
 
 # ---- metrics ------------------------------------------------------------------------------------
@@ -89,10 +90,10 @@ def preset_size(path):
     return int(total)
 
 
-def latency_inputs(model, seq_len, batch_size, seed=0):
-    """Random token ids `[batch_size, seq_len]` (no padding) in the model's input format."""
+def latency_inputs(model, seq_len, batch_size):
+    """Random token ids `[batch_size, seq_len]` (no padding, seed 0) in the model's input format."""
     backbone = features.backbone_of(model)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(0)
     ids = rng.integers(0, backbone.vocabulary_size, size=(batch_size, seq_len)).astype("int32")
     inputs = {"token_ids": ids, "segment_ids": np.zeros_like(ids),
               "padding_mask": np.ones_like(ids)}
@@ -100,14 +101,14 @@ def latency_inputs(model, seq_len, batch_size, seed=0):
     return {k: tf.constant(inputs[k]) for k in names}
 
 
-def measure_latency(model, seq_len, batch_size, runs=20, warmup=2):
+def measure_latency(model, seq_len, batch_size, runs=20):
     """Median wall-clock seconds of `runs` forward passes of a `tf.function`-compiled model at
-    `[batch_size, seq_len]` on the current device, after `warmup` untimed calls (tracing)."""
+    `[batch_size, seq_len]` on the current device, after WARMUP_RUNS untimed calls (tracing)."""
     if runs < 1:
         raise ValueError(f"latency runs must be >= 1, got {runs}; set --config.latency_runs.")
     x = latency_inputs(model, seq_len, batch_size)
     forward = tf.function(lambda inputs: model(inputs, training=False))
-    for _ in range(max(1, warmup)):
+    for _ in range(WARMUP_RUNS):
         forward(x).numpy()
     times = []
     for _ in range(runs):
@@ -133,14 +134,14 @@ def check_compatible(models, seq_len):
                              "lower --config.data.seq_len.")
 
 
-def compare(models, spec, dataset, seq_len, runs=20, batch_sizes=BATCH_SIZES, reference=None):
+def compare(models, spec, dataset, seq_len, runs=20, reference=None):
     """Evaluate every model on the same data and time it; returns the report dict.
 
     models: {name: (model, preset_dir or None)}, in table order. reference: the name whose
     first metric the others' share is taken of (default: the first model, i.e. the teacher).
     Report: task, kind, seq_len, latency_runs, batch_sizes, metric_names, reference,
     share_metric, and `models`: a list of {name, preset, metrics, params, size_bytes,
-    latency_b<N>_s for N in batch_sizes, share} (share = metric / reference metric, None if
+    latency_b<N>_s for N in BATCH_SIZES, share} (share = metric / reference metric, None if
     the reference scores 0).
     """
     if not models:
@@ -157,7 +158,7 @@ def compare(models, spec, dataset, seq_len, runs=20, batch_sizes=BATCH_SIZES, re
         row = {"name": name, "preset": preset, "metrics": evaluate_model(model, dataset, spec),
                "params": students.count_params(model),
                "size_bytes": preset_size(preset) if preset else None}
-        for batch_size in batch_sizes:
+        for batch_size in BATCH_SIZES:
             row[f"latency_b{batch_size}_s"] = measure_latency(model, seq_len, batch_size, runs)
         rows.append(row)
     base = next(r for r in rows if r["name"] == reference)["metrics"][first]
@@ -165,7 +166,7 @@ def compare(models, spec, dataset, seq_len, runs=20, batch_sizes=BATCH_SIZES, re
         row["share"] = row["metrics"][first] / base if base else None
     return {
         "task": spec.name, "kind": spec.kind, "seq_len": int(seq_len), "latency_runs": int(runs),
-        "batch_sizes": list(batch_sizes), "metric_names": list(spec.metrics),
+        "batch_sizes": list(BATCH_SIZES), "metric_names": list(spec.metrics),
         "reference": reference, "share_metric": first, "models": rows,
     }
 

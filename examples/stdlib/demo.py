@@ -120,20 +120,13 @@ def _read_docs(path, limit):
 
 
 def _load_student(path):
-    import keras
     import keras_hub
-    import numpy as np
+
+    from tinybert_tf.launch import builders
 
     backbone = keras_hub.models.Backbone.from_preset(path)
-    projection = None
-    npz = os.path.join(path, "projections.npz")
-    if os.path.exists(npz):
-        with np.load(npz) as data:
-            kernel, bias = data["projection_0/kernel"], data["projection_0/bias"]
-        projection = keras.layers.Dense(kernel.shape[1])
-        projection.build((None, None, kernel.shape[0]))
-        projection.set_weights([kernel, bias])
-    return backbone, projection
+    projections = builders.load_projections(path)
+    return backbone, projections[0] if projections else None
 
 
 def plot_losses(records, path, title="General distillation"):

@@ -36,29 +36,24 @@ import os
 import shutil
 import time
 
-from tinybert_tf.export.checks import (  # noqa: F401  (verify_export re-exported)
+from tinybert_tf.export.checks import (
     build_parity_cases,
     check_tflite,
     finish_saved_model_cli,
     run_fresh_process_checks,
     start_saved_model_cli,
-    verify_export,
 )
 from tinybert_tf.export.hf import HFExportError, check_hf_round_trip, export_hf_checkpoint
-from tinybert_tf.export.serving import (  # noqa: F401  (re-exported)
+from tinybert_tf.export.serving import (
     DEFAULT_SIGNATURE,
     INPUT_NAMES,
-    TEXT_PAIR_SIGNATURE,
-    TEXT_SIGNATURE,
     WARMUP_FILE,
     ExportError,
-    StudentInfo,
     _read_labels,
     build_serving_module,
     describe_student,
     load_student,
     next_version,
-    student_variable_dict,
     write_warmup,
 )
 

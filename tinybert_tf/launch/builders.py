@@ -165,10 +165,13 @@ def count_batches(dataset):
 # ---- savers -------------------------------------------------------------------------------------
 
 
-def save_model(model, tokenizer, path, projections=None):
+PROJECTIONS_FILE = "projections.npz"
+
+
+def save_model(model, tokenizer, path, projections=()):
     """A student backbone or task model + tokenizer as a keras-hub preset dir, weights only
-    (no optimizer state); `projections` (a Distiller's width projections) go beside it in
-    `projections.npz`."""
+    (no optimizer state); `projections` (a Distiller's `projections`: its student->teacher width
+    projections, keras Dense layers) go beside it in `projections.npz` (`load_projections`)."""
     optimizer = getattr(model, "optimizer", None)
     if optimizer is not None:
         model.optimizer = None
@@ -178,7 +181,45 @@ def save_model(model, tokenizer, path, projections=None):
         if optimizer is not None:
             model.optimizer = optimizer
     tokenizer.save_to_preset(path)
-    if projections is not None and projections.projections:
-        projections.save_projections(os.path.join(path, "projections.npz"))
+    if projections:
+        _write_projections(projections, os.path.join(path, PROJECTIONS_FILE))
     print(f"Saved {type(model).__name__} to {path}")
     return path
+
+
+def _write_projections(projections, path):
+    """Dense layers -> an .npz file with one array per weight, keyed `<layer name>/<weight name>`
+    (e.g. `projection_0/kernel`), in layer order."""
+    import io
+
+    import numpy as np
+    import tensorflow as tf
+
+    buffer = io.BytesIO()  # zipfile seeks, which a write-only GFile does not allow
+    np.savez(buffer, **{f"{p.name}/{w.name}": w.numpy() for p in projections for w in p.weights})
+    with tf.io.gfile.GFile(path, "wb") as f:
+        f.write(buffer.getvalue())
+
+
+def load_projections(preset_dir):
+    """The width projections `save_model` wrote beside a student: built keras Dense layers with
+    the saved names and weights, in the saved order; [] when the preset dir has none."""
+    import io
+
+    import numpy as np
+    import tensorflow as tf
+
+    path = os.path.join(preset_dir, PROJECTIONS_FILE)
+    if not tf.io.gfile.exists(path):
+        return []
+    with tf.io.gfile.GFile(path, "rb") as f, np.load(io.BytesIO(f.read())) as data:
+        arrays = {key: data[key] for key in data.files}
+    names = list(dict.fromkeys(key.split("/", 1)[0] for key in arrays))
+    layers = []
+    for name in names:
+        kernel = arrays[f"{name}/kernel"]
+        layer = keras.layers.Dense(kernel.shape[1], name=name)
+        layer.build((None, None, kernel.shape[0]))
+        layer.set_weights([arrays[f"{name}/{w.name}"] for w in layer.weights])
+        layers.append(layer)
+    return layers

@@ -9,7 +9,8 @@ import ml_collections
 
 
 def base(mode):
-    """Fields every mode reads (a field nothing reads is a bug). `optimizer.learning_rate` is
+    """Fields every mode reads (a field nothing reads is a bug: tests/test_launch_config_lib.py
+    runs each config's modes and names any leaf no mode read). `optimizer.learning_rate` is
     general distillation's; task configs delete it (each stage has its own rate)."""
     c = ml_collections.ConfigDict()
     c.mode = mode

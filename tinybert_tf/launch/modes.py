@@ -64,9 +64,11 @@ def general_distill(c, workdir, strategy):
     backbone = student.backbone if is_mlm else student
     fresh = not tf.io.gfile.exists(os.path.join(workdir, "checkpoints"))
     if c.save_initial and fresh:
-        b.save_model(backbone, tokenizer, os.path.join(workdir, "student_init"), distiller)
+        b.save_model(backbone, tokenizer, os.path.join(workdir, "student_init"),
+                     distiller.projections)
     task_modes.run_stage(distiller, data, workdir, c, c.steps)
-    return b.save_model(backbone, tokenizer, os.path.join(workdir, "student"), distiller)
+    return b.save_model(backbone, tokenizer, os.path.join(workdir, "student"),
+                        distiller.projections)
 
 
 # ---- export and dispatch -------------------------------------------------------------------------

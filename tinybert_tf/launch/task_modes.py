@@ -27,7 +27,7 @@ from tinybert_tf.launch.strategy import LaunchError, check_batch_size
 
 def run_stage(model, data, workdir, c, total_steps, callbacks=()):
     """`train.run` with the config's logging and checkpoint settings."""
-    return train.run(model, data, workdir, total_steps, log_every=c.log_every,
+    train.run(model, data, workdir, total_steps, log_every=c.log_every,
                      checkpoint_every=c.checkpoint_every, max_to_keep=c.keep_checkpoints,
                      callbacks=callbacks)
 

@@ -45,7 +45,7 @@ def _atomic_write(path, text):
 def prepare_workdir(workdir, config, overwrite=False):
     """Create `workdir` and write the resolved `config.json`; refuse a different earlier run.
 
-    `config` is a plain dict. Returns True when the workdir already held this run (a restart).
+    `config` is a plain dict; the same config again (a restart) leaves the workdir as it is.
     """
     tf.io.gfile.makedirs(workdir)
     path = os.path.join(workdir, "config.json")
@@ -59,22 +59,20 @@ def prepare_workdir(workdir, config, overwrite=False):
             if k not in ignore and json.dumps(old.get(k), sort_keys=True, default=str)
             != json.dumps(config.get(k), sort_keys=True, default=str)
         )
-        if differ and not overwrite:
+        if not differ:
+            return
+        if not overwrite:
             raise LaunchError(
                 f"workdir {workdir} holds a run with a different config (differs in: "
                 f"{', '.join(differ)}); use a new --workdir or pass --config.overwrite=True."
             )
-        if differ:
-            for sub in ("checkpoints", "tensorboard", "metrics.jsonl"):
-                target = os.path.join(workdir, sub)
-                if tf.io.gfile.isdir(target):
-                    tf.io.gfile.rmtree(target)
-                elif tf.io.gfile.exists(target):
-                    tf.io.gfile.remove(target)
-        else:
-            return True
+        for sub in ("checkpoints", "tensorboard", "metrics.jsonl"):
+            target = os.path.join(workdir, sub)
+            if tf.io.gfile.isdir(target):
+                tf.io.gfile.rmtree(target)
+            elif tf.io.gfile.exists(target):
+                tf.io.gfile.remove(target)
     _atomic_write(path, text)
-    return False
 
 
 def _short(err):
@@ -156,9 +154,8 @@ class Checkpointer:
         return None
 
     def save(self, step):
-        path = self.manager.save(checkpoint_number=step)
+        self.manager.save(checkpoint_number=step)
         self.good_step = step
-        return path
 
 
 class StepLogger(keras.callbacks.Callback):
@@ -271,7 +268,7 @@ def run(model, dataset, workdir, total_steps, log_every=100, checkpoint_every=10
 
     Resumes from `workdir/checkpoints` if present. `callbacks` run after each chunk before the
     checkpoint is written and the chunk's logs are logged (e.g. `selection.EvalSelector`, which
-    adds `val_*` scores to them). Returns the Keras History of this process. On SIGINT / SIGTERM
+    adds `val_*` scores to them). On SIGINT / SIGTERM
     raises `errors.Interrupted` after writing a checkpoint at the step reached (see SignalStop),
     also when the signal came during the last chunk (which then ends as usual).
     """
@@ -298,7 +295,7 @@ def run(model, dataset, workdir, total_steps, log_every=100, checkpoint_every=10
         print(f"Resuming from {restored} (step {start} of {end}).")
     if start >= end:
         print(f"Run already complete at step {start}.")
-        return None
+        return
     # (first step, first chunk, chunks to end at, steps per chunk): the rest of a chunk that a
     # signal stopped mid-way, then whole chunks.
     head = -start % log_every
@@ -308,18 +305,11 @@ def run(model, dataset, workdir, total_steps, log_every=100, checkpoint_every=10
     stopper = SignalStop()
     callbacks = [NanGuard(checkpointer), *callbacks, SaveEvery(checkpointer, checkpoint_every),
                  StepLogger(workdir), stopper]
-    history = None
     with stopper:
         try:
             for first, epoch, epochs, steps in segments:
-                fitted = model.fit(dataset.skip(first), epochs=epochs, initial_epoch=epoch,
-                                   steps_per_epoch=steps, callbacks=callbacks)
-                if history is None:
-                    history = fitted
-                else:  # one History for the process: the rest of a chunk, then whole chunks
-                    history.epoch += fitted.epoch
-                    for key, values in fitted.history.items():
-                        history.history.setdefault(key, []).extend(values)
+                model.fit(dataset.skip(first), epochs=epochs, initial_epoch=epoch,
+                          steps_per_epoch=steps, callbacks=callbacks)
         except _Stop:
             pass
         step = int(model.optimizer.iterations.numpy())
@@ -330,7 +320,6 @@ def run(model, dataset, workdir, total_steps, log_every=100, checkpoint_every=10
             f"stopped at step {step}, checkpoint written; re-run the same command to resume.",
             128 + stopper.signum,
         )
-    return history
 
 
 def read_metrics(workdir):
