@@ -4,7 +4,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench lint
+.PHONY: test test-fast demo bench lint
 
 $(VPY):
 	$(PY) -m venv $(VENV)
@@ -22,6 +22,11 @@ lint: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VPY) -m pytest -q tests
+
+# The edit loop: everything but the end-to-end runs marked `slow` (make test runs them all).
+test-fast: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VPY) -m pytest -q -m "not slow" tests
 
 demo: $(STAMP)
 	$(VPY) -m examples.stdlib.demo

@@ -92,6 +92,7 @@ def _index(model, variable):
     importlib.util.find_spec("jax") is None,
     reason="jax is not installed (pip install jax jaxlib); the JAX step cannot run",
 )
+@pytest.mark.slow
 def test_jax_step_matches_tensorflow(tmp_path):
     from tests import tiny
     from tinybert_tf import Distiller

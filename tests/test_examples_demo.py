@@ -9,6 +9,7 @@ import pytest
 from examples.stdlib import demo
 
 
+@pytest.mark.slow
 def test_short_demo_end_to_end(tmp_path):
     try:
         teacher = demo.minilm_dir()

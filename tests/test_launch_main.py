@@ -70,7 +70,7 @@ import sys, numpy as np, tensorflow as tf, keras_hub
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 sys.path.insert(0, sys.argv[1])
-from test_main import _config
+from test_launch_main import _config
 from tinybert_tf.launch.modes import run
 name, teacher, corpus, workdir = sys.argv[2:6]
 c = _config("general_distill", teacher=teacher, strategy=name, steps=20, log_every=10,
@@ -127,6 +127,7 @@ def _launch(args, **kw):
                             text=True, **kw)
 
 
+@pytest.mark.slow
 def test_sigkill_and_restart_matches_uninterrupted_run(assets, tmp_path):
     args = ["--config=configs/general_distill.py:tiny", f"--config.teacher={assets['teacher']}",
             f"--config.data.train={assets['corpus']}", "--config.steps=160",

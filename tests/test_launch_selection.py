@@ -11,6 +11,7 @@ import time
 import keras
 import keras_hub
 import numpy as np
+import pytest
 import tiny
 
 from tinybert_tf.launch import config_lib, selection, train
@@ -57,6 +58,7 @@ def _finetune_config(d, **overrides):
                                "log_every": 4, "checkpoint_every": 12, **overrides})
 
 
+@pytest.mark.slow
 def test_best_on_eval_is_the_output_when_eval_gets_worse(tmp_path):
     out = run_mode(_finetune_config(tmp_path, eval_every=4), str(tmp_path / "run"))
     state = json.load(open(tmp_path / "run" / "finetune" / "selection.json"))
@@ -118,6 +120,7 @@ def _launch(args):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 def test_sigkill_with_evaluation_on_resumes_bit_identical(tmp_path):
     c = _finetune_config(tmp_path, **{"finetune.epochs": 14, "log_every": 2,
                                       "checkpoint_every": 12})

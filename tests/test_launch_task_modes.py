@@ -44,6 +44,7 @@ def task_run(tmp_path_factory):
     return {"dir": d, "teacher": teacher, "student": out, "common": common}
 
 
+@pytest.mark.slow
 def test_finetune_writes_a_teacher_classifier(task_run):
     teacher = keras_hub.models.TextClassifier.from_preset(task_run["teacher"], preprocessor=None)
     assert teacher.num_classes == 2 and teacher.backbone.num_layers == 4
@@ -66,6 +67,7 @@ def test_prediction_step_starts_from_intermediate_weights(task_run):
     assert max(moved) > 1e-4
 
 
+@pytest.mark.slow
 def test_cached_teacher_logits_train_the_same_student(task_run):
     """prediction.cache_teacher_logits (one teacher pass) == the teacher at every step."""
     students = []
@@ -93,6 +95,7 @@ def test_export_mode_publishes_a_version_with_labels(task_run):
         assert f.read().split() == ["neg", "pos"]
 
 
+@pytest.mark.slow
 def test_conll_token_classification_end_to_end(tmp_path):
     """finetune -> task_distill -> evaluate on mock CoNLL-2003 (real TFDS builder, no download)."""
     import tensorflow_datasets as tfds

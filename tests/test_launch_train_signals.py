@@ -156,6 +156,7 @@ def _wait_for_second_chunk(proc):
     return out, reader
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_launcher_signal_mid_chunk_then_same_command_resumes(launch, tmp_path, sig):
     start, full_weights = launch

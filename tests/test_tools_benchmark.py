@@ -12,6 +12,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -27,6 +29,7 @@ def _finite(value, name):
     assert isinstance(value, (int, float)) and math.isfinite(value), f"{name} = {value!r}"
 
 
+@pytest.mark.slow
 def test_benchmark_tiny_writes_finite_figures(tmp_path):
     out = tmp_path / "bench.json"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow")
@@ -65,6 +68,7 @@ def test_benchmark_tiny_writes_finite_figures(tmp_path):
     assert _get(results, "machine_start.uptime")
 
 
+@pytest.mark.slow
 def test_task_bench_tiny(tmp_path):
     """--bench=task on tiny models: every step of every side has a finite rate over all rows;
     length buckets leave less padding than padding every batch to seq_len."""

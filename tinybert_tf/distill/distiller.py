@@ -195,14 +195,3 @@ class Distiller(keras.Model):
 
     def test_step(self, *args):
         return self._step_module.test_step(self, *args)
-
-    # ---- saving -----------------------------------------------------------------------------------
-
-    def save_projections(self, path):
-        """Write the student->teacher projections (distillation-only layers) to an .npz file."""
-        import numpy as np
-
-        arrays = {f"{p.name}/{w.name}": w.numpy() for p in self.projections for w in p.weights}
-        with open(path, "wb") as f:
-            np.savez(f, **arrays)
-        return path
