@@ -12,6 +12,7 @@ import textwrap
 
 import numpy as np
 import pytest
+import tiny
 
 keras = pytest.importorskip("keras")
 keras_hub = pytest.importorskip("keras_hub")
@@ -50,26 +51,12 @@ def presets(tmp_path_factory):
     vocab_file.write_text("".join(t + "\n" for t in VOCAB), encoding="utf-8")
     keras.utils.set_random_seed(0)
     tok = keras_hub.models.BertTokenizer(vocabulary=str(vocab_file), lowercase=True)
-    enc = keras_hub.models.BertBackbone(
-        vocabulary_size=len(VOCAB),
-        num_layers=2,
-        num_heads=2,
-        hidden_dim=32,
-        intermediate_dim=64,
-        max_sequence_length=MAX_LEN,
-    )
+    enc = tiny.backbone(seed=0, vocabulary_size=len(VOCAB), max_sequence_length=MAX_LEN)
     _perturb(enc, 1)
     enc.save_to_preset(str(root / "encoder"))
     tok.save_to_preset(str(root / "encoder"))
 
-    clf_backbone = keras_hub.models.BertBackbone(
-        vocabulary_size=len(VOCAB),
-        num_layers=2,
-        num_heads=2,
-        hidden_dim=32,
-        intermediate_dim=64,
-        max_sequence_length=MAX_LEN,
-    )
+    clf_backbone = tiny.backbone(seed=1, vocabulary_size=len(VOCAB), max_sequence_length=MAX_LEN)
     pre = keras_hub.models.BertTextClassifierPreprocessor(tok, sequence_length=MAX_LEN)
     clf = keras_hub.models.BertTextClassifier(clf_backbone, num_classes=3, preprocessor=pre)
     _perturb(clf, 2)

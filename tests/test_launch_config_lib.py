@@ -83,16 +83,6 @@ class Reads:
         return False
 
 
-def _write_task(path, n, seed):
-    rng = np.random.default_rng(seed)
-    with open(path, "w") as f:
-        f.write("text\tlabel\n")
-        for i in range(n):
-            words = list(rng.choice(tiny.WORDS[:30], size=rng.integers(4, 12)))
-            if i % 2:
-                words.insert(int(rng.integers(0, len(words))), "teacher")
-            f.write(" ".join(words) + "\t" + ("pos" if i % 2 else "neg") + "\n")
-    return str(path)
 
 
 def _run(name, workdir, monkeypatch, **overrides):
@@ -150,9 +140,9 @@ def keras_hub_mlm(path):
 
 def test_task_distill_reads_every_leaf(tmp_path, monkeypatch):
     """finetune -> task_distill (stages both, a transfer set) -> evaluate -> export."""
-    common = {"task": "file", "data.train_file": _write_task(tmp_path / "train.tsv", 16, 0),
-              "data.eval_file": _write_task(tmp_path / "dev.tsv", 8, 1),
-              "data.test_file": _write_task(tmp_path / "test.tsv", 8, 2)}
+    common = {"task": "file", "data.train_file": tiny.write_task(tmp_path / "train.tsv", 16, 0),
+              "data.eval_file": tiny.write_task(tmp_path / "dev.tsv", 8, 1),
+              "data.test_file": tiny.write_task(tmp_path / "test.tsv", 8, 2)}
     teacher, read = _run("task_distill", tmp_path / "ft", monkeypatch, mode="finetune",
                          teacher=tiny.write_teacher(tmp_path / "pre"), **common)
     with open(tmp_path / "transfer.txt", "w") as f:

@@ -16,17 +16,6 @@ def _config(**overrides):
     return config_lib.load("task_distill", "tiny", **overrides)
 
 
-def _write_task(path, n, seed):
-    """Label 'pos' iff the sentence contains 'teacher': learnable from tokens alone."""
-    rng = np.random.default_rng(seed)
-    with open(path, "w") as f:
-        f.write("text\tlabel\n")
-        for i in range(n):
-            words = list(rng.choice(tiny.WORDS[:30], size=rng.integers(4, 12)))
-            if i % 2:
-                words.insert(int(rng.integers(0, len(words))), "teacher")
-            f.write(" ".join(words) + "\t" + ("pos" if i % 2 else "neg") + "\n")
-    return str(path)
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +23,8 @@ def task_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("task")
     common = {
         "task": "file",
-        "data.train_file": _write_task(d / "train.tsv", 48, 0),
-        "data.eval_file": _write_task(d / "dev.tsv", 16, 1),
+        "data.train_file": tiny.write_task(d / "train.tsv", 48, 0),
+        "data.eval_file": tiny.write_task(d / "dev.tsv", 16, 1),
     }
     teacher = run_mode(_config(mode="finetune", teacher=tiny.write_teacher(d / "pre"), **common),
                        str(d / "ft"))

@@ -16,12 +16,12 @@ def tokenizer():
 
 
 def backbone(num_layers=2, hidden_dim=32, num_heads=2, intermediate_dim=64, seed=0, dtype=None,
-             max_sequence_length=16, dropout=0.1):
+             max_sequence_length=16, dropout=0.1, vocabulary_size=None):
     import keras
 
     keras.utils.set_random_seed(seed)
     return keras_hub.models.BertBackbone(
-        vocabulary_size=len(VOCAB),
+        vocabulary_size=vocabulary_size or len(VOCAB),
         num_layers=num_layers,
         num_heads=num_heads,
         hidden_dim=hidden_dim,
@@ -67,6 +67,19 @@ def write_corpus(path, docs=200, seed=0):
         for _ in range(docs):
             words = rng.choice(WORDS, size=rng.integers(5, 40))
             f.write(" ".join(words) + ".\n")
+    return str(path)
+
+
+def write_task(path, n, seed):
+    """A TSV task: label 'pos' iff the sentence contains 'teacher' (learnable from tokens alone)."""
+    rng = np.random.default_rng(seed)
+    with open(path, "w") as f:
+        f.write("text\tlabel\n")
+        for i in range(n):
+            words = list(rng.choice(WORDS[:30], size=rng.integers(4, 12)))
+            if i % 2:
+                words.insert(int(rng.integers(0, len(words))), "teacher")
+            f.write(" ".join(words) + "\t" + ("pos" if i % 2 else "neg") + "\n")
     return str(path)
 
 
