@@ -31,9 +31,9 @@ setup(
     ],
     extras_require={
         # jax: the Distiller's JAX-backend step is tested against the TF step in the suite.
-        "test": ["pytest>=8", "ruff==0.17.6", "matplotlib>=3.8", "jax>=0.10", "scikit-learn>=1.9", "scipy>=1.17", "seqeval>=1.2.2"],
+        "test": ["pytest>=8", "ruff==0.17.6", "matplotlib>=3.8", "jax>=0.10", "orbax-checkpoint>=0.12", "scikit-learn>=1.9", "scipy>=1.17", "seqeval>=1.2.2"],
         "demo": ["matplotlib>=3.8"],
-        "jax": ["jax>=0.10"],
+        "jax": ["jax>=0.10", "orbax-checkpoint>=0.12"],
         # The PyTorch peer of tools/benchmark.py (CPU torch; pip takes a local wheel where present).
         "bench": ["torch==2.13.0", "transformers>=4.40", "psutil>=5.9"],
     },

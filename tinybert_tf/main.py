@@ -3,6 +3,12 @@
 Modes (--config.mode): general_distill | task_distill | finetune | evaluate | export.
 A user mistake prints one line `Error: ...` and exits non-zero (`cli.report`); --verbose adds the
 traceback.
+
+Keras backend (fixed per process): `--config.backend=jax` or `KERAS_BACKEND=jax` (the config's
+default "tensorflow" defers to KERAS_BACKEND). `import tinybert_tf` already imports Keras, so
+when the backend asked for is not the one Keras was imported with, the command line re-executes
+itself once with KERAS_BACKEND set (`launch()`, in a process that keeps its Keras, refuses in one
+line instead).
 """
 
 from __future__ import annotations
@@ -38,9 +44,54 @@ def define_flags(fv, argv=None):
 _CONFIG, _WORKDIR, _VERBOSE = define_flags(flags.FLAGS)
 
 
-def _launch(config, workdir, verbose):
+BACKENDS = ("tensorflow", "jax")
+_REEXEC = "TINYBERT_TF_REEXEC"  # set in the re-executed process: re-execute at most once
+
+
+def select_backend(config, environ=os.environ):
+    """The Keras backend of this launch: `config.backend` when it is not the default
+    "tensorflow", else KERAS_BACKEND, else tensorflow. Sets KERAS_BACKEND and `config.backend`
+    (config.json records the backend that ran) and returns it."""
+    from tinybert_tf.errors import UserError
+
+    asked = str(config.backend or "tensorflow")
+    env = environ.get("KERAS_BACKEND", "")
+    backend = asked if asked != "tensorflow" else (env or asked)
+    if backend not in BACKENDS:
+        source = f"--config.backend={asked}" if backend == asked else f"KERAS_BACKEND={env}"
+        raise UserError(f"{source}: the launcher runs on the Keras backends "
+                        f"{' and '.join(BACKENDS)}; use --config.backend=jax or leave it unset.")
+    environ["KERAS_BACKEND"] = backend
+    config.backend = backend
+    return backend
+
+
+def imported_backend():
+    """The backend Keras was imported with in this process, or None (not imported yet)."""
+    keras = sys.modules.get("keras")
+    return keras.backend.backend() if keras is not None and hasattr(keras, "backend") else None
+
+
+def check_backend(backend, reexec=False):
+    """Keras runs `backend` here, or (reexec: the command line) this process re-executes itself
+    with KERAS_BACKEND=`backend`; else a one-line error naming the fix."""
+    from tinybert_tf.errors import UserError
+
+    have = imported_backend()
+    if have is None or have == backend:
+        return
+    if reexec and not os.environ.get(_REEXEC):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        env = dict(os.environ, KERAS_BACKEND=backend, **{_REEXEC: "1"})
+        os.execve(sys.executable, [sys.executable, "-m", "tinybert_tf.main", *sys.argv[1:]], env)
+    raise UserError(f"Keras was already imported with the {have} backend in this process and "
+                    f"cannot switch to {backend}; start a fresh process with "
+                    f"KERAS_BACKEND={backend} (python -m tinybert_tf.main ...).")
+
+
+def _launch(config, workdir, verbose, reexec=False):
     from tinybert_tf import cli
-    from tinybert_tf.launch.modes import run
 
     try:
         config.mode  # noqa: B018  (ml_collections defers a config file that failed to load)
@@ -50,12 +101,16 @@ def _launch(config, workdir, verbose):
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         print(f"Error: the config file did not load: {lines[-1]}", file=sys.stderr)
         sys.exit(2)
+    backend = cli.report(select_backend, config, verbose=verbose)
+    cli.report(check_backend, backend, reexec, verbose=verbose)
+    from tinybert_tf.launch.modes import run  # Keras is imported with `backend` by now
+
     cli.report(run, config, workdir, verbose=verbose)
 
 
 def main(argv):
     del argv
-    _launch(_CONFIG.value, _WORKDIR.value, _VERBOSE.value)
+    _launch(_CONFIG.value, _WORKDIR.value, _VERBOSE.value, reexec=True)
 
 
 def launch(argv):

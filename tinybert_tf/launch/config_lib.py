@@ -19,7 +19,11 @@ def base(mode):
     c.seed = 0
     c.deterministic = False  # tf.config.experimental.enable_op_determinism()
     c.overwrite = False  # allow reusing a workdir that holds a run with another config
-    c.strategy = "cpu"  # cpu | one_device | mirrored | multi_worker | tpu
+    # Keras backend: tensorflow | jax (or KERAS_BACKEND=jax with this default); fixed per process,
+    # set by tinybert_tf.main before Keras is imported; config.json records the one that ran.
+    c.backend = "tensorflow"
+    c.strategy = "cpu"  # cpu | one_device | mirrored | multi_worker | tpu (TF); cpu | one_device |
+    #   data_parallel (JAX)
     c.tpu = ""  # TPU name, grpc:// address, or "local" on a TPU VM
     # auto | float32 | mixed_bfloat16 | mixed_float16. auto: mixed_bfloat16 where the hardware
     # computes bf16 natively (avx512_bf16/amx_bf16 CPUs, TPU, NVIDIA cc >= 8.0), else float32.

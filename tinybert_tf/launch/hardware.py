@@ -9,6 +9,11 @@ kernels on by default only on CPUs with AVX-512 VNNI/BF16 or AMX; on AVX2-only C
 step ran 1.45x faster with `TF_ENABLE_ONEDNN_OPTS=1` (issue 14), so the launcher, the demo and
 the tools set it before TensorFlow is imported unless the user set it.
 
+On the JAX backend (`backend="jax"`) the device is JAX's default one; Keras' JAX trainer jits
+every step, so `jit_compile` is always True there (an explicit False would run the step op by
+op); on a JAX CPU everything is XLA, whose bf16 dot measured slower than fp32 (bench/RESULTS.md:
+JAX fp32 11.2 vs bf16 9.75 seq/s), so auto precision is float32 on a JAX CPU whatever its flags.
+
 Everything here is a pure function of given CPU flags / device kinds (tested), plus two
 readers of this machine (`cpu_flags`, `device_kind`).
 """
@@ -44,8 +49,11 @@ def enable_onednn(flags=None, environ=os.environ):
                           "faster measured on AVX2)")
 
 
-def device_kind(tf=None):
-    """"tpu", "gpu:<major>.<minor>" (compute capability) or "cpu" for the visible devices."""
+def device_kind(tf=None, backend="tensorflow"):
+    """"tpu", "gpu:<major>.<minor>" (compute capability) or "cpu" for the visible devices (of
+    JAX's default device with `backend="jax"`)."""
+    if backend == "jax":
+        return jax_device_kind()
     if tf is None:
         import tensorflow as tf
     if tf.config.list_logical_devices("TPU"):
@@ -55,6 +63,32 @@ def device_kind(tf=None):
         cc = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability")
         return f"gpu:{cc[0]}.{cc[1]}" if cc else "gpu:0.0"
     return "cpu"
+
+
+def jax_device_kind(device=None):
+    """device_kind of a JAX device (default: JAX's default device)."""
+    if device is None:
+        import jax
+
+        device = jax.devices()[0]
+    if device.platform == "tpu":
+        return "tpu"
+    if device.platform in ("gpu", "cuda", "rocm"):
+        cc = str(getattr(device, "compute_capability", "") or "0.0")
+        return f"gpu:{cc}" if "." in cc else f"gpu:{cc}.0"
+    return "cpu"
+
+
+def keep_tf_on_cpu(tf=None):
+    """On the JAX backend TensorFlow only runs the tf.data input pipeline: hide GPUs from it so
+    it does not reserve their memory (Keras' advice). Call before TF's first op; later it is a
+    no-op (TF refuses to change visible devices once initialised)."""
+    if tf is None:
+        import tensorflow as tf
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:
+        pass
 
 
 def native_bf16(kind, flags):
@@ -76,14 +110,20 @@ def as_bool(value):
     return value in (True, 1, "True", "true", "1")
 
 
-def resolve(precision, teacher_dtype, jit_compile, kind, flags):
+def resolve(precision, teacher_dtype, jit_compile, kind, flags, backend="tensorflow"):
     """Resolve "auto" settings. Returns (precision, teacher_dtype, jit_compile, one-line reason).
 
     precision auto -> mixed_bfloat16 where bf16 is native, else float32; teacher_dtype auto ->
     bfloat16 where native, else "" (the precision's); jit_compile auto -> see module doc.
-    Explicit values pass through unchanged.
+    Explicit values pass through unchanged, except jit_compile on JAX (always True).
     """
     bf16, why = native_bf16(kind, flags)
+    if backend == "jax":
+        if kind == "cpu" and bf16:
+            bf16, why = False, f"{why}, but JAX on CPU runs bf16 through XLA (slower than fp32)"
+        if not as_bool(jit_compile) and jit_compile != "auto":
+            why += "; jit_compile=False ignored: Keras' JAX trainer jits every step"
+        jit_compile = True
     if precision == "auto":
         precision = "mixed_bfloat16" if bf16 else "float32"
     if teacher_dtype == "auto":

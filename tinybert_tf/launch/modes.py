@@ -119,13 +119,15 @@ def run(config, workdir):
     so the fixed command is not refused as a different run.
     """
     from tinybert_tf import cli
-    from tinybert_tf.launch import strategy, validate
+    from tinybert_tf.launch import hardware, strategy, validate
 
+    if keras.backend.backend() == "jax":
+        hardware.keep_tf_on_cpu()  # before TF's first op
     if config.mode not in MODES:
         raise strategy.LaunchError(f"Unknown mode {config.mode!r}; use one of {', '.join(MODES)}.")
     if config.mode in _READ_ONLY:  # read a run's outputs; leave its config alone
         tf.io.gfile.makedirs(workdir)
-        return _start(config, workdir, strategy.make_strategy(config.strategy, config.tpu))
+        return _start(config, workdir, strategy.make(config))
     launch = validate.check_launch(config, workdir)
     created = not tf.io.gfile.exists(workdir)
     fresh = not tf.io.gfile.exists(os.path.join(workdir, "config.json"))
@@ -142,11 +144,12 @@ def _start(config, workdir, dist, corpus_scan=None):
     from tinybert_tf.launch import strategy, validate
 
     keras.utils.set_random_seed(config.seed)
-    if config.deterministic:
+    if config.deterministic:  # TF's ops (on JAX: the tf.data pipeline's)
         tf.config.experimental.enable_op_determinism()
     config = resolve_auto(config)
     strategy.set_precision(config.precision)
-    print(f"Strategy {type(dist).__name__} with {dist.num_replicas_in_sync} replicas.")
+    print(f"Keras backend {keras.backend.backend()}, strategy {strategy.name_of(dist)} with "
+          f"{dist.num_replicas_in_sync} replicas.")
     if corpus_scan:
         validate.record_scan(corpus_scan, workdir)
     return MODES[config.mode](config, workdir, dist)
@@ -173,11 +176,13 @@ def resolve_auto(config):
 
     from tinybert_tf.launch import hardware
 
+    backend = keras.backend.backend()
     precision, teacher_dtype, jit, reason = hardware.resolve(
-        config.precision, config.teacher_dtype, config.jit_compile, hardware.device_kind(),
-        hardware.cpu_flags())
+        config.precision, config.teacher_dtype, config.jit_compile,
+        hardware.device_kind(backend=backend), hardware.cpu_flags(), backend=backend)
     resolved = ml_collections.ConfigDict(config.to_dict(), type_safe=False)
+    ignored = jit != hardware.as_bool(config.jit_compile) and config.jit_compile != "auto"
     resolved.precision, resolved.teacher_dtype, resolved.jit_compile = precision, teacher_dtype, jit
-    if "auto" in (config.precision, config.teacher_dtype, config.jit_compile):
+    if "auto" in (config.precision, config.teacher_dtype, config.jit_compile) or ignored:
         print(f"Hardware: {reason}")
     return resolved

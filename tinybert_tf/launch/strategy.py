@@ -1,6 +1,16 @@
-"""Distribution strategy and precision set-up from a config (CPU, GPUs, multi-worker, Cloud TPU)."""
+"""Distribution and precision set-up from a config (CPU, GPUs, multi-worker, Cloud TPU; JAX).
+
+`make(config)` is the launcher's one entry: a backend-neutral distribution context with `.scope()`
+(models, optimizers and projections are built under it), `num_replicas_in_sync` and a name
+(`name_of`). On TensorFlow it is the `tf.distribute.Strategy` itself (`make_strategy`); on JAX
+there is no strategy: `JaxContext` (the default device, a no-op scope), or for `data_parallel`
+the context of `tinybert_tf.launch.distribution` (keras.distribution.DataParallel +
+jax.distributed), called from `_jax_data_parallel` only.
+"""
 
 from __future__ import annotations
+
+import contextlib
 
 import keras
 import tensorflow as tf
@@ -9,6 +19,7 @@ from absl import logging
 from tinybert_tf.errors import UserError
 
 STRATEGIES = ("cpu", "one_device", "mirrored", "multi_worker", "tpu")
+JAX_STRATEGIES = ("cpu", "one_device", "data_parallel")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
@@ -35,6 +46,10 @@ def make_strategy(name, tpu=""):
         )
     if name == "tpu":
         return _tpu_strategy(tpu)
+    if name == "data_parallel":
+        raise LaunchError("strategy=data_parallel is the JAX backend's (keras.distribution); on "
+                          "TensorFlow use --config.strategy=mirrored, or run with "
+                          "--config.backend=jax.")
     raise LaunchError(f"Unknown strategy {name!r}; use one of {', '.join(STRATEGIES)}.")
 
 
@@ -55,6 +70,70 @@ def _tpu_strategy(tpu):
             f"TPU {tpu!r} not reachable ({first}); on a TPU VM use --config.tpu=local, "
             "otherwise pass the TPU name from `gcloud compute tpus tpu-vm list`."
         ) from None
+
+
+class JaxContext:
+    """The JAX backend's single-process context: the default device (`cpu`: the host CPU even
+    where an accelerator is present), one replica, a no-op `scope()` (Keras' JAX trainer places
+    variables and jits the step itself)."""
+
+    num_replicas_in_sync = 1
+
+    def __init__(self, name):
+        self.name = name
+
+    def scope(self):
+        return contextlib.nullcontext()
+
+
+def make(c):
+    """The distribution context of config `c` for this process's Keras backend (see module
+    doc); `c.backend` must be the backend Keras runs (tinybert_tf.main sees to it)."""
+    backend = keras.backend.backend()
+    if c.backend != backend:
+        raise LaunchError(
+            f"backend={c.backend} but Keras runs {backend} in this process (fixed when Keras is "
+            f"imported); start a fresh process with KERAS_BACKEND={c.backend}, e.g. python -m "
+            f"tinybert_tf.main --config.backend={c.backend} ...")
+    if backend == "tensorflow":
+        return make_strategy(c.strategy, c.tpu)
+    if backend != "jax":
+        raise LaunchError(f"Keras backend {backend!r} is not supported; use KERAS_BACKEND=jax "
+                          "or tensorflow.")
+    if c.strategy == "data_parallel":
+        return _jax_data_parallel(c)
+    if c.strategy in ("cpu", "one_device"):
+        if c.strategy == "cpu":
+            import jax
+
+            jax.config.update("jax_default_device", jax.devices("cpu")[0])
+        return JaxContext(c.strategy)
+    raise LaunchError(f"strategy={c.strategy} is not available on the JAX backend; use one of "
+                      f"{', '.join(JAX_STRATEGIES)} (or --config.backend=tensorflow for "
+                      f"{', '.join(s for s in STRATEGIES if s not in JAX_STRATEGIES)}).")
+
+
+def _jax_data_parallel(c):
+    """THE place where `strategy=data_parallel` on JAX is set up, by
+    `tinybert_tf/launch/distribution.py`: `initialize(coordinator_address, num_processes,
+    process_id)` (jax.distributed; the config's fields of those names where it has them, else one
+    process) then `data_parallel()` (keras.distribution.DataParallel over every device), whose
+    context has `.scope()` and `num_replicas_in_sync` (the global device count, which batch_size
+    is checked against). Called from `make`, so before any model is built."""
+    try:
+        from tinybert_tf.launch import distribution
+    except ImportError:
+        raise LaunchError("strategy=data_parallel on JAX needs tinybert_tf/launch/distribution.py,"
+                          " which this checkout lacks; use --config.strategy=cpu or one_device."
+                          ) from None
+    keys = ("coordinator_address", "num_processes", "process_id")
+    distribution.initialize(**{key: c[key] for key in keys if key in c})
+    return distribution.data_parallel()
+
+
+def name_of(dist):
+    """A distribution context's name for the launch line (a strategy's class name on TF)."""
+    return getattr(dist, "name", None) or type(dist).__name__
 
 
 def set_precision(policy):

@@ -13,18 +13,20 @@ checkpoint at that step and raises `errors.Interrupted` (exit 130 / 143); a seco
 at once. A run resumed mid-chunk first trains the rest of that chunk (its `metrics.jsonl` record,
 at the chunk end as usual, averages only the steps trained after the resume), then whole chunks.
 A damaged latest checkpoint is skipped for the next older one it keeps.
+
+Backend-neutral: `checkpoints.make` picks TF's or orbax's checkpointer (JAX), the step is read
+with `current_step`, and on JAX Keras' trainer re-attaches its state to the variables before any
+callback reads `self.model` (and when a fit ends, an exception included).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
-import re
 import signal
-import sys
 import threading
-import time
 
 import keras
 import numpy as np
@@ -32,6 +34,8 @@ import tensorflow as tf
 from absl import logging
 
 from tinybert_tf import errors
+from tinybert_tf.launch import checkpoints
+from tinybert_tf.launch.checkpoints import Checkpointer  # noqa: F401  (train.Checkpointer: TF)
 from tinybert_tf.launch.strategy import LaunchError
 
 
@@ -40,6 +44,11 @@ def _atomic_write(path, text):
     with tf.io.gfile.GFile(tmp, "w") as f:
         f.write(text)
     tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def current_step(model):
+    """The optimizer's step counter as an int, on any backend."""
+    return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
 
 
 def prepare_workdir(workdir, config, overwrite=False):
@@ -75,89 +84,6 @@ def prepare_workdir(workdir, config, overwrite=False):
     _atomic_write(path, text)
 
 
-def _short(err):
-    """One line of an exception: its type and the first line of its text, without TF's op noise."""
-    text = getattr(err, "message", None) or str(err) or ""
-    text = re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\]", "", text.strip())
-    text = text.splitlines()[0] if text else ""
-    return f"{type(err).__name__}: {text[:200]}"
-
-
-class Checkpointer:
-    """Every model variable + the optimizer in a `tf.train.CheckpointManager` (gs:// works).
-
-    TF writes the data files first and then atomically replaces the `checkpoint` index, so a kill
-    during a write leaves the previous checkpoint as the latest usable one. `restore` falls back
-    from a damaged checkpoint to the next older one it keeps.
-    """
-
-    def __init__(self, directory, model, optimizer, max_to_keep=3):
-        self.directory, self.max_to_keep = directory, max_to_keep
-        self.variables = {"model": list(model.variables), "optimizer": list(optimizer.variables)}
-        self.checkpoint = tf.train.Checkpoint(**self.variables)
-        self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep)
-        self.good_step = None  # the step of the checkpoint this process restored or wrote last
-
-    def _candidates(self):
-        """Checkpoint prefixes to try, newest first, and whether they come from the state file.
-
-        Without a readable `checkpoint` state file, the `ckpt-N.index` files on disk (TF writes
-        a checkpoint's index after its data, so a half-written one has none)."""
-        newest_first = list(self.manager.checkpoints)[::-1]
-        latest = self.manager.latest_checkpoint
-        if latest:
-            newest_first = [latest] + [p for p in newest_first if p != latest]
-        if newest_first:
-            return newest_first, True
-        found = []
-        for path in tf.io.gfile.glob(os.path.join(self.directory, "ckpt-*.index")):
-            match = re.fullmatch(r"ckpt-(\d+)\.index", os.path.basename(path))
-            if match:
-                found.append((int(match.group(1)), path[: -len(".index")]))
-        return [prefix for _, prefix in sorted(found, reverse=True)], False
-
-    def restore(self):
-        """Restore the newest checkpoint that restores cleanly; returns its path or None.
-
-        Each damaged one is skipped with one line on stderr naming it and why; if none restores,
-        a `UserError` names the directory. Every try restores into a fresh `tf.train.Checkpoint`
-        and must pass `assert_consumed`, so a successful one overwrites every variable that a
-        failed try may have half-assigned."""
-        candidates, from_state = self._candidates()
-        for path in candidates:
-            attempt = tf.train.Checkpoint(**self.variables)
-            _ = attempt.save_counter  # made now, so a failed try leaves no restore pending
-            try:
-                attempt.restore(path).assert_consumed()
-            except Exception as err:  # any damage: DataLossError, NotFoundError, IndexError, ...
-                print(f"Skipping checkpoint {path}: {_short(err)}", file=sys.stderr, flush=True)
-                continue
-            if not from_state:  # rebuild the missing / unreadable state file from the files found
-                print(f"Checkpoint state file {self.directory}/checkpoint is missing or unreadable;"
-                      f" found {len(candidates)} checkpoint(s) by name.", file=sys.stderr)
-                kept = [p for p in candidates[::-1] if p != path] + [path]  # oldest first
-                now = time.time() - len(kept)  # the manager tracks paths newer than "preserved"
-                tf.compat.v1.train.update_checkpoint_state(
-                    self.directory, path, all_model_checkpoint_paths=kept,
-                    all_model_checkpoint_timestamps=[now + i for i in range(len(kept))],
-                    last_preserved_timestamp=now - 1)
-                self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory,
-                                                          self.max_to_keep)
-            self.good_step = int(path.rsplit("-", 1)[1])
-            return path
-        if candidates:
-            names = ", ".join(os.path.basename(p) for p in candidates)
-            raise LaunchError(  # a UserError: main prints it as one line
-                f"no checkpoint in {self.directory} can be restored ({names}: damaged, see above);"
-                f" move that directory away or delete it to train this run from step 0."
-            )
-        return None
-
-    def save(self, step):
-        self.manager.save(checkpoint_number=step)
-        self.good_step = step
-
-
 class StepLogger(keras.callbacks.Callback):
     """After each chunk: TensorBoard scalars `train/<metric>` and `train/learning_rate`, and one
     JSON line in `metrics.jsonl` (what the demo's loss curve reads)."""
@@ -168,7 +94,7 @@ class StepLogger(keras.callbacks.Callback):
         self.jsonl = os.path.join(workdir, "metrics.jsonl")
 
     def on_epoch_end(self, epoch, logs=None):
-        step = int(self.model.optimizer.iterations.numpy())
+        step = current_step(self.model)
         record = {k: float(v) for k, v in (logs or {}).items()}
         record["learning_rate"] = float(np.asarray(self.model.optimizer.learning_rate))
         with self.writer.as_default(step=step):
@@ -195,10 +121,10 @@ class NanGuard(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         for name, value in (logs or {}).items():
             if not math.isfinite(float(value)):
-                step = int(self.model.optimizer.iterations.numpy())
+                step = current_step(self.model)
                 raise FloatingPointError(
                     f"{name} became {float(value)} at step {step}; run stopped, last good "
-                    f"checkpoint kept: {self.checkpointer.manager.latest_checkpoint}."
+                    f"checkpoint kept: {checkpoints.latest_path(self.checkpointer)}."
                 )
 
 
@@ -209,7 +135,7 @@ class SaveEvery(keras.callbacks.Callback):
         self.every = every
 
     def on_epoch_end(self, epoch, logs=None):
-        step = int(self.model.optimizer.iterations.numpy())
+        step = current_step(self.model)
         if step % self.every == 0:
             self.checkpointer.save(step)
 
@@ -284,12 +210,12 @@ def run(model, dataset, workdir, total_steps, log_every=100, checkpoint_every=10
         )
     chunks = math.ceil(total_steps / log_every)
     end = chunks * log_every
-    with model.distribute_strategy.scope():
+    strategy = getattr(model, "distribute_strategy", None)  # TF; none on JAX
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
         model.optimizer.build(model.trainable_variables)
-        checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), model, model.optimizer,
-                                    max_to_keep)
+        checkpointer = checkpoints.make(os.path.join(workdir, "checkpoints"), model, max_to_keep)
     restored = checkpointer.restore()
-    start = int(model.optimizer.iterations.numpy())
+    start = current_step(model)
     if restored:
         logging.info("Resumed from %s at step %d.", restored, start)
         print(f"Resuming from {restored} (step {start} of {end}).")
@@ -312,7 +238,7 @@ def run(model, dataset, workdir, total_steps, log_every=100, checkpoint_every=10
                           steps_per_epoch=steps, callbacks=callbacks)
         except _Stop:
             pass
-        step = int(model.optimizer.iterations.numpy())
+        step = current_step(model)
         if checkpointer.good_step != step:  # the last step, or where a signal stopped
             checkpointer.save(step)
     if stopper.signum is not None:

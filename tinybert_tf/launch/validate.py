@@ -1,7 +1,7 @@
 """Launch checks that run before `train.prepare_workdir` claims the workdir.
 
 `check_launch` looks at everything cheap to check (numbers, the workdir, the inputs, the teacher
-and student presets, a scan of the corpus, the distribution strategy) and raises a one-line
+and student presets, a scan of the corpus, the distribution strategy of the Keras backend) and raises a one-line
 `UserError` on the first mistake. Nothing is written before it passes, so a run re-launched with
 the mistake fixed is not refused as "a different config".
 """
@@ -51,8 +51,9 @@ def check_launch(c, workdir):
 
 
 def _resuming(workdir):
-    return "://" not in workdir and bool(tf.train.latest_checkpoint(
-        os.path.join(workdir, "checkpoints")))
+    from tinybert_tf.launch import checkpoints
+
+    return "://" not in workdir and checkpoints.has_checkpoint(os.path.join(workdir, "checkpoints"))
 
 
 def _check_numbers(c, workdir):
@@ -268,11 +269,12 @@ def check_student(spec):
 
 
 def make_strategy(c):
-    """The config's strategy; a TPU name the resolver cannot look up is a one-line error."""
+    """The config's distribution context (`strategy.make`: a tf.distribute strategy, or JAX's
+    context); a TPU name the resolver cannot look up is a one-line error."""
     from tinybert_tf.launch import strategy
 
     try:
-        return strategy.make_strategy(c.strategy, c.tpu)
+        return strategy.make(c)
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", None) or err
         raise LaunchError(
