@@ -10,11 +10,8 @@ transformers, no TensorFlow; keras and keras-hub carried as wheels):
     keras_hub.models.BertBackbone configs with random weights, seq 128, --batch_size (256);
     sequences/s is the median over --steps timed steps after --warmup, timed inside one `fit` by
     a callback (the wall time between consecutive train-batch ends, synchronised on the loss);
-  * its achieved FLOP/s: teacher forward + 3 x (student forward + projections), the counts of
-    tools/bench/flops.py (`step_flops`);
-  * the bf16 matmul rate of the same run: a jitted `jnp.matmul` of two --matmul_size square
-    bfloat16 matrices (median over repeats of 10 back-to-back products), and the step's fraction
-    of it;
+  * its FLOP/s (tools/bench/flops.py `step_flops`) against the bf16 matmul rate of the same run
+    (a jitted `jnp.matmul` of two --matmul_size squares, 10 back-to-back products, median);
   * the PyTorch peer on the same device: the benchmark's HF loop (tools/bench/torch_peer.py: a
     transformers `BertModel` teacher under no_grad, student forward/backward with the same
     emb + attention-score + hidden loss terms through one shared projection, AdamW), in a child
@@ -29,17 +26,9 @@ fallbacks), and it uses only TensorFlow-free modules of tinybert_tf and tools/be
     python tools/gpu_check.py --json=gpu.json           # the device run (BERT-base -> TinyBERT-4)
     python tools/gpu_check.py --tiny --json=/tmp/g.json  # 2-layer models, seq 16, batch 4: CPU, < 60 s
 
-On the lent device (the `run` tool). Once, here, in the repo root (done for issue 16; .whl is
-ignored through .git/info/exclude; the image has every other package keras and keras-hub import,
-kagglehub and tensorflow-text being optional):
-
-    echo /.whl/ >> .git/info/exclude
-    .venv/bin/python -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl keras==3.15.1 keras-hub==0.32.0 namex==0.1.0 optree==0.20.0
-
-then one call, carry [".whl"], timeout_s 420 (about 2-3 minutes of it expected; add e.g.
---batch_size=512 to see whether a larger batch fills the GPU better):
-
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit; set -o pipefail; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; PYTHONUNBUFFERED=1 python3 tools/gpu_check.py --json=$OUT/gpu.json 2>&1 | tee $OUT/gpu.log
+On the lent device: carry keras/keras-hub wheels (.whl/, git-ignored) as the device README says,
+`pip install --target /tmp/site .whl/*.whl`, PYTHONPATH=/tmp/site, then the first command above
+(the exact line: README, "Many devices and hosts").
 """
 
 from __future__ import annotations
@@ -146,93 +135,6 @@ def shapes(args):
         teacher=dict(TINY_TEACHER if args.tiny else BERT_BASE),
         student=dict(TINY_STUDENT if args.tiny else TINYBERT_4),
     )
-
-
-def uniform_layer_map(t_layers, s_layers):
-    # tinybert_tf.distill.recipes.resolve_layer_map("uniform", ...), the general recipe's map.
-    return [(i + 1) * (t_layers // s_layers) - 1 for i in range(s_layers)]
-
-
-# ---- the PyTorch peer (child process; imports torch, never keras / jax) --------------------------
-
-def torch_worker(args):
-    import contextlib
-
-    import torch
-    import transformers
-    from bench.common import median
-    from bench.keras_step import random_batch  # numpy only
-    from bench.torch_peer import bert_config, intermediate_loss, register_scores_attention
-
-    cfg = shapes(args)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    sink = []
-    register_scores_attention(torch, transformers, sink)
-
-    def amp(on):
-        return torch.autocast(device, dtype=torch.bfloat16) if on else contextlib.nullcontext()
-
-    def bert(arch):
-        return transformers.BertModel(bert_config(transformers, arch, cfg.vocab, cfg.seq)).to(device)
-
-    batch = random_batch(cfg)
-    x = {"input_ids": torch.from_numpy(batch["token_ids"]).long().to(device),
-         "token_type_ids": torch.from_numpy(batch["segment_ids"]).long().to(device),
-         "attention_mask": torch.from_numpy(batch["padding_mask"]).long().to(device)}
-    keep = x["attention_mask"].float()[:, None, None, :]
-    layer_map = uniform_layer_map(cfg.teacher["num_layers"], cfg.student["num_layers"])
-
-    def features(model, on):
-        sink.clear()
-        with amp(on):
-            out = model(**x, output_hidden_states=True)
-        return list(out.hidden_states), list(sink)
-
-    def time_variant(name):
-        torch.manual_seed(0)
-        teacher = bert(cfg.teacher).eval()
-        if name == "bf16_teacher":
-            teacher = teacher.to(torch.bfloat16)
-        t_amp = name == "bf16_autocast"
-        student = bert(cfg.student).train()
-        projection = torch.nn.Linear(cfg.student["hidden_dim"], cfg.teacher["hidden_dim"]).to(device)
-        optimizer = torch.optim.AdamW(list(student.parameters()) + list(projection.parameters()),
-                                      lr=1e-4)
-
-        def step():
-            # tools/bench/torch_peer.py `_TorchStep.step`, with autocast on this device.
-            with torch.no_grad():
-                t_hidden, t_scores = features(teacher, t_amp)
-            s_hidden, s_scores = features(student, True)
-            with amp(True):
-                projected = [projection(h) for h in s_hidden]
-            loss = intermediate_loss(torch, s_hidden, t_hidden, s_scores, t_scores, projected,
-                                     layer_map, keep)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            return float(loss.detach())  # synchronises
-
-        times, loss = [], float("nan")
-        for i in range(args.warmup + args.steps):
-            if device == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            loss = step()
-            if i >= args.warmup:
-                times.append(time.perf_counter() - start)
-        step_s = median(times)
-        return {"step_ms": step_s * 1e3, "step_ms_min": min(times) * 1e3,
-                "seq_per_s": cfg.batch / step_s, "timed_steps": len(times), "loss": loss}
-
-    results = {}
-    for name in args.peer_variants:
-        results[name] = time_variant(name)
-        if device == "cuda":
-            torch.cuda.empty_cache()
-    name = torch.cuda.get_device_name(0) if device == "cuda" else platform.processor() or "cpu"
-    return {"variants": results, "device": device, "device_name": name,
-            "torch": torch.__version__, "transformers": transformers.__version__}
 
 
 def run_peer(args):
@@ -351,7 +253,9 @@ def main(argv=None):
         if path not in sys.path:
             sys.path.insert(0, path)
     if args.torch_worker:
-        result = torch_worker(args)
+        from bench.torch_gpu import torch_worker
+
+        result = torch_worker(args, shapes(args))
         with open(args.torch_worker, "w") as f:
             json.dump(result, f)
         return 0
