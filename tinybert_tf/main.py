@@ -50,8 +50,8 @@ _REEXEC = "TINYBERT_TF_REEXEC"  # set in the re-executed process: re-execute at 
 
 def select_backend(config, environ=os.environ):
     """The Keras backend of this launch: `config.backend` when it is not the default
-    "tensorflow", else KERAS_BACKEND, else tensorflow. Sets KERAS_BACKEND and `config.backend`
-    (config.json records the backend that ran) and returns it."""
+    "tensorflow", else KERAS_BACKEND, else tensorflow. Sets `config.backend` to it (config.json
+    records the backend that ran) and returns it."""
     from tinybert_tf.errors import UserError
 
     asked = str(config.backend or "tensorflow")
@@ -61,7 +61,6 @@ def select_backend(config, environ=os.environ):
         source = f"--config.backend={asked}" if backend == asked else f"KERAS_BACKEND={env}"
         raise UserError(f"{source}: the launcher runs on the Keras backends "
                         f"{' and '.join(BACKENDS)}; use --config.backend=jax or leave it unset.")
-    environ["KERAS_BACKEND"] = backend
     config.backend = backend
     return backend
 
@@ -79,6 +78,7 @@ def check_backend(backend, reexec=False):
 
     have = imported_backend()
     if have is None or have == backend:
+        os.environ["KERAS_BACKEND"] = backend  # for a Keras imported after this
         return
     if reexec and not os.environ.get(_REEXEC):
         sys.stdout.flush()

@@ -182,10 +182,7 @@ class OrbaxCheckpointer:
         for step in steps:
             path = self._path(step)
             try:
-                with _quiet():
-                    tree = self.manager.restore(step, args=self.ocp.args.StandardRestore())
-                state = self._check(tree["state"])
-                saved_step = int(np.asarray(tree["step"]))
+                state, saved_step = self._read(step)
             except Exception as err:  # any damage: missing or truncated files, a wrong tree
                 print(f"Skipping checkpoint {path}: {_short(err)}", file=sys.stderr, flush=True)
                 continue
@@ -200,6 +197,20 @@ class OrbaxCheckpointer:
             )
         return None
 
+    def _read(self, step):
+        """(state tree checked against the model, step) of checkpoint `step`. When a read fails,
+        tensorstore's other reads of it still finish and print a traceback each from their
+        callbacks into the closed asyncio loop: that output goes to a sink, given a moment."""
+        import io
+
+        with _quiet(), contextlib.redirect_stderr(io.StringIO()):
+            try:
+                tree = self.manager.restore(step, args=self.ocp.args.StandardRestore())
+            except Exception:
+                time.sleep(0.5)
+                raise
+        return self._check(tree["state"]), int(np.asarray(tree["step"]))
+
     def save(self, step):
         tree = {"state": self.model.get_state_tree("numpy_array"),
                 "step": np.asarray(step, np.int64)}
@@ -213,12 +224,21 @@ class OrbaxCheckpointer:
 
 @contextlib.contextmanager
 def _quiet():
-    """orbax logs a dozen INFO lines per save through absl; keep its warnings only."""
-    level = logging.get_verbosity()
+    """orbax logs a dozen INFO lines per save through absl; keep its warnings only. A damaged
+    checkpoint fails several of its concurrent reads, and asyncio logs each unretrieved one (a
+    traceback, when the task is collected): silenced here, collected before leaving."""
+    import gc
+    import logging as std_logging
+
+    level, aio = logging.get_verbosity(), std_logging.getLogger("asyncio")
+    aio_level = aio.level
     logging.set_verbosity(min(level, logging.WARNING))  # absl: a lower level logs less
+    aio.setLevel(std_logging.CRITICAL)
     try:
         yield
     finally:
+        gc.collect()
+        aio.setLevel(aio_level)
         logging.set_verbosity(level)
 
 

@@ -1,0 +1,231 @@
+"""The launcher on the Keras JAX backend: every training mode end to end, exact resume with orbax
+checkpoints after SIGKILL (past a damaged newest checkpoint), one-line errors, and the presets a
+JAX run writes read by evaluate / export under TensorFlow.
+
+The backend is fixed when Keras is imported and this suite's process runs TensorFlow, so every
+JAX run is a fresh `python -m tinybert_tf.main` process (KERAS_BACKEND=jax, or --config.backend=jax,
+which re-executes the launcher once with KERAS_BACKEND set).
+"""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras_hub
+import numpy as np
+import pytest
+import tiny
+
+from tinybert_tf import main
+from tinybert_tf.launch import config_lib, train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LIMIT = 240  # seconds for one launcher process
+
+
+def _env(backend="jax"):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env.pop("KERAS_BACKEND", None)
+    if backend:
+        env["KERAS_BACKEND"] = backend
+    return env
+
+
+def _cmd(config, workdir, *flags):
+    return [sys.executable, "-m", "tinybert_tf.main", f"--config=configs/{config}",
+            f"--workdir={workdir}", *flags]
+
+
+def _run(args, backend="jax"):
+    return subprocess.run(["timeout", str(LIMIT), *args], cwd=ROOT, env=_env(backend),
+                          capture_output=True, text=True, timeout=LIMIT + 30)
+
+
+def _popen(args):
+    return subprocess.Popen(args, cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _weights(preset, cls=keras_hub.models.Backbone):
+    return [w.numpy() for w in cls.from_preset(preset).weights]
+
+
+def _steps(checkpoints):
+    return sorted(int(n) for n in os.listdir(checkpoints) if n.isdigit()) \
+        if os.path.isdir(checkpoints) else []
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    d = tmp_path_factory.mktemp("jax_assets")
+    return {
+        "teacher": tiny.write_teacher(d / "teacher"),
+        "corpus": tiny.write_corpus(d / "corpus.txt"),
+        "train": tiny.write_task(d / "train.tsv", 24, 0),
+        "dev": tiny.write_task(d / "dev.tsv", 8, 1),
+    }
+
+
+def _general(assets, *flags):
+    return [f"--config.teacher={assets['teacher']}", f"--config.data.train={assets['corpus']}",
+            *flags]
+
+
+@pytest.mark.slow
+def test_general_distill_on_jax(assets, tmp_path):
+    proc = _run(_cmd("general_distill.py:tiny", tmp_path, *_general(assets)))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Keras backend jax, strategy cpu with 1 replicas." in proc.stdout
+    student = keras_hub.models.Backbone.from_preset(str(tmp_path / "student"))
+    assert student.num_layers == 2 and student.hidden_dim == 32
+    records = train.read_metrics(str(tmp_path))
+    assert [r["step"] for r in records] == [2, 4, 6, 8]
+    for record in records:
+        for term in ("loss", "emb_loss", "att_loss", "hidden_loss", "learning_rate"):
+            assert math.isfinite(record[term]), record
+    with open(tmp_path / "config.json") as f:
+        assert json.load(f)["backend"] == "jax"  # the backend that ran
+    assert _steps(tmp_path / "checkpoints") == [4, 8]  # orbax, one directory per step
+    assert os.listdir(tmp_path / "tensorboard")
+
+
+@pytest.mark.slow
+def test_sigkill_and_damaged_checkpoint_resume_bit_identical(assets, tmp_path):
+    """Killed after two checkpoints, the newest one then damaged: the same command skips it in
+    one line, resumes from the older one and ends with the uninterrupted run's weights, bit for
+    bit (XLA on CPU, deterministic input pipeline, dropout seed states in the checkpoint)."""
+    flags = _general(assets, "--config.steps=200", "--config.log_every=10",
+                     "--config.checkpoint_every=20")
+    full = _popen(_cmd("general_distill.py:tiny", tmp_path / "full", *flags))
+    _, err = full.communicate(timeout=LIMIT)
+    assert full.returncode == 0, err[-3000:]
+    killed = tmp_path / "killed"
+    proc = _popen(_cmd("general_distill.py:tiny", killed, *flags))
+    deadline = time.time() + LIMIT
+    while len(_steps(killed / "checkpoints")) < 2 and time.time() < deadline \
+            and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (killed / "student").exists(), "run finished before the kill; raise steps"
+    newest = _steps(killed / "checkpoints")[-1]
+    for root, _, files in os.walk(killed / "checkpoints" / str(newest) / "default"):
+        for name in files:
+            if os.sep + "d" == root[-2:]:  # the array data files
+                os.truncate(os.path.join(root, name), 10)
+    again = _run(_cmd("general_distill.py:tiny", killed, *flags))
+    assert again.returncode == 0, again.stderr[-3000:]
+    skipped = [line for line in again.stderr.splitlines() if line.startswith("Skipping")]
+    assert len(skipped) == 1 and f"checkpoints/{newest}:" in skipped[0], again.stderr[-3000:]
+    assert "Traceback" not in again.stderr
+    assert "Resuming from" in again.stdout
+    for a, b in zip(_weights(str(tmp_path / "full" / "student")),
+                    _weights(str(killed / "student")), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.fixture(scope="module")
+def task_runs(assets, tmp_path_factory):
+    """finetune (--config.backend=jax: the launcher re-executes itself on JAX), then
+    task_distill with both stages (KERAS_BACKEND=jax), on a tiny TSV task."""
+    d = tmp_path_factory.mktemp("jax_task")
+    task = ["--config.task=file", f"--config.data.train_file={assets['train']}",
+            f"--config.data.eval_file={assets['dev']}", "--config.data.buckets="]
+    ft = _run(_cmd("task_distill.py:tiny", d / "ft", "--config.mode=finetune",
+                   "--config.backend=jax", f"--config.teacher={assets['teacher']}", *task),
+              backend="tensorflow")
+    td = _run(_cmd("task_distill.py:tiny", d / "td", f"--config.teacher={d / 'ft' / 'teacher'}",
+                   *task))
+    return {"dir": d, "task": task, "ft": ft, "td": td}
+
+
+@pytest.mark.slow
+def test_finetune_and_task_distill_on_jax(task_runs):
+    d, ft, td = task_runs["dir"], task_runs["ft"], task_runs["td"]
+    assert ft.returncode == 0, ft.stderr[-3000:]
+    assert "Keras backend jax" in ft.stdout
+    teacher = keras_hub.models.TextClassifier.from_preset(str(d / "ft" / "teacher"),
+                                                          preprocessor=None)
+    assert teacher.num_classes == 2 and teacher.backbone.num_layers == 4
+    assert td.returncode == 0, td.stderr[-3000:]
+    assert "Keras backend jax" in td.stdout
+    for stage in ("intermediate", "prediction"):
+        assert _steps(d / "td" / stage / "checkpoints") == [4, 6], stage
+        records = train.read_metrics(str(d / "td" / stage))
+        assert records and all(math.isfinite(r["loss"]) for r in records)
+        with open(d / "td" / stage / "selection.json") as f:
+            assert json.load(f)["best"] is not None
+    student = keras_hub.models.TextClassifier.from_preset(
+        str(d / "td" / "prediction" / "student"), preprocessor=None)
+    assert student.backbone.num_layers == 2 and student.backbone.hidden_dim == 32
+
+
+_READ_ON_TF = """
+import sys
+from tinybert_tf import main
+config, workdir, teacher, *task = sys.argv[1:]
+common = [f"--config={config}", f"--workdir={workdir}", f"--config.teacher={teacher}", *task]
+codes = [main.launch(["tinybert_tf", *common, "--config.mode=evaluate",
+                      "--config.latency_runs=1"]),
+         main.launch(["tinybert_tf", *common, "--config.mode=export"])]
+sys.exit(max(codes))
+"""
+
+
+@pytest.mark.slow
+def test_evaluate_and_export_on_tensorflow_read_a_jax_run(task_runs):
+    d = task_runs["dir"]
+    assert task_runs["td"].returncode == 0, task_runs["td"].stderr[-3000:]
+    proc = subprocess.run(
+        ["timeout", str(LIMIT), sys.executable, "-c", _READ_ON_TF, "configs/task_distill.py:tiny",
+         str(d / "td"), str(d / "ft" / "teacher"), *task_runs["task"]],
+        cwd=ROOT, env=_env("tensorflow"), capture_output=True, text=True, timeout=LIMIT + 30)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Keras backend tensorflow" in proc.stdout
+    with open(d / "td" / "report.json") as f:
+        report = json.load(f)
+    assert "teacher" in json.dumps(report) and "accuracy" in json.dumps(report)
+    with open(d / "td" / "export" / "student" / "1" / "assets.extra" / "labels.txt") as f:
+        assert f.read().split() == ["neg", "pos"]
+
+
+@pytest.mark.slow
+def test_bad_input_is_one_line_on_jax(assets, tmp_path):
+    proc = _run(_cmd("general_distill.py:tiny", tmp_path / "run", *_general(assets),
+                     "--config.strategy=mirrored"))
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
+    assert errors == ["Error: strategy=mirrored is not available on the JAX backend; use one of "
+                      "cpu, one_device, data_parallel (or --config.backend=tensorflow for "
+                      "mirrored, multi_worker, tpu)."], proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()  # refused before the workdir was claimed
+
+
+def test_another_backend_in_a_process_whose_keras_runs_tensorflow(assets, tmp_path, capsys):
+    """In-process launches cannot switch Keras' backend: one line naming the fix; a config the
+    launcher did not pass through main (backend=jax) is refused by the modes in one line too."""
+    code = main.launch(["tinybert_tf", "--config=configs/general_distill.py:tiny",
+                        f"--workdir={tmp_path / 'run'}", "--config.backend=jax",
+                        *_general(assets)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.strip().splitlines() == [
+        "Error: Keras was already imported with the tensorflow backend in this process and "
+        "cannot switch to jax; start a fresh process with KERAS_BACKEND=jax (python -m "
+        "tinybert_tf.main ...)."]
+    from tinybert_tf.launch import strategy
+
+    c = config_lib.load("general_distill", "tiny", backend="jax")
+    with pytest.raises(strategy.LaunchError, match="KERAS_BACKEND=jax"):
+        strategy.make(c)
+    code = main.launch(["tinybert_tf", "--config=configs/general_distill.py:tiny",
+                        f"--workdir={tmp_path / 'run'}", "--config.backend=torch",
+                        *_general(assets)])
+    assert code == 1 and "Keras backends tensorflow and jax" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
