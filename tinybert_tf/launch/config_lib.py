@@ -25,6 +25,13 @@ def base(mode):
     c.strategy = "cpu"  # cpu | one_device | mirrored | multi_worker | tpu (TF); cpu | one_device |
     #   data_parallel (JAX)
     c.tpu = ""  # TPU name, grpc:// address, or "local" on a TPU VM
+    # Multi-process data parallelism (backend jax, strategy data_parallel; jax.distributed):
+    # coordinator_address is HOST:PORT of process 0, the same on every process ("auto" on a
+    # Cloud TPU VM: jax finds the hosts); num_processes the processes in the run; process_id this
+    # process's index (0 = the chief, which writes the workdir's files). One process: leave them.
+    c.coordinator_address = ""
+    c.num_processes = 1
+    c.process_id = 0
     # auto | float32 | mixed_bfloat16 | mixed_float16. auto: mixed_bfloat16 where the hardware
     # computes bf16 natively (avx512_bf16/amx_bf16 CPUs, TPU, NVIDIA cc >= 8.0), else float32.
     c.precision = "auto"

@@ -156,6 +156,17 @@ def _agree_on_seed():
     initialize_rng()
 
 
+def is_chief():
+    """Does this process write the run's files (config.json, metrics, TensorBoard, presets)?
+    True unless `initialize` joined a multi-process run in which this is not process 0; orbax
+    checkpoints are the exception: every process saves and restores them together."""
+    if _state["mode"] is None:
+        return True
+    import jax
+
+    return jax.process_index() == 0
+
+
 class DataParallelContext:
     """What the launcher needs of a strategy, for a `keras.distribution.DataParallel` run.
 
@@ -164,6 +175,8 @@ class DataParallelContext:
     scope(): a no-op context (the distribution is global, set by `data_parallel`);
     distribution: the `keras.distribution.DataParallel`.
     """
+
+    name = "data_parallel"  # the launch line's strategy name
 
     def __init__(self, distribution):
         import jax

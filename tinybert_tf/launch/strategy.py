@@ -95,6 +95,7 @@ def make(c):
             f"backend={c.backend} but Keras runs {backend} in this process (fixed when Keras is "
             f"imported); start a fresh process with KERAS_BACKEND={c.backend}, e.g. python -m "
             f"tinybert_tf.main --config.backend={c.backend} ...")
+    _check_processes(c)
     if backend == "tensorflow":
         return make_strategy(c.strategy, c.tpu)
     if backend != "jax":
@@ -113,11 +114,24 @@ def make(c):
                       f"{', '.join(s for s in STRATEGIES if s not in JAX_STRATEGIES)}).")
 
 
+def _check_processes(c):
+    """coordinator_address / num_processes / process_id (read on every launch) are the JAX
+    data-parallel run's; anywhere else a value other than the one-process default is refused."""
+    address, processes, index = c.coordinator_address, c.num_processes, c.process_id
+    if c.backend == "jax" and c.strategy == "data_parallel":
+        return
+    if address or processes != 1 or index != 0:
+        raise LaunchError(
+            f"coordinator_address={address!r} num_processes={processes} process_id={index} are "
+            "for multi-process JAX runs; add --config.backend=jax --config.strategy=data_parallel"
+            " or leave them unset (one process).")
+
+
 def _jax_data_parallel(c):
     """THE place where `strategy=data_parallel` on JAX is set up, by
     `tinybert_tf/launch/distribution.py`: `initialize(coordinator_address, num_processes,
-    process_id)` (jax.distributed; the config's fields of those names where it has them, else one
-    process) then `data_parallel()` (keras.distribution.DataParallel over every device), whose
+    process_id)` (jax.distributed; the config's fields of those names, config_lib.base) then
+    `data_parallel()` (keras.distribution.DataParallel over every device), whose
     context has `.scope()` and `num_replicas_in_sync` (the global device count, which batch_size
     is checked against). Called from `make`, so before any model is built."""
     try:
@@ -126,8 +140,7 @@ def _jax_data_parallel(c):
         raise LaunchError("strategy=data_parallel on JAX needs tinybert_tf/launch/distribution.py,"
                           " which this checkout lacks; use --config.strategy=cpu or one_device."
                           ) from None
-    keys = ("coordinator_address", "num_processes", "process_id")
-    distribution.initialize(**{key: c[key] for key in keys if key in c})
+    distribution.initialize(c.coordinator_address, c.num_processes, c.process_id)
     return distribution.data_parallel()
 
 
