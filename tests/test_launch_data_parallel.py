@@ -11,10 +11,13 @@ Every run is a fresh process (KERAS_BACKEND=jax) under `timeout`; a failing test
 started.
 """
 
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import keras_hub
 import numpy as np
@@ -35,14 +38,15 @@ def _env(devices=1):
 
 
 def _cmd(assets, workdir, *flags):
-    return ["timeout", "-s", "KILL", str(LIMIT), sys.executable, "-m", "tinybert_tf.main",
+    return [sys.executable, "-m", "tinybert_tf.main",
             f"--config={CONFIG}", f"--workdir={workdir}", f"--config.teacher={assets['teacher']}",
             f"--config.data.train={assets['corpus']}", *flags]
 
 
 def _run(args, devices=1):
+    """One launcher process, killed at LIMIT seconds (subprocess.run kills it on timeout)."""
     return subprocess.run(args, cwd=ROOT, env=_env(devices), capture_output=True, text=True,
-                          timeout=LIMIT + 30)
+                          timeout=LIMIT)
 
 
 def _popen(args, devices=1):
@@ -112,3 +116,91 @@ def test_process_fields_need_jax_data_parallel(assets, tmp_path):
     assert len(errors) == 1 and "--config.strategy=data_parallel" in errors[0], proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+def _pair(assets, workdir, port, *flags):
+    """The two processes of a 2-process run (one CPU device each) on 127.0.0.1:`port`."""
+    return [_popen(_cmd(assets, workdir, *flags, "--config.strategy=data_parallel",
+                        "--config.num_processes=2", f"--config.process_id={i}",
+                        f"--config.coordinator_address=127.0.0.1:{port}")) for i in range(2)]
+
+
+def _kill(procs):
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+    for proc in procs:
+        proc.communicate()
+
+
+def _finish(procs, limit=LIMIT):
+    """(stdout, stderr) of each process once all ended; all are killed when one fails or the
+    time runs out, and the test fails with the failing one's stderr."""
+    deadline = time.time() + limit
+    try:
+        while any(p.poll() is None for p in procs) and time.time() < deadline:
+            if any(p.poll() not in (None, 0) for p in procs):
+                break
+            time.sleep(0.1)
+        if any(p.poll() != 0 for p in procs):
+            _kill(procs)
+            outs = [p.communicate() for p in procs]
+            pytest.fail("\n".join(f"process {i} exit {p.returncode}: {err[-2500:]}"
+                                   for i, (p, (_, err)) in enumerate(zip(procs, outs))))
+        return [p.communicate() for p in procs]
+    finally:
+        _kill(procs)
+
+
+def _written_once(workdir, steps):
+    """Process 0's files, each written once: config.json, metrics.jsonl (one corpus-scan line,
+    one record per chunk end), one TensorBoard events file, the student preset."""
+    with open(workdir / "config.json") as f:
+        assert json.load(f)["num_processes"] == 2
+    with open(workdir / "metrics.jsonl") as f:
+        lines = [json.loads(line) for line in f if line.strip()]
+    assert "corpus_scan" in lines[0] and all("corpus_scan" not in r for r in lines[1:])
+    assert [r["step"] for r in lines[1:]] == steps
+    assert len(os.listdir(workdir / "tensorboard")) == 1
+    assert os.path.isfile(workdir / "student" / "config.json")
+    assert not [n for n in os.listdir(workdir / "checkpoints") if "tmp" in n]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process(assets, reference, tmp_path):
+    procs = _pair(assets, tmp_path, _free_port(), *FLAGS)
+    (out0, _), (out1, _) = _finish(procs)
+    assert "strategy data_parallel with 2 replicas." in out0
+    _same_weights(tmp_path / "student", reference / "student")
+    assert _steps(tmp_path / "checkpoints") == [4, 8, 12]
+    _written_once(tmp_path, list(range(2, 13, 2)))
+    assert "Saved" in out0 and "Saved" not in out1  # the preset: process 0 only
+
+
+RESUME = ("--config.steps=60", "--config.checkpoint_every=10", "--config.log_every=10")
+
+
+@pytest.mark.slow
+def test_two_processes_killed_and_restarted_resume(assets, tmp_path):
+    """Both processes SIGKILLed after two checkpoints; both restarted with the same commands:
+    they resume from the newest checkpoint and end with the one-process run's weights."""
+    single = _run(_cmd(assets, tmp_path / "single", *RESUME))
+    assert single.returncode == 0, single.stderr[-3000:]
+    workdir = tmp_path / "pair"
+    procs = _pair(assets, workdir, _free_port(), *RESUME)
+    try:
+        deadline = time.time() + LIMIT
+        while len(_steps(workdir / "checkpoints")) < 2 and time.time() < deadline and all(
+                p.poll() is None for p in procs):
+            time.sleep(0.02)
+    finally:
+        _kill(procs)
+    assert all(p.returncode == -signal.SIGKILL for p in procs), [p.returncode for p in procs]
+    assert not (workdir / "student").exists(), "run finished before the kill; raise steps"
+    killed_at = _steps(workdir / "checkpoints")[-1]
+    (out0, _), (out1, _) = _finish(_pair(assets, workdir, _free_port(), *RESUME))
+    assert f"Resuming from {workdir / 'checkpoints' / str(killed_at)}" in out0, out0[-2000:]
+    assert "Resuming from" in out1
+    _same_weights(workdir / "student", tmp_path / "single" / "student")
+    records = train.read_metrics(str(workdir))
+    assert [r["step"] for r in records] == list(range(10, 61, 10))

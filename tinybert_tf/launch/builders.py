@@ -10,7 +10,7 @@ import keras
 import keras_hub
 
 from tinybert_tf.distill import optim, recipes, students
-from tinybert_tf.launch import hardware
+from tinybert_tf.launch import distribution, hardware
 from tinybert_tf.launch.strategy import LaunchError, steps_per_execution
 
 
@@ -171,7 +171,11 @@ PROJECTIONS_FILE = "projections.npz"
 def save_model(model, tokenizer, path, projections=()):
     """A student backbone or task model + tokenizer as a keras-hub preset dir, weights only
     (no optimizer state); `projections` (a Distiller's `projections`: its student->teacher width
-    projections, keras Dense layers) go beside it in `projections.npz` (`load_projections`)."""
+    projections, keras Dense layers) go beside it in `projections.npz` (`load_projections`).
+    In a multi-process run only the chief writes (`distribution.is_chief`); every process
+    returns `path`."""
+    if not distribution.is_chief():
+        return path
     optimizer = getattr(model, "optimizer", None)
     if optimizer is not None:
         model.optimizer = None

@@ -136,7 +136,13 @@ class OrbaxCheckpointer:
 
     orbax writes a checkpoint into a temporary directory and renames it when it is complete, so a
     kill during a write leaves the previous checkpoint as the latest usable one (the temporary
-    one is removed when the next run opens the directory)."""
+    one is removed when the next run opens the directory).
+
+    Multi-process runs (jax.distributed, `strategy=data_parallel`): every process creates the
+    manager and calls `save` / `restore` together, as orbax's multi-host API expects; orbax's
+    own atomic commit does the rest (process 0 creates the temporary directory, every process
+    writes its part behind barriers, process 0 renames it; the state tree holds replicated numpy
+    arrays, which orbax's NumpyHandler writes from process 0 only; every process reads them)."""
 
     def __init__(self, directory, model, max_to_keep=3):
         import orbax.checkpoint as ocp

@@ -167,6 +167,16 @@ def is_chief():
     return jax.process_index() == 0
 
 
+def sync(name):
+    """Wait until every process of a multi-process run reaches this point (`name`: the same
+    string on every process); nothing for one process."""
+    if _state["mode"] is None:
+        return
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices(name)
+
+
 class DataParallelContext:
     """What the launcher needs of a strategy, for a `keras.distribution.DataParallel` run.
 

@@ -14,7 +14,7 @@ import tensorflow as tf
 from tinybert_tf.distill import students
 from tinybert_tf.distill.distiller import Distiller
 from tinybert_tf.launch import builders as b
-from tinybert_tf.launch import task_modes, train
+from tinybert_tf.launch import distribution, task_modes, train
 from tinybert_tf.launch.strategy import LaunchError, check_batch_size
 
 # ---- general distillation -----------------------------------------------------------------------
@@ -129,13 +129,15 @@ def run(config, workdir):
         tf.io.gfile.makedirs(workdir)
         return _start(config, workdir, strategy.make(config))
     launch = validate.check_launch(config, workdir)
+    chief = distribution.is_chief()  # a multi-process run: process 0 writes the workdir's files
     created = not tf.io.gfile.exists(workdir)
     fresh = not tf.io.gfile.exists(os.path.join(workdir, "config.json"))
-    train.prepare_workdir(workdir, config.to_dict(), overwrite=config.overwrite)
+    train.prepare_workdir(workdir, config.to_dict(), overwrite=config.overwrite, write=chief)
+    distribution.sync("tinybert_tf:workdir")  # config.json claimed before anything else
     try:
-        return _start(config, workdir, launch.strategy, launch.corpus_scan)
+        return _start(config, workdir, launch.strategy, launch.corpus_scan if chief else None)
     except Exception as err:
-        if fresh and cli.user_message(err) is not None:
+        if chief and fresh and cli.user_message(err) is not None:
             _unclaim(workdir, created)
         raise
 

@@ -21,6 +21,8 @@ import os
 import keras
 import tensorflow as tf
 
+from tinybert_tf.launch import distribution
+
 
 def copy_tree(src, dst):
     """Recursive copy that works on local paths and gs:// (tf.io.gfile)."""
@@ -55,8 +57,9 @@ class EvalSelector(keras.callbacks.Callback):
         if tf.io.gfile.exists(self.state_path):
             with tf.io.gfile.GFile(self.state_path) as f:
                 self.state = json.load(f)
+        self.chief = distribution.is_chief()  # the other processes score, but write nothing
         tmp = self.best_dir + ".tmp"
-        if not tf.io.gfile.exists(self.best_dir) and tf.io.gfile.exists(tmp):
+        if self.chief and not tf.io.gfile.exists(self.best_dir) and tf.io.gfile.exists(tmp):
             tf.io.gfile.rename(tmp, self.best_dir)  # killed between the two steps of a swap
 
     def _better(self, value):
@@ -85,21 +88,23 @@ class EvalSelector(keras.callbacks.Callback):
         history = [h for h in self.state["history"] if h["step"] != step]
         self.state["history"] = [*history, {"step": step, **scores}]
         if self._better(value):
-            tmp = self.best_dir + ".tmp"
-            if tf.io.gfile.exists(tmp):
-                tf.io.gfile.rmtree(tmp)
-            self.save(tmp)
-            if tf.io.gfile.exists(self.best_dir):
-                tf.io.gfile.rmtree(self.best_dir)
-            tf.io.gfile.rename(tmp, self.best_dir)
+            if self.chief:
+                tmp = self.best_dir + ".tmp"
+                if tf.io.gfile.exists(tmp):
+                    tf.io.gfile.rmtree(tmp)
+                self.save(tmp)
+                if tf.io.gfile.exists(self.best_dir):
+                    tf.io.gfile.rmtree(self.best_dir)
+                tf.io.gfile.rename(tmp, self.best_dir)
             self.state["best"] = {"step": step, "value": value, "scores": scores}
         best = self.state["best"]
         print(f"eval at step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
               + f" (best {self.metric} {best['value']:.4f} at step {best['step']})", flush=True)
-        tmp_state = self.state_path + ".tmp"
-        with tf.io.gfile.GFile(tmp_state, "w") as f:
-            json.dump(self.state, f, indent=1)
-        tf.io.gfile.rename(tmp_state, self.state_path, overwrite=True)
+        if self.chief:
+            tmp_state = self.state_path + ".tmp"
+            with tf.io.gfile.GFile(tmp_state, "w") as f:
+                json.dump(self.state, f, indent=1)
+            tf.io.gfile.rename(tmp_state, self.state_path, overwrite=True)
         return scores
 
     def finish(self, out):
@@ -107,8 +112,9 @@ class EvalSelector(keras.callbacks.Callback):
         if self.state["best"] is None or not self.state["history"] or \
                 self.state["history"][-1]["step"] < self.total_steps:
             self.evaluate(int(self.model.optimizer.iterations.numpy()))
-        self.save(out + "_last")
-        copy_tree(self.best_dir, out)
+        if self.chief:
+            self.save(out + "_last")
+            copy_tree(self.best_dir, out)
         best = self.state["best"]
         print(f"Best on eval: {self.metric} {best['value']:.4f} at step {best['step']} -> {out} "
               f"(last model: {out}_last)")

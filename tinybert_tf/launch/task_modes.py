@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from tinybert_tf.distill.distiller import CACHED_LOGITS, Distiller
 from tinybert_tf.launch import builders as b
-from tinybert_tf.launch import train
+from tinybert_tf.launch import distribution, train
 from tinybert_tf.launch.selection import EvalSelector
 from tinybert_tf.launch.strategy import LaunchError, check_batch_size
 
@@ -97,6 +97,8 @@ def transfer_set(c, spec, workdir):
     print(f"Transfer set {paths}: {counts['read']} rows read, {counts['used']} used; dropped "
           f"{counts['leaked']} also in the eval/test splits, {counts['duplicate']} duplicates, "
           f"{counts['empty']} empty, {counts['bad_rows']} bad rows.")
+    if not distribution.is_chief():
+        return columns, counts
     tf.io.gfile.makedirs(workdir)
     with tf.io.gfile.GFile(os.path.join(workdir, "transfer.json"), "w") as f:
         json.dump({"paths": paths, "transfer_only": bool(c.transfer_only), **counts}, f, indent=1)

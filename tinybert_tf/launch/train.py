@@ -34,7 +34,7 @@ import tensorflow as tf
 from absl import logging
 
 from tinybert_tf import errors
-from tinybert_tf.launch import checkpoints
+from tinybert_tf.launch import checkpoints, distribution
 from tinybert_tf.launch.checkpoints import Checkpointer  # noqa: F401  (train.Checkpointer: TF)
 from tinybert_tf.launch.strategy import LaunchError
 
@@ -51,23 +51,41 @@ def current_step(model):
     return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
 
 
-def prepare_workdir(workdir, config, overwrite=False):
+# Fields a restart may change: how this process joins the run, not what the run is.
+LAUNCH_ONLY = ("overwrite", "coordinator_address", "process_id")
+
+
+def _differ(old, new):
+    return sorted(k for k in set(old) | set(new) if k not in LAUNCH_ONLY and json.dumps(
+        old.get(k), sort_keys=True, default=str) != json.dumps(new.get(k), sort_keys=True,
+                                                                default=str))
+
+
+def prepare_workdir(workdir, config, overwrite=False, write=True):
     """Create `workdir` and write the resolved `config.json`; refuse a different earlier run.
 
     `config` is a plain dict; the same config again (a restart) leaves the workdir as it is.
+    `write=False` (a multi-process run's other processes): only the refusal, nothing written.
     """
+    if not write:
+        path = os.path.join(workdir, "config.json")
+        if overwrite or not tf.io.gfile.exists(path):
+            return
+        with tf.io.gfile.GFile(path) as f:
+            old = json.load(f)
+        differ = _differ(old, config)
+        if differ:
+            raise LaunchError(
+                f"workdir {workdir} holds a run with a different config (differs in: "
+                f"{', '.join(differ)}); use a new --workdir or pass --config.overwrite=True.")
+        return
     tf.io.gfile.makedirs(workdir)
     path = os.path.join(workdir, "config.json")
     text = json.dumps(config, indent=2, sort_keys=True, default=str)
     if tf.io.gfile.exists(path):
         with tf.io.gfile.GFile(path) as f:
             old = json.load(f)
-        ignore = {"overwrite"}
-        differ = sorted(
-            k for k in set(old) | set(config)
-            if k not in ignore and json.dumps(old.get(k), sort_keys=True, default=str)
-            != json.dumps(config.get(k), sort_keys=True, default=str)
-        )
+        differ = _differ(old, config)
         if not differ:
             return
         if not overwrite:
@@ -229,8 +247,12 @@ def run(model, dataset, workdir, total_steps, log_every=100, checkpoint_every=10
     if start + head < end:
         segments.append((start + head, (start + head) // log_every, chunks, log_every))
     stopper = SignalStop()
-    callbacks = [NanGuard(checkpointer), *callbacks, SaveEvery(checkpointer, checkpoint_every),
-                 StepLogger(workdir), stopper]
+    # orbax checkpoints: every process (orbax's multi-host save); metrics, TensorBoard: the chief.
+    # The chunk's record before its checkpoint: a kill between the two re-runs the chunk, whose
+    # record then replaces the first (read_metrics), rather than leaving the chunk without one.
+    logger = [StepLogger(workdir)] if distribution.is_chief() else []
+    callbacks = [NanGuard(checkpointer), *callbacks, *logger,
+                 SaveEvery(checkpointer, checkpoint_every), stopper]
     with stopper:
         try:
             for first, epoch, epochs, steps in segments:
