@@ -1,7 +1,7 @@
 """The package's one base error type: a mistake the user fixes (a flag, a file, a path).
 
 `tinybert_tf.main` prints any `UserError` as one line ("Error: ...") and exits non-zero; anything
-else is a bug and keeps its traceback. Each layer subclasses it (`strategy.LaunchError`,
+else is a bug and keeps its traceback. Each layer subclasses it (`LaunchError` here,
 `export_serving.ExportError`, `data.task_spec.TaskFileError`, ...) so callers can catch one type.
 """
 
@@ -12,6 +12,11 @@ class UserError(ValueError):
     """A user mistake; the message is one line that names what to fix."""
 
     exit_code = 1
+
+
+class LaunchError(UserError):
+    """A launch problem a user fixes with a flag; the message is one line naming the fix
+    (TensorFlow-free, so `launch.distribution` raises it too; `launch.strategy.LaunchError`)."""
 
 
 class Interrupted(Exception):

@@ -35,19 +35,15 @@ import os
 
 import keras
 
-from tinybert_tf.errors import UserError
+from tinybert_tf.errors import LaunchError
 
 AUTO = "auto"  # coordinator_address that asks jax.distributed to find the cluster (Cloud TPU)
 _TPU_HOST_VARIABLES = ("TPU_PROCESS_ADDRESSES", "TPU_WORKER_HOSTNAMES")
 _state = {"mode": None}  # what initialize() did in this process (jax allows it once)
 
 
-class DistributionError(UserError):
-    """A data-parallel set-up mistake; the message is one line naming the flag to fix.
-
-    (A `UserError` like `strategy.LaunchError`, which this module cannot import: strategy imports
-    TensorFlow at module level and will import this module.)
-    """
+class DistributionError(LaunchError):
+    """A data-parallel set-up mistake; the message is one line naming the flag to fix."""
 
 
 def cloud_tpu_hosts(environ=None):
@@ -214,11 +210,12 @@ class DataParallelContext:
 
 
 def check_batch_size(context, batch_size):
-    """The global batch must split evenly over the devices (hence over the processes too)."""
+    """The global batch must split evenly over the replicas (a tf.distribute strategy's or this
+    module's devices, hence over the processes too): the launcher's one batch check."""
     replicas = context.num_replicas_in_sync
     if batch_size % replicas:
-        raise DistributionError(
-            f"batch_size {batch_size} is not divisible by the {replicas} devices; use a "
+        raise LaunchError(
+            f"batch_size {batch_size} is not divisible by the {replicas} replicas; use a "
             f"multiple of {replicas}, e.g. --config.batch_size="
             f"{batch_size // replicas * replicas or replicas}.")
 

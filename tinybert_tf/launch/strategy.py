@@ -16,15 +16,13 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from tinybert_tf.errors import UserError
+from tinybert_tf.errors import LaunchError
+from tinybert_tf.launch import distribution
+from tinybert_tf.launch.distribution import check_batch_size  # noqa: F401  (the launcher's one)
 
 STRATEGIES = ("cpu", "one_device", "mirrored", "multi_worker", "tpu")
 JAX_STRATEGIES = ("cpu", "one_device", "data_parallel")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
-
-
-class LaunchError(UserError):
-    """A launch problem a user fixes with a flag; the message is one line naming the fix."""
 
 
 def make_strategy(name, tpu=""):
@@ -134,12 +132,6 @@ def _jax_data_parallel(c):
     `data_parallel()` (keras.distribution.DataParallel over every device), whose
     context has `.scope()` and `num_replicas_in_sync` (the global device count, which batch_size
     is checked against). Called from `make`, so before any model is built."""
-    try:
-        from tinybert_tf.launch import distribution
-    except ImportError:
-        raise LaunchError("strategy=data_parallel on JAX needs tinybert_tf/launch/distribution.py,"
-                          " which this checkout lacks; use --config.strategy=cpu or one_device."
-                          ) from None
     distribution.initialize(c.coordinator_address, c.num_processes, c.process_id)
     return distribution.data_parallel()
 
@@ -165,12 +157,3 @@ def steps_per_execution(strategy, requested):
         )
         return 1
     return requested
-
-
-def check_batch_size(strategy, batch_size):
-    replicas = strategy.num_replicas_in_sync
-    if batch_size % replicas:
-        raise LaunchError(
-            f"batch_size {batch_size} is not divisible by the {replicas} replicas; "
-            f"use a multiple of {replicas}, e.g. --config.batch_size={batch_size // replicas * replicas or replicas}."
-        )
