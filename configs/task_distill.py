@@ -2,13 +2,18 @@
 
 Modes (--config.mode): finetune (teacher + head on the task), task_distill (step intermediate |
 prediction | both), evaluate (teacher vs student report), export (SavedModel for TF Serving).
-Paper defaults: step 1 10 epochs, batch 32, lr 5e-5; step 2 3 epochs, lr 3e-5; seq 64 (single
-sentences) / 128 (pairs).
+Paper defaults (GLUE/CoNLL): step 1 10 epochs, batch 32, lr 5e-5; step 2 3 epochs, lr 3e-5;
+seq 64 (single sentences) / 128 (pairs). File tasks: every stage up to 10 epochs with early stopping
+on the eval split (patience 3).
 """
 
 import ml_collections
 
 from tinybert_tf.launch import config_lib
+
+
+def _auto():
+    return ml_collections.config_dict.placeholder(int)  # None until a flag sets it
 
 
 def get_config(variant=None):
@@ -27,17 +32,30 @@ def get_config(variant=None):
     # Each stage has its own learning rate; the global optimizer.learning_rate is for general
     # distillation only, so it is not a key here (setting it says which key to use instead).
     del c.optimizer["learning_rate"]
-    c.finetune = ml_collections.ConfigDict(dict(epochs=3, learning_rate=2e-5))
+    # members: N > 1 fine-tunes N teachers (seeds seed..seed+N-1) into workdir/teacher/member_K
+    # + members.txt; --config.teacher=<that workdir>/teacher then means the whole ensemble.
+    # epochs / patience of every stage: None = the task's default (`builders.stage_budget`:
+    # GLUE/CoNLL the paper's fixed schedules; file tasks up to 10 epochs, stopping 3 evaluations
+    # after the eval score last improved). epochs is the most a stage trains; patience 0 = never
+    # stop early.
+    c.finetune = ml_collections.ConfigDict(dict(epochs=_auto(), patience=_auto(),
+                                                learning_rate=2e-5, members=1))
     # recipe: tinybert_task_intermediate (TinyBERT), minilm or minilm_v2 (relations; no layer
     # map, no width projection, any head count for minilm_v2).
     c.intermediate = ml_collections.ConfigDict(
-        dict(epochs=10, learning_rate=5e-5, recipe="tinybert_task_intermediate",
-             relation_heads=0))  # relation_heads: minilm_v2's (0 = the recipe's 48)
+        dict(epochs=_auto(), patience=_auto(), learning_rate=5e-5,
+             recipe="tinybert_task_intermediate",
+             relation_heads=0, teacher=0))  # relation_heads: minilm_v2's (0 = the recipe's 48)
+    # teacher: which of several teachers (--config.teacher=DIR1,DIR2,...) step 1 distils from;
+    # its layers are the student's start. The prediction step uses them all (combine below).
     # cache_teacher_logits: run the frozen teacher once over the training data, not every epoch.
     # hard_weight: weight of the cross-entropy (MSE) on labelled rows beside the soft targets.
+    # combine (several teachers): prob = mean of their tempered probabilities; logit = tempered
+    # softmax of their mean logits.
     c.prediction = ml_collections.ConfigDict(
-        dict(epochs=3, learning_rate=3e-5, temperature=1.0, cache_teacher_logits=True,
-             hard_weight=0.0)
+        dict(epochs=_auto(), patience=_auto(), learning_rate=3e-5, temperature=1.0,
+             cache_teacher_logits=True,
+             hard_weight=0.0, combine="prob")
     )
     c.eval_split = ""  # evaluate: "" = the task's first evaluation split; or e.g. "test"
     c.latency_runs = 20  # evaluate: timed forward passes per model and batch size (median)

@@ -14,3 +14,14 @@ try:
     )
 except RuntimeError:  # already initialised by an earlier import
     pass
+
+
+import keras  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _float32_policy_after_each_test():
+    """A test that runs a mode under a mixed precision leaves the global policy float32."""
+    yield
+    keras.mixed_precision.set_global_policy("float32")

@@ -5,6 +5,7 @@ import collections
 import gzip
 import json
 
+import keras_hub
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -14,6 +15,7 @@ import tiny
 from tinybert_tf.data import tasks, transfer
 
 MARK = "teacher"  # a vocabulary word only transfer rows contain
+NO_CASE = {"leaked_by_case": 0, "duplicate_by_case": 0}  # exact comparison: nothing added
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +45,7 @@ def test_read_transfer_counts_and_order(tmp_path):
     exclude, known = {("eval text",)}, {("train text",)}
     want = ["the model", "a student", "the teacher", "small model", "fast model"]
     counts_want = {"files": 3, "read": 12, "used": 5, "leaked": 1, "duplicate": 4, "empty": 2,
-                  "bad_rows": 0}
+                  "bad_rows": 0, **NO_CASE}
     for paths in (f"{tmp_path}/a/*", f"{tmp_path}/a/*.txt, {tmp_path}/a/[23].*",
                   [f"{tmp_path}/a/1.txt", f"{tmp_path}/a/*.tsv", f"{tmp_path}/a/3.jsonl"]):
         cols, counts = transfer.read_transfer(paths, ("text",), exclude, known)
@@ -53,7 +55,7 @@ def test_read_transfer_counts_and_order(tmp_path):
     cols, counts = transfer.read_transfer([f"{tmp_path}/a/1.txt", f"{tmp_path}/a/*.txt"], "text")
     assert cols["text"] == ["the model", "eval  text ", "train text", "a student"]
     assert counts == {"files": 1, "read": 6, "used": 4, "leaked": 0, "duplicate": 1, "empty": 1,
-                      "bad_rows": 0}
+                      "bad_rows": 0, **NO_CASE}
     with gzip.open(tmp_path / "g.txt.gz", "wt", encoding="utf-8") as f:
         f.write("one model\r\ntwo data\u2028kept in one line\n")
     cols, counts = transfer.read_transfer(str(tmp_path / "g.txt.gz"), ("text",))
@@ -68,7 +70,7 @@ def test_read_transfer_pair_columns_and_errors(tmp_path):
     cols, counts = transfer.read_transfer(path, pair, exclude_keys={("the dog", "")})
     assert cols == {"sentence1": ["the dog"], "sentence2": ["a cat"]}
     assert counts == {"files": 1, "read": 4, "used": 1, "leaked": 1, "duplicate": 1, "empty": 1,
-                      "bad_rows": 0}
+                      "bad_rows": 0, **NO_CASE}
     txt = _write(tmp_path / "p.txt", "the dog\n")
     with pytest.raises(ValueError, match=r"p.txt: a .txt transfer file .* use .tsv/.csv/.jsonl"):
         transfer.read_transfer(txt, pair)
@@ -99,7 +101,7 @@ def test_transfer_and_augmented_files_use_the_task_file_reader(tmp_path):
     cols, counts = transfer.read_transfer(path, ("text",), skip_bad_rows=True)
     assert cols == {"text": ["the model", "a\tteacher"]}
     assert counts == {"files": 1, "read": 4, "used": 2, "leaked": 0, "duplicate": 0, "empty": 0,
-                      "bad_rows": 2}
+                      "bad_rows": 2, **NO_CASE}
     lines = [{"text": "fast model"}, ["a list"], {"id": 3}, {"text": "the data"}]
     jsonl = _write(tmp_path / "t.jsonl", "\n".join(json.dumps(r) for r in lines) + "\n{oops\n")
     with pytest.raises(tasks.TaskFileError, match=r"t.jsonl:2: expected a JSON object"):
@@ -231,7 +233,7 @@ def test_split_keys_and_transfer_examples(tok, tmp_path):
     extra, counts = transfer.transfer_examples(spec, path)
     assert extra == {"text": ["fast model"]}
     assert counts == {"files": 1, "read": 5, "used": 1, "leaked": 2, "duplicate": 2, "empty": 0,
-                      "bad_rows": 0}
+                      "bad_rows": 0, **NO_CASE}
     # TFDS tasks: keys come from the real builder's split (download mocked), bytes decoded.
     rows = {"train": [{"sentence": "the model", "label": 1, "idx": 0}],
             "validation": [{"sentence": "a  layer", "label": 0, "idx": 0}],
@@ -247,3 +249,147 @@ def test_split_keys_and_transfer_examples(tok, tmp_path):
         x, y, w = next(iter(tasks.task_dataset("sst2", "train", tok, seq_len=8, batch_size=4,
                                                extra_examples=extra)))
     assert y.numpy().tolist() == [1, -1] and w.numpy().tolist() == [1, 0]
+
+
+# ---- case / accent normalisation as the teacher's tokenizer reads texts -------------------------
+
+SETTINGS = ({"lowercase": True, "strip_accents": True}, {"lowercase": True, "strip_accents": False},
+            {"lowercase": False, "strip_accents": True})
+MIXED = ["Café au lait", "NAÏVE Straße", "Über-fine résumé!", "ÉCOLE ﬁne", "İstanbul, CAFÉ.",
+         "Ａｂｃ dog", "co\u00adoperate de\u200bal", "Crème  BRÛLÉE\t"]
+
+
+def _char_tokenizers(texts, **settings):
+    """A keras-hub BertTokenizer with `settings` and a plain (cased, accent-keeping) one, both on
+    a vocabulary of single characters ("c", "##c"): ids spell out every word of what the
+    tokenizer read, character by character, so any difference in normalisation shows."""
+    chars = set()
+    for text in texts:
+        for s in SETTINGS:
+            chars |= set(transfer.normalize_text(text, **s)) | set(text.casefold())
+        chars |= set(text)
+    chars = sorted(c for c in chars if not c.isspace())
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *(f"##{c}" for c in chars)]
+    make = keras_hub.tokenizers.BertTokenizer
+    return make(vocabulary=vocab, **settings), make(vocabulary=vocab)
+
+
+def _ids(tokenizer, texts):
+    """Token ids of each text, eagerly (keras-hub's Python path) and in tf.data (the TF Text
+    path that task_dataset runs); both must agree."""
+    eager = [np.asarray(tokenizer(t)).tolist() for t in texts]
+    in_graph = [ids.tolist() for ids in
+                tf.data.Dataset.from_tensor_slices(texts).map(tokenizer).as_numpy_iterator()]
+    assert eager == in_graph
+    return eager
+
+
+@pytest.mark.parametrize("settings", SETTINGS, ids=str)
+def test_normalize_text_reads_texts_as_the_keras_hub_tokenizer_does(settings):
+    """The tokenizer with lowercase / strip_accents on the raw text gives exactly the ids a plain
+    tokenizer gives on `normalize_text`'s output (same vocabulary), and that differs from the
+    plain tokenizer on the raw text: the normaliser is what the model sees."""
+    uncased_tok, plain = _char_tokenizers(MIXED, **settings)
+    normalised = [transfer.normalize_text(t, **settings) for t in MIXED]
+    want = _ids(uncased_tok, MIXED)
+    assert _ids(plain, normalised) == want
+    assert all(plain.token_to_id("[UNK]") not in ids for ids in want)
+    assert _ids(plain, MIXED) != want
+    assert transfer.normalize_text("Café", lowercase=False, strip_accents=False) == "Café"
+
+
+def test_normalisation_keys_and_its_limits():
+    both = {"lowercase": True, "strip_accents": True}
+    assert transfer.text_key(" Café  au\tLAIT ", **both) == ("cafe au lait",) == \
+        transfer.text_key(["cafe AU lait"], **both)
+    assert transfer.text_key("Café", lowercase=True) == ("café",) != transfer.text_key(
+        "cafe", lowercase=True)  # keras-hub's lowercase alone keeps accents
+    assert transfer.text_key("Café") != transfer.text_key("café")  # default: exact
+    # "…" case-folds to "..." (one word) but "..." is three: the tokenizer tells them apart, so
+    # the keys do too; a soft hyphen splits words, as in the tokenizer.
+    uncased_tok, _ = _char_tokenizers(["a…", "a..."], **both)
+    assert _ids(uncased_tok, ["a…"]) != _ids(uncased_tok, ["a..."])
+    assert transfer.text_key("a…", **both) != transfer.text_key("a...", **both)
+    assert transfer.text_key("co\u00adoperate", **both) == ("co operate",)
+
+
+def test_tokenizer_normalization_and_uncased():
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "cafe"]
+    lower = keras_hub.tokenizers.BertTokenizer(vocabulary=vocab, lowercase=True)
+    cased = keras_hub.tokenizers.BertTokenizer(vocabulary=vocab, lowercase=False)
+    stripping = keras_hub.tokenizers.WordPieceTokenizer(vocabulary=vocab, lowercase=True,
+                                                        strip_accents=True)
+    assert transfer.uncased(lower) and transfer.uncased(stripping)
+    assert not transfer.uncased(cased) and not transfer.uncased(None)
+    assert transfer.tokenizer_normalization(lower) == {"lowercase": True, "strip_accents": False}
+    assert transfer.tokenizer_normalization(stripping) == {"lowercase": True,
+                                                          "strip_accents": True}
+    assert transfer.tokenizer_normalization(cased) == {"lowercase": False,
+                                                      "strip_accents": False}
+    assert transfer.tokenizer_normalization(keras_hub.tokenizers.ByteTokenizer()) == {
+        "lowercase": False, "strip_accents": False}
+
+
+def test_case_and_accent_variants_leak_and_duplicate_only_when_normalising(tmp_path):
+    rows = ["Café au lait", "cafe AU lait", "the Model", "NEW text", "new TEXT", "NEW  text",
+            "Naïve dog", "naive dog", "Nice cat", "nice cat", "nice  cat", "small data"]
+    path = _write(tmp_path / "t.txt", "\n".join(rows) + "\n")
+    exclude, known = {("cafe AU lait",)}, {("The MODEL",)}
+    off_cols, off = transfer.read_transfer(path, "text", exclude, known)
+    assert off_cols["text"] == [r for r in rows if r not in ("cafe AU lait", "NEW  text",
+                                                             "nice  cat")]
+    assert (off["leaked"], off["duplicate"]) == (1, 2) and off["leaked_by_case"] == 0
+    on_cols, on = transfer.read_transfer(path, "text", exclude, known, lowercase=True,
+                                         strip_accents=True)
+    assert on_cols["text"] == ["NEW text", "Naïve dog", "Nice cat", "small data"]
+    assert (on["leaked"], on["duplicate"], on["used"]) == (2, 6, 4)
+    # Only the rows the exact check kept: "Café au lait" (leak); "the Model" (train),
+    # "new TEXT", "naive dog", "nice cat" (duplicates). "nice  cat" was an exact duplicate.
+    assert (on["leaked_by_case"], on["duplicate_by_case"]) == (1, 4)
+    only_on = collections.Counter(off_cols["text"]) - collections.Counter(on_cols["text"])
+    assert sum(only_on.values()) == on["leaked_by_case"] + on["duplicate_by_case"] == \
+        off["used"] - on["used"]
+    # lowercase alone (keras-hub's BertTokenizer(lowercase=True)): accents still count.
+    cols, counts = transfer.read_transfer(path, "text", exclude, known, lowercase=True)
+    assert cols["text"] == ["Café au lait", "NEW text", "Naïve dog", "naive dog", "Nice cat",
+                            "small data"]
+    assert (counts["leaked_by_case"], counts["duplicate_by_case"]) == (0, 3)
+
+
+def test_transfer_examples_normalise_the_splits_too(tmp_path):
+    spec, _ = _file_task(tmp_path)
+    path = _write(tmp_path / "t.txt", "The DATA\nTHE model IS\nthe TEST\nfast model\n")
+    extra, counts = transfer.transfer_examples(spec, path)
+    assert len(extra["text"]) == 4 and counts["leaked"] == counts["duplicate"] == 0
+    extra, counts = transfer.transfer_examples(spec, path, lowercase=True)
+    assert extra == {"text": ["fast model"]}
+    assert {k: counts[k] for k in ("leaked", "duplicate", "leaked_by_case",
+                                   "duplicate_by_case")} == {
+        "leaked": 2, "duplicate": 1, "leaked_by_case": 2, "duplicate_by_case": 1}
+    assert transfer.split_keys(spec, "test", lowercase=True) == {("the test",)}
+
+
+def test_transfer_set_compares_as_the_teachers_tokenizer_reads(tmp_path, capsys):
+    """task_distill's transfer set: the teacher preset's tokenizer (tiny's lower-cases) decides
+    the normalisation; a cased tokenizer passed in compares exactly."""
+    from tinybert_tf.launch import builders, config_lib, task_modes
+
+    train = _write(tmp_path / "train.tsv", "text\tlabel\nthe model is\tpos\nthe data\tneg\n")
+    dev = _write(tmp_path / "dev.tsv", "text\tlabel\na small layer\tpos\n")
+    extra = _write(tmp_path / "t.txt", "A Small LAYER\nThe Model is\nfast text\nFAST text\n")
+    c = config_lib.load("task_distill", "tiny", **{
+        "task": "file", "data.train_file": train, "data.eval_file": dev, "transfer_file": extra,
+        "teacher": tiny.write_teacher(tmp_path / "teacher", num_layers=1)})
+    spec = builders.task_spec(c)
+    columns, counts = task_modes.transfer_set(c, spec, str(tmp_path / "run"))
+    assert columns == {"text": ["fast text"]}
+    assert (counts["leaked_by_case"], counts["duplicate_by_case"]) == (1, 2)
+    assert "1 of the leaked and 2 of the duplicate rows match only by case/accents: the " \
+        "teacher's tokenizer lower-cases." in capsys.readouterr().out
+    saved = json.load(open(tmp_path / "run" / "transfer.json"))
+    assert (saved["lowercase"], saved["strip_accents"], saved["duplicate_by_case"]) == (
+        True, False, 2)
+    cased = keras_hub.tokenizers.BertTokenizer(vocabulary=list(tiny.VOCAB))
+    columns, counts = task_modes.transfer_set(c, spec, str(tmp_path / "run"), tokenizer=cased)
+    assert len(columns["text"]) == 4 and counts["leaked"] == counts["duplicate"] == 0
+    assert "only by case" not in capsys.readouterr().out

@@ -115,6 +115,40 @@ def test_selector_keeps_the_first_of_equal_scores_and_survives_a_restart(tmp_pat
     assert len(saved) == 2 and os.path.isdir(tmp_path / "best_on_eval")
 
 
+@pytest.mark.parametrize("scores,chance,flagged", [
+    ([0.0625, 0.014], 1 / 16, True),  # below chance: the bf16 run that trained nothing
+    ([0.5, 0.5], 0.5, True),  # at chance is not above it
+    ([0.5, 0.75], 0.5, False),
+    ([0.9], None, False),  # no chance level known (e.g. F1): nothing said
+])
+def test_finish_says_when_the_best_is_not_above_chance(tmp_path, capsys, scores, chance,
+                                                        flagged):
+    model = tiny.backbone()
+    model.compile(optimizer=keras.optimizers.Adam())
+    model.optimizer.build(model.trainable_variables)
+    values = iter([{"accuracy": v} for v in scores])
+    sel = selection.EvalSelector(model, str(tmp_path), lambda: next(values),
+                                 lambda p: os.makedirs(p, exist_ok=True), "accuracy", 10,
+                                 10 * len(scores), chance=chance)
+    for i in range(len(scores)):
+        model.optimizer.iterations.assign(10 * (i + 1))
+        sel.evaluate(10 * (i + 1))
+    sel.finish(str(tmp_path / "out"))
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith(f"Best on eval: accuracy {max(scores):.4f}")
+    assert ("NOT ABOVE CHANCE" in line) == flagged, line
+    if flagged:
+        assert f"accuracy {chance:.4f} by guessing" in line
+
+
+def test_chance_levels():
+    from tinybert_tf.data import metrics, tasks
+
+    assert metrics.chance_level(tasks.get_task("mnli"), "accuracy") == pytest.approx(1 / 3)
+    assert metrics.chance_level(tasks.get_task("cola"), "matthews_corr") == 0.0
+    assert metrics.chance_level(tasks.get_task("mrpc"), "f1") is None
+
+
 def _launch(args):
     return subprocess.Popen([sys.executable, "-m", "tinybert_tf.main", *args], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -150,3 +184,92 @@ def test_sigkill_with_evaluation_on_resumes_bit_identical(tmp_path):
             np.testing.assert_array_equal(a, b)
     sel = [json.load(open(d / "finetune" / "selection.json")) for d in (tmp_path / "full", killed)]
     assert sel[0] == sel[1]
+
+
+def _scripted(tmp_path, scores, patience, total=100, chance=None, restart_after=2):
+    """Evaluate a scripted score sequence every 10 steps with a selector of this `patience`,
+    reading selection.json afresh (a restarted process) after `restart_after` evaluations, until
+    the selector stops the run; returns (selector, the step it stopped at or None, model)."""
+    model = tiny.dense_model()
+    model.optimizer.build(model.trainable_variables)
+    values = iter([{"m": v} for v in scores])
+
+    def make():
+        return selection.EvalSelector(model, str(tmp_path), lambda: next(values),
+                                      lambda p: os.makedirs(p, exist_ok=True), "m", 10, total,
+                                      chance=chance, patience=patience)
+
+    sel = make()
+    for i in range(len(scores)):
+        if i == restart_after:
+            sel = make()
+        step = 10 * (i + 1)
+        model.optimizer.iterations.assign(step)
+        sel.evaluate(step)
+        if model.stop_training:
+            return sel, step, model
+    return sel, None, model
+
+
+@pytest.mark.parametrize("scores,patience,stop,best", [
+    ([0.5, 0.7, 0.7, 0.6, 0.9], 2, 40, 20),  # an equal score is no improvement
+    ([0.5, 0.4, 0.6, 0.5, 0.5, 0.9], 2, 50, 30),  # an improvement restarts the count
+    ([0.5, 0.7, 0.7, 0.6, 0.9], 3, None, 50),  # 0.9 came within the patience
+    ([0.5, 0.7, 0.7, 0.6, 0.6, 0.6, 0.6], 0, None, 20),  # patience 0 never stops
+], ids=["equal-is-no-improvement", "improvement-resets", "within-patience", "patience-0"])
+def test_patience_stops_after_that_many_evaluations_without_improvement(
+        tmp_path, capsys, scores, patience, stop, best):
+    sel, stopped_at, model = _scripted(tmp_path, scores, patience)
+    assert stopped_at == stop
+    state = json.load(open(tmp_path / "selection.json"))
+    assert state["best"]["step"] == best
+    assert sel.stopped == (stop is not None) == model.stop_training
+    out = capsys.readouterr().out
+    if stop is None:
+        assert "stopped" not in state and "Early stop" not in out
+        return
+    assert state["stopped"] == {"step": stop, "patience": patience}
+    assert [h["step"] for h in state["history"]] == list(range(10, stop + 1, 10))
+    value = scores[best // 10 - 1]
+    assert out.strip().splitlines()[-1] == (
+        f"Early stop at step {stop}: no better m in {patience} evaluations (best {value:.4f} at "
+        f"step {best}).")
+
+
+def test_no_early_stop_recorded_at_the_last_step(tmp_path, capsys):
+    sel, stopped_at, model = _scripted(tmp_path, [0.5, 0.4, 0.4], 2, total=30)
+    assert stopped_at is None and not sel.stopped and "stopped" not in sel.state
+    sel.finish(str(tmp_path / "out"))
+    assert "stopped early" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("chance,flagged", [(None, False), (0.8, True)])
+def test_finish_after_an_early_stop_does_not_score_again(tmp_path, capsys, chance, flagged):
+    # The script has no value left after the stop: a further evaluation would raise.
+    sel, stopped_at, _ = _scripted(tmp_path, [0.5, 0.7, 0.6, 0.6], 2, chance=chance)
+    assert stopped_at == 40
+    sel.finish(str(tmp_path / "out"))
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith(f"Best on eval: m 0.7000 at step 20 -> {tmp_path / 'out'} (last "
+                           f"model: {tmp_path / 'out'}_last) (stopped early at step 40 of 100)")
+    assert ("NOT ABOVE CHANCE" in line) == flagged, line
+    assert [h["step"] for h in sel.state["history"]] == [10, 20, 30, 40]
+
+
+def test_a_stop_left_by_a_killed_run_is_decided_again(tmp_path):
+    """Killed after recording a stop at step 40 but before its checkpoint (restored at 30): the
+    record does not count yet, and when the re-run chunk scores differently (a nondeterministic
+    kernel) and improves, it is dropped and the run goes on."""
+    sel, stopped_at, model = _scripted(tmp_path, [0.5, 0.7, 0.6, 0.6], 2)
+    assert stopped_at == 40
+    model.optimizer.iterations.assign(30)
+    model.stop_training = False
+    again = selection.EvalSelector(model, str(tmp_path), lambda: {"m": 0.8},
+                                   lambda p: os.makedirs(p, exist_ok=True), "m", 10, 100,
+                                   patience=2)
+    assert not again.stopped
+    model.optimizer.iterations.assign(40)
+    again.evaluate(40)
+    state = json.load(open(tmp_path / "selection.json"))
+    assert "stopped" not in state and not again.stopped and not model.stop_training
+    assert state["best"]["step"] == 40

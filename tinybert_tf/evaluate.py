@@ -5,7 +5,10 @@ task metrics (`data.metrics.compute`), parameter count, bytes on disk of its pre
 latency of a `tf.function` forward at batch 1 and 32; for each student, its share of the
 reference's (teacher's) first metric. Writes `report.json` + `report.md` into the workdir.
 
-Several students: `--config.student=name=dir,name=dir` (see `parse_students`).
+Several students: `--config.student=name=dir,name=dir` (see `parse_students`). Several teachers
+(`--config.teacher=DIR1,DIR2` or an ensemble dir, `launch.teachers`): a row per teacher
+(`teacher K`), an `ensemble` row (mean of their probabilities; parameters, size and latency
+summed), every share taken of the ensemble and, in a second column, of the best single teacher.
 """
 
 from __future__ import annotations
@@ -134,41 +137,72 @@ def check_compatible(models, seq_len):
                              "lower --config.data.seq_len.")
 
 
-def compare(models, spec, dataset, seq_len, runs=20, reference=None):
+def compare(models, spec, dataset, seq_len, runs=20, reference=None, ensembles=None):
     """Evaluate every model on the same data and time it; returns the report dict.
 
-    models: {name: (model, preset_dir or None)}, in table order. reference: the name whose
-    first metric the others' share is taken of (default: the first model, i.e. the teacher).
-    Report: task, kind, seq_len, latency_runs, batch_sizes, metric_names, reference,
-    share_metric, and `models`: a list of {name, preset, metrics, params, size_bytes,
-    latency_b<N>_s for N in BATCH_SIZES, share} (share = metric / reference metric, None if
-    the reference scores 0).
+    models: {name: (model, preset_dir or None)}, in table order. ensembles: {name: [member
+    names]}: a row whose outputs are the mean of its members' probabilities (`ensemble.
+    combine_logits` at T=1; the mean for regression), parameters, sizes and latencies summed,
+    placed after its last member. reference: the name whose first metric the others' `share` is
+    taken of (default: the first row). Report: task, kind, seq_len, latency_runs, batch_sizes,
+    metric_names, reference, share_metric, and `models`: a list of {name, preset, metrics,
+    params, size_bytes, latency_b<N>_s for N in BATCH_SIZES, share} (share is None if the
+    reference scores 0).
     """
     if not models:
         raise ValueError("compare() needs at least one model.")
-    reference = reference or next(iter(models))
-    if reference not in models:
-        raise ValueError(f"reference {reference!r} is not one of the models {list(models)}.")
+    ensembles = ensembles or {}
     check_compatible(models, seq_len)
     for name, (model, _) in models.items():
         check_head(model, spec, name)
-    first = spec.metrics[0]
-    rows = []
+    rows, outputs = {}, {}
     for name, (model, preset) in models.items():
-        row = {"name": name, "preset": preset, "metrics": evaluate_model(model, dataset, spec),
-               "params": students.count_params(model),
-               "size_bytes": preset_size(preset) if preset else None}
+        outputs[name], labels = predict(model, dataset)
+        rows[name] = {"name": name, "preset": preset, "metrics": task_metrics.compute(
+            spec, predictions_from_outputs(outputs[name], spec), labels),
+            "params": students.count_params(model),
+            "size_bytes": preset_size(preset) if preset else None}
         for batch_size in BATCH_SIZES:
-            row[f"latency_b{batch_size}_s"] = measure_latency(model, seq_len, batch_size, runs)
-        rows.append(row)
-    base = next(r for r in rows if r["name"] == reference)["metrics"][first]
-    for row in rows:
-        row["share"] = row["metrics"][first] / base if base else None
-    return {
+            rows[name][f"latency_b{batch_size}_s"] = measure_latency(model, seq_len, batch_size,
+                                                                     runs)
+    order = list(models)
+    for name, members in ensembles.items():
+        rows[name] = _ensemble_row(name, [rows[m] for m in members],
+                                   [outputs[m] for m in members], spec, labels)
+        order.insert(max(order.index(m) for m in members) + 1, name)
+    rows = [rows[name] for name in order]
+    reference = reference or order[0]
+    if reference not in order:
+        raise ValueError(f"reference {reference!r} is not one of the models {order}.")
+    report = {
         "task": spec.name, "kind": spec.kind, "seq_len": int(seq_len), "latency_runs": int(runs),
         "batch_sizes": list(BATCH_SIZES), "metric_names": list(spec.metrics),
-        "reference": reference, "share_metric": first, "models": rows,
+        "reference": reference, "share_metric": spec.metrics[0], "models": rows,
     }
+    return with_shares(report, reference, "share")
+
+
+def with_shares(report, reference, key):
+    """Each row's `key`: its first metric / `reference`'s (None when that scores 0)."""
+    first = report["share_metric"]
+    base = next(r for r in report["models"] if r["name"] == reference)["metrics"][first]
+    for row in report["models"]:
+        row[key] = row["metrics"][first] / base if base else None
+    return report
+
+
+def _ensemble_row(name, member_rows, member_outputs, spec, labels):
+    """A report row for an ensemble of already-evaluated members (see `compare`)."""
+    from tinybert_tf.distill import ensemble
+
+    combined = ensemble.combine_logits(np.stack(member_outputs), 1.0, "prob",
+                                       regression=spec.kind == "regression")
+    row = {"name": name, "preset": None, "members": [r["name"] for r in member_rows],
+           "metrics": task_metrics.compute(spec, predictions_from_outputs(combined, spec), labels)}
+    for key in ("params", "size_bytes", *(f"latency_b{b}_s" for b in BATCH_SIZES)):
+        values = [r[key] for r in member_rows]
+        row[key] = None if None in values else sum(values)
+    return row
 
 
 # ---- output -------------------------------------------------------------------------------------
@@ -183,14 +217,18 @@ def format_markdown(report):
     names = report["metric_names"]
     batches = report["batch_sizes"]
     ref, metric = report["reference"], report["share_metric"]
+    also = report.get("also")
     header = (["model", *names, "params", "size (MB)"]
-              + [f"latency b{b} (ms)" for b in batches] + [f"share of {ref} {metric}"])
+              + [f"latency b{b} (ms)" for b in batches] + [f"share of {ref} {metric}"]
+              + ([f"share of {also} {metric}"] if also else []))
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in report["models"]:
         cells = [row["name"].replace("|", "\\|"), *(f"{row['metrics'][m]:.4f}" for m in names),
                  f"{row['params']:,}", _fmt(row["size_bytes"] and row["size_bytes"] / 1e6, "{:.2f}")]
         cells += [f"{row[f'latency_b{b}_s'] * 1e3:.2f}" for b in batches]
         cells.append(_fmt(row["share"] and 100 * row["share"], "{:.1f}%"))
+        if also:
+            cells.append(_fmt(row.get("share_also") and 100 * row["share_also"], "{:.1f}%"))
         lines.append("| " + " | ".join(cells) + " |")
     shares = [f"{r['name']} {_fmt(r['share'] and 100 * r['share'], '{:.1f}%')}"
               for r in report["models"] if r["name"] != ref]
@@ -225,7 +263,8 @@ def parse_students(value):
     A comma-separated list; each item is `name=dir` or a bare `dir`. Bare dirs are named
     `student` when alone, else `student1`, `student2`, ... by position. A name is the text before
     the first `=` when it holds no `/` (so `runs/lr=3e-5/student` is a bare dir) and may contain
-    spaces, e.g. `TinyBERT-4: (b) two-step=/runs/b/prediction/student`; `teacher` is reserved.
+    spaces, e.g. `TinyBERT-4: (b) two-step=/runs/b/prediction/student`; `teacher`, `teacher K`
+    and `ensemble` are reserved.
     Names and dirs cannot contain commas.
     """
     items = [item.strip() for item in str(value or "").split(",") if item.strip()]
@@ -238,7 +277,7 @@ def parse_students(value):
         name = name.strip()
         if not (sep and name and "/" not in name and path.strip()):
             name, path = ("student" if len(items) == 1 else f"student{i}"), item
-        if name == "teacher" or name in out:
+        if name in ("teacher", "ensemble") or name.startswith("teacher ") or name in out:
             raise ValueError(f"Student name {name!r} is reserved or repeated in "
                              f"--config.student={value}; give each student a unique name=dir.")
         out[name] = path.strip()
@@ -273,6 +312,14 @@ def _check_tokenizers(tokenizer, dirs):
                              "teacher's; distil and evaluate it against a teacher with its vocab.")
 
 
+def _with_best_teacher(report, names):
+    """The report with every row's share of the best single teacher (`share_also`, `also`)."""
+    first = report["share_metric"]
+    rows = {r["name"]: r for r in report["models"]}
+    best = max(names, key=lambda n: rows[n]["metrics"][first])
+    return {**with_shares(report, best, "share_also"), "also": best}
+
+
 def run_from_config(config, workdir):
     """Evaluate mode: teacher + student(s) on the first eval split; returns the report dict
     (as written to `<workdir>/report.json`, plus `split`).
@@ -280,11 +327,14 @@ def run_from_config(config, workdir):
     Reads config.teacher, config.student (see `parse_students`), config.task / config.data.*,
     config.batch_size (evaluation batches) and config.latency_runs (default 20).
     """
-    from tinybert_tf.launch import builders
+    from tinybert_tf.launch import builders, teachers
     from tinybert_tf.launch.strategy import LaunchError
 
     try:
-        teacher_dir = builders.check_preset(config.teacher, "teacher")
+        teacher_dirs = teachers.resolve(config.teacher)
+        for path in teacher_dirs:
+            builders.check_preset(path, "teacher")
+        teachers.check_compatible(teacher_dirs)
         student_dirs = parse_students(_student_value(config, workdir))
         for path in student_dirs.values():
             builders.check_preset(path, "student")
@@ -295,14 +345,22 @@ def run_from_config(config, workdir):
             raise ValueError(f"Task {spec.name!r} has no split {split!r} to evaluate on (it has "
                              f"{list(known)}); pass --config.eval_split=<one of them> or "
                              "--config.data.eval_file=<labelled file>.")
-        tokenizer = builders.load_tokenizer(teacher_dir)
+        tokenizer = builders.load_tokenizer(teacher_dirs[0])
         _check_tokenizers(tokenizer, student_dirs)
-        models = {"teacher": (heads.load_task_model(teacher_dir, "teacher"), teacher_dir)}
+        names = ["teacher"] if len(teacher_dirs) == 1 else [
+            f"teacher {k}" for k in range(len(teacher_dirs))]
+        models = {name: (heads.load_task_model(path, name), path)
+                  for name, path in zip(names, teacher_dirs)}
         for name, path in student_dirs.items():
             models[name] = (heads.load_task_model(path, f"student {name}"), path)
         dataset = builders.task_data(config, spec, split, tokenizer, training=False)
+        kwargs = dict(reference="teacher")
+        if len(names) > 1:
+            kwargs = dict(ensembles={"ensemble": names}, reference="ensemble")
         report = compare(models, spec, dataset, config.data.seq_len,
-                         runs=int(config.get("latency_runs", 20)), reference="teacher")
+                         runs=int(config.get("latency_runs", 20)), **kwargs)
+        if len(names) > 1:  # every row's share of the best single teacher too
+            report = _with_best_teacher(report, names)
     except ValueError as err:
         raise LaunchError(str(err)) from None
     report["split"] = split

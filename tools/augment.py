@@ -43,6 +43,7 @@ def load_masked_lm(preset: str):
     """(masked_lm, tokenizer) from a keras-hub preset; a UserError if it has no masked-LM head."""
     import keras_hub
 
+    from tinybert_tf.distill import dtypes
     from tinybert_tf.errors import UserError
 
     task_json = os.path.join(preset, "task.json")
@@ -54,7 +55,7 @@ def load_masked_lm(preset: str):
         if "MaskedLM" not in name:
             raise UserError(f"{preset} has no masked-LM head (task.json is {name or 'missing'}); "
                             "save a keras_hub *MaskedLM with save_to_preset and pass that directory")
-    masked_lm = keras_hub.models.MaskedLM.from_preset(preset, preprocessor=None)
+    masked_lm = dtypes.load_preset(keras_hub.models.MaskedLM, preset, preprocessor=None)
     tokenizer = keras_hub.tokenizers.Tokenizer.from_preset(preset)
     return masked_lm, tokenizer
 

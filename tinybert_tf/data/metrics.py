@@ -161,3 +161,14 @@ def compute(task_or_metric_names, predictions, labels) -> dict[str, float]:
             values = p.argmax(-1) if p.ndim == y.ndim + 1 else p
         out[name] = METRICS[name](values, y)
     return out
+
+
+def chance_level(spec, metric):
+    """What guessing scores on `metric` for the task `spec`: accuracy 1/num_classes (uniform
+    guesses), correlations (matthews_corr, pearson, spearman) 0; None where no one number is
+    chance (F1 scores depend on the label balance)."""
+    if metric == "accuracy" and getattr(spec, "num_classes", 0):
+        return 1.0 / spec.num_classes
+    if metric in ("matthews_corr", "pearson", "spearman"):
+        return 0.0
+    return None

@@ -13,8 +13,8 @@ import importlib
 import keras
 from keras import ops
 
+from tinybert_tf.distill import dtypes, recipes
 from tinybert_tf.distill import features as feature_view
-from tinybert_tf.distill import recipes
 from tinybert_tf.distill import terms as terms_lib
 
 # Keras backend -> the module with its `train_step`, `test_step` and `num_replicas` (imported on
@@ -177,6 +177,7 @@ class Distiller(keras.Model):
         return self.teacher_features(x)
 
     def compile(self, *args, **kwargs):
+        dtypes.check_trainable(self)  # student, head and projections: float32 variables
         super().compile(*args, **kwargs)
         # Keras clips each replica's partial gradient before the cross-replica sum, which is not
         # the clipping one device does. With several replicas the step clips the summed gradient

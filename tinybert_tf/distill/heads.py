@@ -16,6 +16,8 @@ import keras
 import keras_hub
 from keras_hub.src.utils import preset_utils
 
+from tinybert_tf.distill import dtypes
+
 IGNORE_LABEL = -100  # tinybert_tf.data.tasks.IGNORE_LABEL: positions without a token label
 
 
@@ -121,9 +123,10 @@ def _is_token_classifier_preset(preset):
     return isinstance(cls, type) and issubclass(cls, TokenClassifier)
 
 
-def load_task_model(preset, what="model"):
+def load_task_model(preset, what="model", dtype=None):
     """The task model saved in `preset` (no preprocessor): a `TokenClassifier` or a keras-hub
-    `TextClassifier` (classification or regression), chosen by the class in its task.json."""
+    `TextClassifier` (classification or regression), chosen by the class in its task.json, with
+    dtype policy `dtype` (default the run's; `dtypes.load_preset`)."""
     config = _task_config(preset)
     if config is None:
         raise ValueError(
@@ -131,10 +134,8 @@ def load_task_model(preset, what="model"):
             "written by finetune or task_distill."
         )
     cls = keras.saving.get_registered_object(config.get("registered_name", ""))
-    if isinstance(cls, type) and issubclass(cls, TokenClassifier):
-        return cls.from_preset(preset, preprocessor=None)
-    if isinstance(cls, type) and issubclass(cls, keras_hub.models.TextClassifier):
-        return cls.from_preset(preset, preprocessor=None)
+    if isinstance(cls, type) and issubclass(cls, (TokenClassifier, keras_hub.models.TextClassifier)):
+        return dtypes.load_preset(cls, preset, dtype, preprocessor=None)
     raise ValueError(
         f"{what} preset {preset} holds a {config.get('class_name')}; evaluate and task "
         "distillation read text classifiers or tinybert_tf TokenClassifier presets."

@@ -72,6 +72,9 @@ def init_from_teacher(teacher, num_layers, layers=None, dropout=None, dtype=None
 
     teacher: a `BertBackbone` (or task model wrapping one). `layers`: teacher layer indices to copy
     (default `teacher_layer_choice`). Returns a new backbone; the teacher is not modified.
+    dtype: the student's dtype policy, default the global one (the run's precision), never the
+    teacher's: a frozen teacher may be pure bfloat16, a student's variables are float32
+    (`dtypes`).
     """
     source = features.backbone_of(teacher)
     if type(source) is not keras_hub.models.BertBackbone:
@@ -84,7 +87,7 @@ def init_from_teacher(teacher, num_layers, layers=None, dropout=None, dtype=None
     if len(layers) != num_layers:
         raise ValueError(f"layers={layers} names {len(layers)} layers, need {num_layers}.")
     config = source.get_config()
-    config.update(num_layers=num_layers, dtype=dtype or config.get("dtype"))
+    config.update(num_layers=num_layers, dtype=dtype)
     config.pop("name", None)
     config.pop("trainable", None)
     if dropout is not None:

@@ -16,6 +16,9 @@ TEXT_SIGNATURE = "serving_text"
 TEXT_PAIR_SIGNATURE = "serving_text_pair"
 INPUT_NAMES = ("token_ids", "segment_ids", "padding_mask")
 WARMUP_FILE = "tf_serving_warmup_requests"
+# Exports compute in float32 whatever the training run's precision: a SavedModel that any CPU,
+# GPU or TF Serving build runs at full speed and that matches the preset's float32 weights.
+SERVING_DTYPE = "float32"
 
 
 class ExportError(UserError):
@@ -35,13 +38,15 @@ def load_student(preset_dir: str):
         raise ExportError(f"not a keras-hub preset (no config.json): {preset_dir!r}")
     import keras_hub
 
+    from tinybert_tf.distill import dtypes
+
     try:
         if os.path.isfile(os.path.join(preset_dir, "task.json")):
             from tinybert_tf.distill import heads
 
-            model = heads.load_task_model(preset_dir)
+            model = heads.load_task_model(preset_dir, dtype=SERVING_DTYPE)
         else:
-            model = keras_hub.models.Backbone.from_preset(preset_dir)
+            model = dtypes.load_preset(keras_hub.models.Backbone, preset_dir, SERVING_DTYPE)
         tokenizer = None
         if os.path.isfile(os.path.join(preset_dir, "tokenizer.json")):
             tokenizer = keras_hub.tokenizers.Tokenizer.from_preset(preset_dir)

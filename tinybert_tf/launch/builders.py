@@ -9,7 +9,7 @@ import os
 import keras
 import keras_hub
 
-from tinybert_tf.distill import optim, recipes, students
+from tinybert_tf.distill import dtypes, optim, recipes, students
 from tinybert_tf.launch import distribution, hardware
 from tinybert_tf.launch.strategy import LaunchError, steps_per_execution
 
@@ -29,20 +29,14 @@ def load_tokenizer(preset):
 def load_classifier(preset, num_classes=None, what="teacher", token_level=False, dtype=""):
     """A keras-hub text classifier (or, with `token_level`, a `heads.TokenClassifier`) from a
     preset; a new head on the preset's backbone when `num_classes` is given. `dtype` (e.g.
-    "bfloat16") overrides the global policy for this model (a frozen teacher)."""
+    "bfloat16" for a frozen teacher) replaces the run's policy for this model; whatever policy
+    the preset stores, the model gets this one (`dtypes.load_preset`)."""
     from tinybert_tf.distill import heads
 
     check_preset(preset, what)
     kwargs = {"num_classes": num_classes} if num_classes is not None else {}
-    if dtype:
-        kwargs["dtype"] = dtype
-    if token_level:
-        return heads.TokenClassifier.from_preset(preset, preprocessor=None, **kwargs)
-    return keras_hub.models.TextClassifier.from_preset(preset, preprocessor=None, **kwargs)
-
-
-def dtype_kwargs(name):
-    return {"dtype": name} if name else {}
+    cls = heads.TokenClassifier if token_level else keras_hub.models.TextClassifier
+    return dtypes.load_preset(cls, preset, dtype, preprocessor=None, **kwargs)
 
 
 def new_task_model(spec, backbone):
@@ -62,7 +56,7 @@ def student_backbone(spec, teacher):
     if spec in students.PRESETS:
         return students.build(spec, teacher=teacher)
     check_preset(spec, "student")
-    return keras_hub.models.Backbone.from_preset(spec)
+    return dtypes.load_preset(keras_hub.models.Backbone, spec)
 
 
 def set_dropout(model, rate):
@@ -103,6 +97,7 @@ def relation_kwargs(relation_heads):
 
 def compile_model(model, strategy, c, total_steps, stage=None, **kwargs):
     """Compile with the config's optimizer; a task stage's learning rate replaces the global."""
+    dtypes.check_trainable(model)
     o = c.optimizer
     lr = stage.learning_rate if stage is not None else o.learning_rate
     model.compile(
@@ -115,7 +110,6 @@ def compile_model(model, strategy, c, total_steps, stage=None, **kwargs):
 
 
 # ---- tasks --------------------------------------------------------------------------------------
-
 
 def task_spec(c):
     from tinybert_tf.data import tasks
@@ -170,7 +164,7 @@ PROJECTIONS_FILE = "projections.npz"
 
 def save_model(model, tokenizer, path, projections=()):
     """A student backbone or task model + tokenizer as a keras-hub preset dir, weights only
-    (no optimizer state); `projections` (a Distiller's `projections`: its student->teacher width
+    (no optimizer state), storing a plain float dtype (`dtypes.save_preset`); `projections` (a Distiller's `projections`: its student->teacher width
     projections, keras Dense layers) go beside it in `projections.npz` (`load_projections`).
     In a multi-process run only the chief writes (`distribution.is_chief`); every process
     returns `path`."""
@@ -180,7 +174,7 @@ def save_model(model, tokenizer, path, projections=()):
     if optimizer is not None:
         model.optimizer = None
     try:
-        model.save_to_preset(path)
+        dtypes.save_preset(model, path)
     finally:
         if optimizer is not None:
             model.optimizer = optimizer

@@ -44,6 +44,8 @@ def base(mode):
     c.log_every = 100
     c.checkpoint_every = 1000
     c.keep_checkpoints = 3
+    # A warning when the loss stays flat (within 1 %) over the first N logs (0 = no check).
+    c.stall_intervals = 5
     c.optimizer = ml_collections.ConfigDict(
         dict(name="adamw", learning_rate=1e-4, weight_decay=0.01, warmup_fraction=0.1,
              clipnorm=1.0)
@@ -75,6 +77,23 @@ def task_fields(c):
     # -1 = off: the last model is the output). The test split is never used to select.
     c.eval_every = 0
     return c
+
+
+# (epochs, patience) of a task stage whose config leaves them None. GLUE / CoNLL keep the TinyBERT
+# paper's fixed schedules (teacher fine-tuning: BERT's 3 epochs). Local file tasks have no
+# published schedule: up to 10 epochs, stopped 3 evaluations after the eval score last improved,
+# so every model in a comparison trains until its dev curve has peaked.
+PAPER_BUDGETS = {"finetune": (3, 0), "intermediate": (10, 0), "prediction": (3, 0)}
+FILE_BUDGETS = {"finetune": (10, 3), "intermediate": (10, 3), "prediction": (10, 3)}
+
+
+def stage_budget(c, stage):
+    """(epochs, patience) of `stage` (finetune | intermediate | prediction) for config `c`."""
+    epochs, patience = (FILE_BUDGETS if c.task == "file" else PAPER_BUDGETS)[stage]
+    settings = c[stage]
+    return (epochs if settings.epochs is None else int(settings.epochs),
+            patience if settings.patience is None else int(settings.patience))
+
 
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -11,10 +11,10 @@ import keras
 import keras_hub
 import tensorflow as tf
 
-from tinybert_tf.distill import students
+from tinybert_tf.distill import dtypes, students
 from tinybert_tf.distill.distiller import Distiller
 from tinybert_tf.launch import builders as b
-from tinybert_tf.launch import distribution, task_modes, train
+from tinybert_tf.launch import distribution, task_modes, teachers, train
 from tinybert_tf.launch.strategy import LaunchError, check_batch_size
 
 # ---- general distillation -----------------------------------------------------------------------
@@ -25,7 +25,8 @@ def general_distill(c, workdir, strategy):
     from tinybert_tf.data import corpus, masking, shards
 
     check_batch_size(strategy, c.batch_size)
-    tokenizer = b.load_tokenizer(c.teacher)
+    teacher_dir = teachers.one(c.teacher, "general_distill")
+    tokenizer = b.load_tokenizer(teacher_dir)
     recipe = b.make_recipe(c.recipe, c.layer_map, c.loss_weights,
                            **b.relation_kwargs(c.relation_heads))
     is_mlm = "mlm" in recipe.weights or "kd" in recipe.weights
@@ -46,15 +47,15 @@ def general_distill(c, workdir, strategy):
                                     whole_word=c.data.whole_word, seed=c.seed)
     with strategy.scope():
         if is_mlm:
-            teacher = keras_hub.models.MaskedLM.from_preset(b.check_preset(c.teacher, "teacher"),
-                                                            **b.dtype_kwargs(c.teacher_dtype),
-                                                            preprocessor=None)
+            teacher = dtypes.load_preset(keras_hub.models.MaskedLM,
+                                         b.check_preset(teacher_dir, "teacher"), c.teacher_dtype,
+                                         preprocessor=None)
             student = keras_hub.models.BertMaskedLM(
                 b.student_backbone(c.student, teacher), preprocessor=None
             )
         else:
-            teacher = keras_hub.models.Backbone.from_preset(b.check_preset(c.teacher, "teacher"),
-                                                            **b.dtype_kwargs(c.teacher_dtype))
+            teacher = dtypes.load_preset(keras_hub.models.Backbone,
+                                         b.check_preset(teacher_dir, "teacher"), c.teacher_dtype)
             student = b.student_backbone(c.student, teacher)
         b.set_dropout(student, c.student_dropout)
         distiller = Distiller(teacher, student, recipe)

@@ -15,12 +15,13 @@ import json
 import os
 
 import keras
+import ml_collections
 import numpy as np
 import tensorflow as tf
 
 from tinybert_tf.distill.distiller import CACHED_LOGITS, Distiller
 from tinybert_tf.launch import builders as b
-from tinybert_tf.launch import distribution, train
+from tinybert_tf.launch import config_lib, distribution, teachers, train
 from tinybert_tf.launch.selection import EvalSelector
 from tinybert_tf.launch.strategy import LaunchError, check_batch_size
 
@@ -28,8 +29,8 @@ from tinybert_tf.launch.strategy import LaunchError, check_batch_size
 def run_stage(model, data, workdir, c, total_steps, callbacks=()):
     """`train.run` with the config's logging and checkpoint settings."""
     train.run(model, data, workdir, total_steps, log_every=c.log_every,
-                     checkpoint_every=c.checkpoint_every, max_to_keep=c.keep_checkpoints,
-                     callbacks=callbacks)
+              checkpoint_every=c.checkpoint_every, max_to_keep=c.keep_checkpoints,
+              callbacks=callbacks, stall_intervals=c.stall_intervals)
 
 
 # ---- selection on the eval split ------------------------------------------------------------------
@@ -48,7 +49,7 @@ def task_scores(model, dataset, spec):
 
 
 def _selector(c, spec, tokenizer, trainer, model, run_dir, per_epoch, total, save,
-              score=None):
+              score=None, patience=0):
     """An EvalSelector on the task's first eval split, or None (no eval split, or eval_every<0).
 
     trainer: the model being fit (its optimizer counts the steps); model: the task model scored
@@ -58,13 +59,23 @@ def _selector(c, spec, tokenizer, trainer, model, run_dir, per_epoch, total, sav
     if c.eval_every < 0 or not spec.eval_splits:
         print("No model selection (no eval split or eval_every < 0): the output is the last model.")
         return None
+    from tinybert_tf.data import metrics
+
     data = b.task_data(c, spec, spec.eval_splits[0], tokenizer, training=False)
     every = c.eval_every or per_epoch
     if score is None:
         return EvalSelector(trainer, run_dir, lambda: task_scores(model, data, spec), save,
-                            spec.metrics[0], every, total)
+                            spec.metrics[0], every, total, patience=patience,
+                            chance=metrics.chance_level(spec, spec.metrics[0]))
     return EvalSelector(trainer, run_dir, lambda: score(data), save, "loss", every, total,
-                        higher_is_better=False)
+                        higher_is_better=False, patience=patience)
+
+
+def _plan(epochs, patience, per_epoch, selector=True):
+    stop = f", early stop after {patience} evaluations without improvement" if (
+        patience and selector) else ""
+    return f"up to {epochs} epochs x {per_epoch} steps{stop}" if stop else (
+        f"{epochs} epochs x {per_epoch} steps")
 
 
 def _finish(selector, model, tokenizer, out):
@@ -76,9 +87,11 @@ def _finish(selector, model, tokenizer, out):
 # ---- transfer sets --------------------------------------------------------------------------------
 
 
-def transfer_set(c, spec, workdir):
+def transfer_set(c, spec, workdir, tokenizer=None):
     """`(columns, counts)` of the configured transfer files (transfer_file, augmented_train_file),
-    eval/test texts and duplicates dropped; None when none is configured."""
+    eval/test texts and duplicates dropped; None when none is configured. Texts are compared as
+    the teacher's tokenizer (`tokenizer`, else step 1's teacher's, as `task_distill` loads it)
+    reads them: an uncased teacher cannot tell "Café" from "café", so neither can the checks."""
     paths = ",".join(p for p in (c.transfer_file, c.augmented_train_file) if p)
     if not paths:
         if c.transfer_only:
@@ -89,19 +102,28 @@ def transfer_set(c, spec, workdir):
                           "--config.transfer_file for a token-classification task.")
     from tinybert_tf.data import transfer
 
+    if tokenizer is None and c.teacher:
+        tokenizer = b.load_tokenizer(teachers.resolve(c.teacher)[c.intermediate.teacher])
+    norm = transfer.tokenizer_normalization(tokenizer)
     try:
         columns, counts = transfer.transfer_examples(spec, paths, c.data.tfds_data_dir or None,
-                                                     skip_bad_rows=c.data.skip_bad_rows)
+                                                     skip_bad_rows=c.data.skip_bad_rows, **norm)
     except ValueError as err:
         raise LaunchError(str(err)) from None
     print(f"Transfer set {paths}: {counts['read']} rows read, {counts['used']} used; dropped "
           f"{counts['leaked']} also in the eval/test splits, {counts['duplicate']} duplicates, "
           f"{counts['empty']} empty, {counts['bad_rows']} bad rows.")
+    if any(norm.values()):
+        what = " and ".join(n for f, n in ((norm["lowercase"], "lower-cases"),
+                                           (norm["strip_accents"], "strips accents")) if f)
+        print(f"  ({counts['leaked_by_case']} of the leaked and {counts['duplicate_by_case']} of "
+              f"the duplicate rows match only by case/accents: the teacher's tokenizer {what}.)")
     if not distribution.is_chief():
         return columns, counts
     tf.io.gfile.makedirs(workdir)
     with tf.io.gfile.GFile(os.path.join(workdir, "transfer.json"), "w") as f:
-        json.dump({"paths": paths, "transfer_only": bool(c.transfer_only), **counts}, f, indent=1)
+        json.dump({"paths": paths, "transfer_only": bool(c.transfer_only), **norm, **counts}, f,
+                  indent=1)
     return columns, counts
 
 
@@ -115,25 +137,44 @@ def _train_data(c, spec, tokenizer, transfer, training, extra=None):
 _ROW = "__row__"
 
 
-def cached_logits_data(c, spec, tokenizer, teacher, transfer=None):
-    """Training data whose `x` carries the frozen teacher's logits, computed in one pass.
+def cached_logits_data(c, spec, tokenizer, teacher_dirs, strategy, transfer=None, loaded=None):
+    """Training data whose `x` carries the frozen teachers' logits, computed in one pass each.
 
-    The prediction step's teacher is frozen and runs in inference mode, so its logits for an
-    example never change: one pass replaces a teacher forward per example per epoch.
+    The prediction step's teachers are frozen and run in inference mode, so their logits for an
+    example never change: one pass replaces a teacher forward per example per epoch. Several
+    teachers' logits are combined once (`ensemble.combine_logits`: `prediction.combine`, at
+    `prediction.temperature`). loaded: {dir: model} of teachers already in memory.
     """
+    from tinybert_tf.distill import ensemble
+
     rows = sum(int(tf.shape(batch[1])[0]) for batch in
                _train_data(c, spec, tokenizer, transfer, training=False))
     # Length buckets reorder rows: carry each row's index through and put the logits back.
     one_pass = _train_data(c, spec, tokenizer, transfer, training=False,
                            extra={_ROW: np.arange(rows)})
     order = np.concatenate([np.asarray(batch[0][_ROW]) for batch in one_pass])
-    print(f"Caching the teacher's logits over the training data ({rows} rows, one pass) ...")
     inputs = one_pass.map(lambda x, *_: {k: v for k, v in x.items() if k != _ROW})
-    predicted = np.asarray(teacher.predict(inputs, verbose=2 if c.log_every else 0), np.float32)
-    logits = np.empty_like(predicted)
-    logits[order] = predicted
+    outputs = max(1, spec.num_classes) * len(teacher_dirs) * rows * 4
+    size = f", {outputs / 2**30:.1f} GiB of logits in memory" if outputs > 2**30 else ""
+    print(f"Caching the logits of {len(teacher_dirs)} teacher(s) over the training data ({rows} "
+          f"rows, one pass each{size}) ...")
+    logits = []
+    for path in teacher_dirs:
+        teacher = (loaded or {}).get(path)
+        if teacher is None:
+            with strategy.scope():
+                teacher = b.load_classifier(path, token_level=spec.kind == "token_classification",
+                                            dtype=c.teacher_dtype)
+        predicted = np.asarray(teacher.predict(inputs, verbose=2 if c.log_every else 0),
+                               np.float32)
+        logits.append(np.empty_like(predicted))
+        logits[-1][order] = predicted
+        del teacher
+    p = c.prediction
+    combined = ensemble.combine_logits(np.stack(logits), p.temperature, p.combine,
+                                       regression=spec.kind == "regression")
     return _train_data(c, spec, tokenizer, transfer, training=True,
-                       extra={CACHED_LOGITS: logits})
+                       extra={CACHED_LOGITS: combined})
 
 
 # ---- modes ----------------------------------------------------------------------------------------
@@ -141,13 +182,37 @@ def cached_logits_data(c, spec, tokenizer, teacher, transfer=None):
 
 def finetune(c, workdir, strategy):
     """Fine-tune the teacher (preset + new head) on the task; writes workdir/teacher (best on
-    eval) and workdir/teacher_last."""
+    eval) and workdir/teacher_last. With `finetune.members` N > 1: N teachers from the same
+    preset with seeds seed..seed+N-1 into workdir/teacher/member_K (run dirs
+    workdir/finetune/member_K; a restart resumes the member it stopped in) and
+    workdir/teacher/members.txt, so `--config.teacher=workdir/teacher` is the whole ensemble."""
     check_batch_size(strategy, c.batch_size)
+    members = int(c.finetune.members)
+    if members <= 1:
+        return _finetune_one(c, os.path.join(workdir, "finetune"), strategy,
+                             os.path.join(workdir, "teacher"))
+    out, names = os.path.join(workdir, "teacher"), [f"member_{k}" for k in range(members)]
+    for k, name in enumerate(names):
+        member = ml_collections.ConfigDict(c.to_dict(), type_safe=False)
+        member.seed = c.seed + k
+        keras.utils.set_random_seed(member.seed)  # as a run started with this seed
+        print(f"[finetune] member {k + 1} of {members} (seed {member.seed})")
+        _finetune_one(member, os.path.join(workdir, "finetune", name), strategy,
+                      os.path.join(out, name))
+    if distribution.is_chief():
+        teachers.write_members(out, names)
+    print(f"Ensemble of {members} teachers: {out} (members.txt)")
+    return out
+
+
+def _finetune_one(c, run_dir, strategy, out):
+    """One fine-tuned teacher (seed `c.seed`) trained in `run_dir`, its best-on-eval in `out`."""
     spec = b.task_spec(c)
     tokenizer = b.load_tokenizer(c.teacher)
     data = b.task_data(c, spec, spec.train_split, tokenizer, training=True)
     per_epoch = b.count_batches(b.task_data(c, spec, spec.train_split, tokenizer, False))
-    total = per_epoch * c.finetune.epochs
+    epochs, patience = config_lib.stage_budget(c, "finetune")
+    total = per_epoch * epochs
     with strategy.scope():
         token_level = spec.kind == "token_classification"
         model = b.load_classifier(c.teacher, spec.num_classes, token_level=token_level)
@@ -162,12 +227,20 @@ def finetune(c, workdir, strategy):
             kwargs = dict(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                           metrics=accuracy)
         b.compile_model(model, strategy, c, total, c.finetune, **kwargs)
-    run_dir = os.path.join(workdir, "finetune")
-    selector = _selector(c, spec, tokenizer, model, model, run_dir, per_epoch, total,
-                         lambda path: b.save_model(model, tokenizer, path))
-    print(f"[finetune] {c.finetune.epochs} epochs x {per_epoch} steps")
+
+    def save(path):
+        b.save_model(model, tokenizer, path)
+        if distribution.is_chief():
+            teachers.write_labels(path, spec.label_names)
+
+    selector = _selector(c, spec, tokenizer, model, model, run_dir, per_epoch, total, save,
+                         patience=patience)
+    print(f"[finetune] {_plan(epochs, patience, per_epoch, selector)}")
     run_stage(model, data, run_dir, c, total, [selector] if selector else [])
-    return _finish(selector, model, tokenizer, os.path.join(workdir, "teacher"))
+    if selector is None:
+        save(out)
+        return out
+    return selector.finish(out)
 
 
 def _stage_recipe(c, spec, stage):
@@ -188,17 +261,20 @@ def task_distill(c, workdir, strategy):
     check_batch_size(strategy, c.batch_size)
     spec = b.task_spec(c)
     transfer = transfer_set(c, spec, workdir)
-    tokenizer = b.load_tokenizer(c.teacher)
+    teacher_dirs = teachers.resolve(c.teacher)
+    lead = teacher_dirs[c.intermediate.teacher]  # step 1's teacher: its layers start the student
+    tokenizer = b.load_tokenizer(lead)
     per_epoch = b.count_batches(_train_data(c, spec, tokenizer, transfer, training=False))
     stage_one = os.path.join(workdir, "intermediate", "student")
     token_level = spec.kind == "token_classification"
     out = None
     for stage in ["intermediate", "prediction"] if c.stages == "both" else [c.stages]:
         settings = c.intermediate if stage == "intermediate" else c.prediction
-        total = per_epoch * settings.epochs
+        epochs, patience = config_lib.stage_budget(c, stage)
+        total = per_epoch * epochs
         recipe = _stage_recipe(c, spec, stage)
         with strategy.scope():
-            teacher = b.load_classifier(c.teacher, token_level=token_level, dtype=c.teacher_dtype)
+            teacher = b.load_classifier(lead, token_level=token_level, dtype=c.teacher_dtype)
             if stage == "prediction" and tf.io.gfile.isdir(stage_one):
                 # carries step 1's weights
                 student = b.load_classifier(stage_one, what="student", token_level=token_level)
@@ -208,10 +284,11 @@ def task_distill(c, workdir, strategy):
             distiller = Distiller(teacher, student, recipe)
             b.compile_model(distiller, strategy, c, total, settings)
         if stage == "prediction" and c.prediction.cache_teacher_logits:
-            data = cached_logits_data(c, spec, tokenizer, teacher, transfer)
+            data = cached_logits_data(c, spec, tokenizer, teacher_dirs, strategy, transfer,
+                                      loaded={lead: teacher})
         else:
             data = _train_data(c, spec, tokenizer, transfer, training=True)
-        print(f"[{stage}] {settings.epochs} epochs x {per_epoch} steps, recipe {recipe.name} "
+        print(f"[{stage}] {_plan(epochs, patience, per_epoch)}, recipe {recipe.name} "
               f"{dict(recipe.weights)}")
         stage_dir = os.path.join(workdir, stage)
 
@@ -223,7 +300,8 @@ def task_distill(c, workdir, strategy):
 
         selector = _selector(c, spec, tokenizer, distiller, student, stage_dir, per_epoch, total,
                              save,
-                             score=eval_loss if stage == "intermediate" else None)
+                             score=eval_loss if stage == "intermediate" else None,
+                             patience=patience)
         run_stage(distiller, data, stage_dir, c, total, [selector] if selector else [])
         out = _finish(selector, student, tokenizer, os.path.join(stage_dir, "student"))
     return out

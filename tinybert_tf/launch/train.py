@@ -14,6 +14,11 @@ at once. A run resumed mid-chunk first trains the rest of that chunk (its `metri
 at the chunk end as usual, averages only the steps trained after the resume), then whole chunks.
 A damaged latest checkpoint is skipped for the next older one it keeps.
 
+Early stopping: a callback that sets `model.stop_training` at a chunk end (`EvalSelector` with a
+`patience`) ends the run there, with a checkpoint at that step, and `run` returns normally; a
+callback whose `stopped` attribute is true after the restore (the run stopped early before a
+restart) makes `run` train no further.
+
 Backend-neutral: `checkpoints.make` picks TF's or orbax's checkpointer (JAX), the step is read
 with `current_step`, and on JAX Keras' trainer re-attaches its state to the variables before any
 callback reads `self.model` (and when a fit ends, an exception included).
@@ -146,6 +151,38 @@ class NanGuard(keras.callbacks.Callback):
                 )
 
 
+class StallCheck(keras.callbacks.Callback):
+    """One warning when the training loss has stayed flat over the first `intervals` logged
+    chunks of a run (their mean losses within `STALL_TOLERANCE` of each other): a run that trains
+    nothing (a learning rate too small, frozen or low-precision weights) says so early instead
+    of ending with a model at chance. `intervals` 0 turns it off."""
+
+    STALL_TOLERANCE = 0.01  # relative spread of the chunk means that counts as "not moved"
+
+    def __init__(self, intervals):
+        super().__init__()
+        self.intervals, self.losses, self.steps = int(intervals), [], []
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.intervals or len(self.losses) >= self.intervals or "loss" not in (logs or {}):
+            return
+        self.losses.append(float(logs["loss"]))
+        self.steps.append(current_step(self.model))
+        if len(self.losses) == self.intervals and stalled(self.losses, self.STALL_TOLERANCE):
+            lr = float(np.asarray(self.model.optimizer.learning_rate))
+            print(f"Warning: the loss has not moved over the first {self.intervals} logs (steps "
+                  f"{self.steps[0]}-{self.steps[-1]}: {min(self.losses):.4g}-"
+                  f"{max(self.losses):.4g}); if it stays flat, check the learning rate (now "
+                  f"{lr:.3g}) and for frozen or low-precision weights (--config.stall_intervals=0 "
+                  "turns this check off).", flush=True)
+
+
+def stalled(losses, tolerance):
+    """True when every loss lies within `tolerance` (relative) of their mean."""
+    mean = float(np.mean(losses))
+    return max(losses) - min(losses) <= tolerance * max(abs(mean), 1e-12)
+
+
 class SaveEvery(keras.callbacks.Callback):
     def __init__(self, checkpointer, every):
         super().__init__()
@@ -206,16 +243,10 @@ class SignalStop(keras.callbacks.Callback):
             raise _Stop()
 
 
-def run(model, dataset, workdir, total_steps, log_every=100, checkpoint_every=1000,
-        max_to_keep=3, callbacks=()):
-    """Train `model` (compiled, optimizer built or not) on an infinite `dataset` for `total_steps`.
-
-    Resumes from `workdir/checkpoints` if present. `callbacks` run after each chunk before the
-    checkpoint is written and the chunk's logs are logged (e.g. `selection.EvalSelector`, which
-    adds `val_*` scores to them). On SIGINT / SIGTERM
-    raises `errors.Interrupted` after writing a checkpoint at the step reached (see SignalStop),
-    also when the signal came during the last chunk (which then ends as usual).
-    """
+def _chunking(model, total_steps, log_every, checkpoint_every):
+    """(steps per chunk, chunks, the run's last step): `log_every` capped at the run, checked
+    against `checkpoint_every` and `steps_per_execution` (chunk ends must be step boundaries of
+    both)."""
     log_every = max(1, min(log_every, total_steps))
     if checkpoint_every % log_every:
         raise LaunchError(
@@ -227,7 +258,33 @@ def run(model, dataset, workdir, total_steps, log_every=100, checkpoint_every=10
             f"log_every ({log_every}) must be a multiple of steps_per_execution ({per_call})."
         )
     chunks = math.ceil(total_steps / log_every)
-    end = chunks * log_every
+    return log_every, chunks, chunks * log_every
+
+
+def _segments(start, log_every, chunks, end):
+    """The `fit` calls from `start`, as (first step, first chunk, chunks to end at, steps per
+    chunk): the rest of a chunk that a signal stopped mid-way, then whole chunks."""
+    head = -start % log_every
+    segments = [(start, start // log_every, start // log_every + 1, head)] if head else []
+    if start + head < end:
+        segments.append((start + head, (start + head) // log_every, chunks, log_every))
+    return segments
+
+
+def run(model, dataset, workdir, total_steps, log_every=100, checkpoint_every=1000,
+        max_to_keep=3, callbacks=(), stall_intervals=0):
+    """Train `model` (compiled, optimizer built or not) on an infinite `dataset` for `total_steps`.
+
+    Resumes from `workdir/checkpoints` if present. `callbacks` run after each chunk before the
+    checkpoint is written and the chunk's logs are logged (e.g. `selection.EvalSelector`, which
+    adds `val_*` scores to them). `stall_intervals`: see `StallCheck` (checked on a run from
+    step 0 only). A callback setting `model.stop_training` ends the run early (a checkpoint at
+    the step reached, no further segment); one whose `stopped` is true after the restore (a run
+    that stopped early) means there is nothing left to train. On SIGINT / SIGTERM
+    raises `errors.Interrupted` after writing a checkpoint at the step reached (see SignalStop),
+    also when the signal came during the last chunk (which then ends as usual).
+    """
+    log_every, chunks, end = _chunking(model, total_steps, log_every, checkpoint_every)
     strategy = getattr(model, "distribute_strategy", None)  # TF; none on JAX
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         model.optimizer.build(model.trainable_variables)
@@ -240,24 +297,25 @@ def run(model, dataset, workdir, total_steps, log_every=100, checkpoint_every=10
     if start >= end:
         print(f"Run already complete at step {start}.")
         return
-    # (first step, first chunk, chunks to end at, steps per chunk): the rest of a chunk that a
-    # signal stopped mid-way, then whole chunks.
-    head = -start % log_every
-    segments = [(start, start // log_every, start // log_every + 1, head)] if head else []
-    if start + head < end:
-        segments.append((start + head, (start + head) // log_every, chunks, log_every))
+    if any(getattr(cb, "stopped", False) for cb in callbacks):
+        print(f"Run already stopped early at step {start}.")
+        return
+    segments = _segments(start, log_every, chunks, end)
     stopper = SignalStop()
     # orbax checkpoints: every process (orbax's multi-host save); metrics, TensorBoard: the chief.
     # The chunk's record before its checkpoint: a kill between the two re-runs the chunk, whose
     # record then replaces the first (read_metrics), rather than leaving the chunk without one.
     logger = [StepLogger(workdir)] if distribution.is_chief() else []
-    callbacks = [NanGuard(checkpointer), *callbacks, *logger,
+    stall = [StallCheck(stall_intervals)] if stall_intervals and start == 0 else []
+    callbacks = [NanGuard(checkpointer), *stall, *callbacks, *logger,
                  SaveEvery(checkpointer, checkpoint_every), stopper]
     with stopper:
         try:
             for first, epoch, epochs, steps in segments:
                 model.fit(dataset.skip(first), epochs=epochs, initial_epoch=epoch,
                           steps_per_epoch=steps, callbacks=callbacks)
+                if getattr(model, "stop_training", False):  # early stop: no further segment
+                    break
         except _Stop:
             pass
         step = current_step(model)

@@ -33,8 +33,8 @@ def check_launch(c, workdir):
     """All checks of a training mode's config `c` -> Launch; raises a one-line UserError."""
     _check_numbers(c, workdir)
     check_workdir(workdir)
-    check_preset(c.teacher, "teacher")
-    tokenizer = _load_tokenizer(c.teacher)
+    teacher_dirs = check_teachers(c)
+    tokenizer = _load_tokenizer(teacher_dirs[0])
     if c.mode != "finetune":
         check_student(c.student)
     scan = check_corpus(c, tokenizer) if c.mode == "general_distill" else None
@@ -82,10 +82,16 @@ def _check_numbers(c, workdir):
         "both": ["intermediate", "prediction"]}.get(c.stages)}[c.mode]
     if stages is None:
         raise LaunchError(f"stages must be intermediate, prediction or both; got {c.stages!r}.")
+    from tinybert_tf.launch import config_lib
+
     for stage in stages:
-        if c[stage].epochs < 1:
-            raise LaunchError(f"{stage}.epochs={c[stage].epochs}: nothing to train; pass "
+        epochs, patience = config_lib.stage_budget(c, stage)
+        if epochs < 1:
+            raise LaunchError(f"{stage}.epochs={epochs}: nothing to train; pass "
                               f"--config.{stage}.epochs=<N >= 1>.")
+        if patience < 0:
+            raise LaunchError(f"{stage}.patience={patience}; pass --config.{stage}.patience="
+                              "<evaluations >= 1>, or 0 to never stop early.")
 
 
 # ---- workdir and inputs ---------------------------------------------------------------------------
@@ -243,6 +249,33 @@ def check_preset(path, what):
             f"{what} {path!r} is neither a directory nor a keras-hub preset name; pass a preset "
             "dir or a name such as bert_tiny_en_uncased (keras_hub.models.Backbone.presets).")
     return path
+
+
+def check_teachers(c):
+    """The config's teacher(s) (`teachers.resolve`): one for general distillation and finetune
+    (its starting preset), one or an ensemble for task_distill; every one a preset, an ensemble's
+    members compatible, the step settings that pick among them in range. Returns the dirs."""
+    from tinybert_tf.launch import teachers
+
+    dirs = teachers.resolve(c.teacher) if c.mode == "task_distill" else [
+        teachers.one(c.teacher, c.mode)]
+    for path in dirs:
+        check_preset(path, "teacher")
+    if c.mode != "task_distill":
+        return dirs
+    if not 0 <= c.intermediate.teacher < len(dirs):
+        raise LaunchError(f"intermediate.teacher={c.intermediate.teacher} but there are "
+                          f"{len(dirs)} teachers; pass 0..{len(dirs) - 1}.")
+    from tinybert_tf.distill import ensemble
+
+    if c.prediction.combine not in ensemble.COMBINES:
+        raise LaunchError(f"prediction.combine={c.prediction.combine!r}; use one of "
+                          f"{', '.join(ensemble.COMBINES)}.")
+    if len(dirs) > 1 and not c.prediction.cache_teacher_logits and c.stages != "intermediate":
+        raise LaunchError("several teachers need prediction.cache_teacher_logits=True (their "
+                          "soft targets are combined once, over the cached logits).")
+    teachers.check_compatible(dirs)
+    return dirs
 
 
 def _load_tokenizer(preset):

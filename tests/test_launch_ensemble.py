@@ -1,0 +1,149 @@
+"""Several teachers: `finetune.members` trains an ensemble in one command (resumable member by
+member), `task_distill` distils the ensemble's combined soft targets, teachers that differ in
+tokenizer or labels are refused before the workdir is claimed."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras_hub
+import numpy as np
+import pytest
+import tensorflow as tf
+import tiny
+
+from tinybert_tf.distill.distiller import CACHED_LOGITS
+from tinybert_tf.errors import LaunchError
+from tinybert_tf.launch import config_lib, task_modes, teachers
+from tinybert_tf.launch.modes import run as run_mode
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _config(**overrides):
+    return config_lib.load("task_distill", "tiny", **overrides)
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def _weights(preset):
+    model = keras_hub.models.TextClassifier.from_preset(preset, preprocessor=None)
+    return [w.numpy() for w in model.weights]
+
+
+@pytest.fixture(scope="module")
+def ensemble(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ensemble")
+    common = {"task": "file", "data.train_file": tiny.write_task(d / "train.tsv", 48, 0),
+              "data.eval_file": tiny.write_task(d / "dev.tsv", 16, 1)}
+    c = _config(mode="finetune", teacher=tiny.write_teacher(d / "pre"), **common,
+                **{"finetune.members": 2, "finetune.learning_rate": 3e-3})
+    return {"dir": d, "common": common, "teacher": run_mode(c, str(d / "ft"))}
+
+
+def test_members_are_different_teachers_listed_in_members_txt(ensemble):
+    out = ensemble["teacher"]
+    assert teachers.resolve(out) == [os.path.join(out, "member_0"), os.path.join(out, "member_1")]
+    with open(os.path.join(out, "member_0", teachers.LABELS_FILE)) as f:
+        assert f.read().split() == ["neg", "pos"]
+    a, b = (_weights(os.path.join(out, m)) for m in ("member_0", "member_1"))
+    assert max(np.abs(x - y).max() for x, y in zip(a, b)) > 1e-3  # seeds 0 and 1 differ
+
+
+@pytest.mark.parametrize("combine", ["prob", "logit"])
+def test_cached_soft_targets_are_the_members_combined(ensemble, combine):
+    dirs = teachers.resolve(ensemble["teacher"])
+    c = _config(mode="task_distill", teacher=ensemble["teacher"], **ensemble["common"],
+                **{"prediction.temperature": 2.0, "prediction.combine": combine})
+    from tinybert_tf.launch import builders
+
+    spec, tokenizer = builders.task_spec(c), builders.load_tokenizer(dirs[0])
+    data = task_modes.cached_logits_data(c, spec, tokenizer, dirs, tf.distribute.get_strategy())
+    x = next(iter(data))[0]
+    inputs = {k: v for k, v in x.items() if k != CACHED_LOGITS}
+    logits = [np.asarray(builders.load_classifier(p)(inputs, training=False)) for p in dirs]
+    if combine == "prob":
+        want = np.mean([_softmax(z / 2.0) for z in logits], axis=0)
+    else:
+        want = _softmax(np.mean(logits, axis=0) / 2.0)
+    np.testing.assert_allclose(_softmax(np.asarray(x[CACHED_LOGITS]) / 2.0), want, atol=1e-5)
+    assert not np.allclose(_softmax(logits[0] / 2.0), want, atol=1e-3)  # both teachers count
+
+
+@pytest.mark.slow
+def test_task_distill_and_evaluate_take_the_ensemble_dir(ensemble):
+    d = ensemble["dir"]
+    student = run_mode(_config(mode="task_distill", teacher=ensemble["teacher"],
+                               **ensemble["common"]), str(d / "td"))
+    report = run_mode(_config(mode="evaluate", teacher=ensemble["teacher"], student=student,
+                              **ensemble["common"]), str(d / "ev"))
+    rows = {r["name"]: r for r in report["models"]}
+    assert list(rows) == ["teacher 0", "teacher 1", "ensemble", "student"]
+    assert rows["ensemble"]["params"] == rows["teacher 0"]["params"] + rows["teacher 1"]["params"]
+    assert report["reference"] == "ensemble" and report["also"] in ("teacher 0", "teacher 1")
+    assert "share_also" in rows["student"]
+
+
+def test_teachers_that_differ_are_refused_before_the_workdir_is_claimed(ensemble, tmp_path):
+    three = _config(mode="finetune", teacher=tiny.write_teacher(tmp_path / "pre"), task="file",
+                    **{"data.train_file": _three_class_task(tmp_path / "t3.tsv")})
+    other = run_mode(three, str(tmp_path / "ft3"))
+    member = os.path.join(ensemble["teacher"], "member_0")
+    c = _config(mode="task_distill", teacher=f"{member},{other}", **ensemble["common"])
+    with pytest.raises(LaunchError, match=r"differ in their number of classes \(2 vs 3\)"):
+        run_mode(c, str(tmp_path / "td"))
+    assert not (tmp_path / "td" / "config.json").exists()
+    odd = tiny.write_teacher(tmp_path / "odd", num_classes=2)
+    keras_hub.tokenizers.BertTokenizer(vocabulary=list(tiny.VOCAB) + ["extra"]).save_to_preset(odd)
+    with pytest.raises(LaunchError, match="differ in their tokenizer"):
+        teachers.check_compatible([member, odd])
+    with pytest.raises(LaunchError, match="general_distill takes one teacher"):
+        teachers.one(f"{member},{other}", "general_distill")
+
+
+def _three_class_task(path):
+    with open(path, "w") as f:
+        f.write("text\tlabel\n")
+        for i in range(24):
+            f.write(f"{tiny.WORDS[i % 20]} {tiny.WORDS[i % 7]} model\t{'abc'[i % 3]}\n")
+    return str(path)
+
+
+def _launch(args):
+    return subprocess.Popen([sys.executable, "-m", "tinybert_tf.main", *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_sigkill_in_the_second_member_resumes_it_bit_identically(ensemble, tmp_path):
+    c = ensemble["common"]
+    args = ["--config=configs/task_distill.py:tiny", "--config.mode=finetune",
+            f"--config.teacher={ensemble['dir'] / 'pre'}", "--config.task=file",
+            f"--config.data.train_file={c['data.train_file']}",
+            f"--config.data.eval_file={c['data.eval_file']}", "--config.finetune.members=2",
+            "--config.finetune.epochs=12", "--config.log_every=2", "--config.checkpoint_every=6",
+            "--config.deterministic=True"]
+    full = _launch([*args, f"--workdir={tmp_path / 'full'}"])
+    assert full.wait(timeout=900) == 0, full.stderr.read()[-2000:]
+    killed = tmp_path / "killed"
+    proc = _launch([*args, f"--workdir={killed}"])
+    state = killed / "finetune" / "member_1" / "checkpoints" / "checkpoint"
+    deadline = time.time() + 600
+    while not state.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "teacher" / "members.txt").exists(), "finished before the kill"
+    again = _launch([*args, f"--workdir={killed}"])
+    out, err = again.communicate(timeout=900)
+    assert again.returncode == 0, err[-2000:]
+    assert "Resuming from" in out
+    for member in ("member_0", "member_1", "member_1_last"):
+        for a, b in zip(_weights(str(tmp_path / "full" / "teacher" / member)),
+                        _weights(str(killed / "teacher" / member))):
+            np.testing.assert_array_equal(a, b)
