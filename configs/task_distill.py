@@ -24,11 +24,12 @@ def get_config(variant=None):
     c.layer_map = ""  # "" = uniform; or last, or teacher layers e.g. "1,2,4,5"
     # Transfer set: unlabelled in-domain text the teacher labels, added to the labelled train
     # split in both task_distill steps (globs, comma-separated; .txt one example per line, or
-    # .tsv/.csv/.jsonl with the task's text columns). Texts also in the eval/test splits and
-    # duplicates are dropped and counted. transfer_only: train on the transfer set alone.
+    # .tsv/.csv/.jsonl with the task's text columns; .tsv read as data.tsv_quoting says). Texts
+    # also in the eval/test splits and duplicates are dropped and counted. transfer_only: train
+    # on the transfer set alone.
     c.transfer_file = ""
     c.transfer_only = False
-    c.augmented_train_file = ""  # TSV from tools/augment.py: one more transfer set
+    c.augmented_train_file = ""  # plain TSV from tools/augment.py: one more transfer set
     # Each stage has its own learning rate; the global optimizer.learning_rate is for general
     # distillation only, so it is not a key here (setting it says which key to use instead).
     del c.optimizer["learning_rate"]

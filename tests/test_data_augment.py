@@ -1,6 +1,7 @@
 """Tests of TinyBERT data augmentation on a tiny random BertMaskedLM (2 layers, hidden 32)."""
 
 import collections
+import json
 import os
 
 import keras
@@ -197,21 +198,45 @@ def test_augment_file_pairs_and_resume(model_and_tokenizer, tmp_path):
         augment_file(_aug(model_and_tokenizer), str(tsv), str(tmp_path / "x"), text_column="sentence")
 
 
-def test_augment_file_keeps_quoted_fields_and_refuses_stray_tabs(model_and_tokenizer, tmp_path):
-    """Input read with the task files' dialect, output written so that reader gets the same rows
-    back: a quoted tab or quote survives; a stray tab is a one-line error, not a shifted label."""
+def test_augment_file_reads_and_writes_plain_tsv(model_and_tokenizer, tmp_path):
+    """GLUE-style input (quotes are text) -> augmented.tsv in the same plain dialect: with p=0
+    every copy equals its original, so the output is each input line three times, byte for
+    byte, and the task-file reader gives back every text unchanged with its label."""
+    from tinybert_tf.data import task_files
+
+    texts = [f'"{SENTENCES[0]}," says all', f'a 12" {SENTENCES[1]}', f'"{SENTENCES[4]}"',
+             f"it's {SENTENCES[3]}", f"{SENTENCES[5]} \"", '"']
+    lines = [f"{t}\t{'pos' if i % 2 else 'neg'}\n" for i, t in enumerate(texts)]
+    tsv = tmp_path / "in.tsv"
+    tsv.write_bytes(("\ufefftext\tlabel\r\n" + "".join(ln.replace("\n", "\r\n") for ln in lines))
+                    .encode("utf-8"))  # a BOM and CRLF in; plain LF lines out
+    stats = augment_file(_aug(model_and_tokenizer, p=0.0), str(tsv), str(tmp_path / "out"),
+                         n_aug=2)
+    assert stats["copies_written"] == 12 and stats["flattened_fields"] == 0
+    written = (tmp_path / "out" / "augmented.tsv").read_bytes().decode("utf-8")
+    assert written == "text\tlabel\n" + "".join(ln * 3 for ln in lines)
+    rows = list(task_files.read_rows(str(tmp_path / "out" / "augmented.tsv"), ["text"], "label"))
+    assert [r[1][0] for r in rows] == [t for t in texts for _ in range(3)]
+    assert [r[2] for r in rows] == [("pos" if i % 2 else "neg") for i in range(6) for _ in "abc"]
+
+
+def test_augment_file_csv_quoted_input_and_stray_tabs(model_and_tokenizer, tmp_path):
+    """tsv_quoting=csv input: a quoted tab / quote is text, written plain with the tab as a space
+    (counted); a stray tab in plain input is a one-line error, not a shifted label."""
     from tinybert_tf.data import task_files
     from tinybert_tf.data.task_spec import TaskFileError
 
     tsv = tmp_path / "in.tsv"
-    tricky = 'the "best" movie\tever'
     tsv.write_text('text\tlabel\n"the ""best"" movie\tever"\tpos\n'
                    f"{SENTENCES[1]}\tneg\n", encoding="utf-8")
     out = tmp_path / "out"
-    stats = augment_file(_aug(model_and_tokenizer, p=0.0), str(tsv), str(out), n_aug=2)
-    assert stats["copies_written"] == 4
+    with pytest.raises(TaskFileError, match=r"in.tsv:2: 3 fields, the header has 2 .*plain TSV"):
+        augment_file(_aug(model_and_tokenizer, p=0.0), str(tsv), str(out), n_aug=2)
+    stats = augment_file(_aug(model_and_tokenizer, p=0.0), str(tsv), str(out), n_aug=2,
+                         tsv_quoting="csv")
+    assert stats["copies_written"] == 4 and stats["flattened_fields"] == 1
     rows = list(task_files.read_rows(str(out / "augmented.tsv"), ["text"], "label"))
-    assert [r[1][0] for r in rows[:1]] == [tricky]  # the original, unchanged
+    assert [r[1][0] for r in rows[:3]] == ['the "best" movie ever'] * 3  # the tab: a space
     assert [r[2] for r in rows] == ["pos"] * 3 + ["neg"] * 3  # labels never move
     bad = tmp_path / "bad.tsv"
     bad.write_text("text\tlabel\ngood movie\tloved it\tneu\n", encoding="utf-8")
@@ -232,8 +257,9 @@ def test_augment_cli_writes_labelled_copies(model_and_tokenizer, tmp_path):
     preset = tmp_path / "mlm"
     masked_lm.save_to_preset(str(preset))
     tokenizer.save_to_preset(str(preset))
-    tsv = tmp_path / "train.tsv"
-    tsv.write_text("text\tlabel\n" + "".join(f"{s}\t{i % 2}\n" for i, s in enumerate(SENTENCES[:3])))
+    tsv = tmp_path / "train.tsv"  # GLUE-style plain TSV: quotes are text
+    texts = [f'"{SENTENCES[0]}," says all', f"it's {SENTENCES[1]}", f'{SENTENCES[2]} "']
+    tsv.write_text("text\tlabel\n" + "".join(f"{s}\t{i % 2}\n" for i, s in enumerate(texts)))
     cmd = [sys.executable, os.path.join(root, "tools", "augment.py"), f"--input={tsv}",
            f"--masked_lm_preset={preset}", "--n_aug=2", "--num_candidates=4", "--seq_len=64"]
     done = subprocess.run([*cmd, f"--output_dir={tmp_path / 'out'}"], capture_output=True,
@@ -241,7 +267,9 @@ def test_augment_cli_writes_labelled_copies(model_and_tokenizer, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     rows = list(task_files.read_rows(str(tmp_path / "out" / "augmented.tsv"), ["text"], "label"))
     assert [r[2] for r in rows] == ["0"] * 3 + ["1"] * 3 + ["0"] * 3
-    assert [rows[i][1][0] for i in (0, 3, 6)] == SENTENCES[:3]  # each original first
+    assert [rows[i][1][0] for i in (0, 3, 6)] == texts  # each original first, byte for byte
+    stats = json.loads(next(ln for ln in done.stdout.splitlines() if ln.startswith("{")))
+    assert stats["flattened_fields"] == 0 and stats["copies_written"] == 6
     backbone_only = tmp_path / "backbone"
     masked_lm.backbone.save_to_preset(str(backbone_only))
     tokenizer.save_to_preset(str(backbone_only))

@@ -1,6 +1,7 @@
 """Task files never silently change a label (issue 17): every malformed row is an error naming the
 file and line, or with skip_bad_rows a counted skip; the labels of a file with bad rows skipped
-are those of the file without them. Real files, the real reader, tf.data; nothing mocked."""
+are those of the file without them. A .tsv is plain tab-separated by default (GLUE: a quote is
+text), CSV-quoted with tsv_quoting="csv". Real files, the real reader, tf.data; nothing mocked."""
 
 import json
 
@@ -12,6 +13,14 @@ from tinybert_tf.launch import builders, config_lib, task_modes
 from tinybert_tf.launch.strategy import LaunchError
 
 HINT = "pass --config.data.skip_bad_rows=True to skip such rows."
+PLAIN_FIX = ("every tab separates fields in plain TSV (a tab inside a text must be a space; a file "
+             "with CSV-quoted fields needs tsv_quoting=csv), or " + HINT)
+CSV = {"tsv_quoting": "csv"}
+# GLUE-style texts (SST-2 / MRPC lines): a leading quote, a lone quote, quotes at both ends, an
+# apostrophe, a doubled quote; read plain they are every row, byte for byte.
+GLUE_TEXTS = ['"Best film of the year," says everyone who saw it.', 'a 12" record', '"hi"',
+              "it's the film's best", '""quoted twice""', "'single'", 'ends with "']
+GLUE_TSV = "sentence\tlabel\n" + "".join(f"{t}\t{i % 2}\n" for i, t in enumerate(GLUE_TEXTS))
 ZERO = dict.fromkeys(task_files.SKIP_REASONS, 0)
 
 # name, file name, content, load_file_task kwargs,
@@ -22,6 +31,11 @@ ZERO = dict.fromkeys(task_files.SKIP_REASONS, 0)
 CASES = [
     ("stray_tab_tsv", "train.tsv",
      "text\tlabel\ngood movie\tpos\ngood movie\tloved it\tneu\nbad film\tneg\n", {},
+     "3: 3 fields, the header has 2 (text, label); " + PLAIN_FIX,
+     {"read": 3, "used": 2, "bad_fields": 1},
+     [("good movie", "pos"), ("bad film", "neg")], ("neg", "pos"), [3]),
+    ("stray_tab_quoted_tsv", "train.tsv",
+     "text\tlabel\ngood movie\tpos\ngood movie\tloved it\tneu\nbad film\tneg\n", CSV,
      "3: 3 fields, the header has 2 (text, label); quote a field that contains a tab, or " + HINT,
      {"read": 3, "used": 2, "bad_fields": 1},
      [("good movie", "pos"), ("bad film", "neg")], ("neg", "pos"), [3]),
@@ -31,7 +45,7 @@ CASES = [
      {"read": 4, "used": 2, "bad_fields": 2},
      [("good movie", "pos"), ("bad film", "neg")], ("neg", "pos"), [3, 5]),
     ("too_few_fields", "train.tsv", "text\tlabel\ngood movie\tpos\nbad film\nfun\tneg\n", {},
-     "3: 1 field, the header has 2 (text, label); quote a field that contains a tab, or " + HINT,
+     "3: 1 field, the header has 2 (text, label); " + PLAIN_FIX,
      {"read": 3, "used": 2, "bad_fields": 1},
      [("good movie", "pos"), ("fun", "neg")], ("neg", "pos"), [3]),
     ("pair_stray_tab", "train.tsv",
@@ -43,6 +57,21 @@ CASES = [
     ("bom_header", "train.tsv", "\ufefftext\tlabel\r\ngood movie\tpos\r\nbad film\tneg\r\n", {},
      None, {"read": 2, "used": 2},
      [("good movie", "pos"), ("bad film", "neg")], ("neg", "pos"), []),
+    ("bom_crlf_quoted_tsv", "train.tsv",
+     '\ufefftext\tlabel\r\n"good ""movie"""\tpos\r\nbad film\tneg\r\n', CSV,
+     None, {"read": 2, "used": 2},
+     [('good "movie"', "pos"), ("bad film", "neg")], ("neg", "pos"), []),
+    ("crlf_and_cr_plain", "train.tsv",
+     '\ufefftext\tlabel\r\n"good" movie\tpos\r\nbad "film\tneg\rok\tpos\r\n', {},
+     None, {"read": 3, "used": 3},
+     [('"good" movie', "pos"), ('bad "film', "neg"), ("ok", "pos")], ("neg", "pos"), []),
+    ("glue_quotes_plain", "train.tsv", GLUE_TSV, {"text_column": "sentence"},
+     None, {"read": 7, "used": 7},
+     [(t, str(i % 2)) for i, t in enumerate(GLUE_TEXTS)], ("0", "1"), []),
+    ("glue_quotes_read_as_csv", "train.tsv", GLUE_TSV, {"text_column": "sentence", **CSV},
+     "2: bad quoting (", {"read": 7, "used": 5, "bad_quoting": 2},
+     [('a 12" record', "1"), ("hi", "0"), ("it's the film's best", "1"), ("'single'", "1"),
+      ('ends with "', "0")], ("0", "1"), [2, 6]),
     ("bom_jsonl", "train.jsonl", "\ufeff" + json.dumps({"text": "a", "label": "x"}) + "\n", {},
      None, {"read": 1, "used": 1}, [("a", "x")], ("x",), []),
     ("empty_texts", "train.tsv",
@@ -66,12 +95,29 @@ CASES = [
      [("good movie", "pos"), ("bad film", "neg")], ("neg", "pos"), [2, 3, 4, 5]),
     ("quoted_tab_is_valid", "train.tsv",
      'text\tlabel\n"good\tmovie"\tpos\n"say ""hi"" twice"\tneg\n"two\nlines"\tpos\nb "x"\tneg\n',
-     {}, None, {"read": 4, "used": 4},
+     CSV, None, {"read": 4, "used": 4},
      [("good\tmovie", "pos"), ('say "hi" twice', "neg"), ("two\nlines", "pos"),
       ('b "x"', "neg")], ("neg", "pos"), []),
-    ("bad_quoting", "train.tsv", 'text\tlabel\ngood movie\tpos\n"Great" movie\tneu\nbad\tneg\n', {},
-     "3: bad quoting (", {"read": 3, "used": 2, "bad_quoting": 1},
+    # The same file read plain: quotes are text, so a quoted tab / line break is a bad row.
+    ("quoted_tab_read_plain", "train.tsv",
+     'text\tlabel\n"good\tmovie"\tpos\n"say ""hi"" twice"\tneg\n"two\nlines"\tpos\nb "x"\tneg\n',
+     {}, "2: 3 fields, the header has 2 (text, label); " + PLAIN_FIX,
+     {"read": 5, "used": 3, "bad_fields": 2},
+     [('"say ""hi"" twice"', "neg"), ('lines"', "pos"), ('b "x"', "neg")], ("neg", "pos"),
+     [2, 4]),
+    ("bad_quoting", "train.tsv", 'text\tlabel\ngood movie\tpos\n"Great" movie\tneu\nbad\tneg\n',
+     CSV, "3: bad quoting ('\\t' expected after '\"'); a field that starts with '\"' must end "
+     "with '\"' (a quote inside it doubled: \"\"); with quotes as plain text use "
+     "tsv_quoting=none, or " + HINT, {"read": 3, "used": 2, "bad_quoting": 1},
      [("good movie", "pos"), ("bad", "neg")], ("neg", "pos"), [3]),
+    ("leading_quote_plain", "train.tsv",
+     'text\tlabel\ngood movie\tpos\n"Great" movie\tneu\nbad\tneg\n', {},
+     None, {"read": 3, "used": 3},
+     [("good movie", "pos"), ('"Great" movie', "neu"), ("bad", "neg")], ("neg", "neu", "pos"), []),
+    ("csv_keeps_quoting", "train.csv",
+     'text,label\n"good, fun",pos\n"say ""hi""",neg\n"Great" movie,neu\n', {},
+     "4: bad quoting (", {"read": 3, "used": 2, "bad_quoting": 1},
+     [("good, fun", "pos"), ('say "hi"', "neg")], ("neg", "pos"), [4]),
 ]
 IDS = [case[0] for case in CASES]
 

@@ -92,28 +92,32 @@ def test_read_transfer_pair_columns_and_errors(tmp_path):
 
 def test_transfer_and_augmented_files_use_the_task_file_reader(tmp_path):
     """A stray tab in a transfer / augmented train TSV is an error naming file and line, or with
-    skip_bad_rows a `bad_rows` count; quoted tabs and a BOM read as in task files."""
-    path = _write(tmp_path / "augmented.tsv", '\ufefftext\tlabel\nthe model\tpos\n'
+    skip_bad_rows a `bad_rows` count, in both dialects: plain (default; a quote is text, so a
+    "quoted" tab is a stray one) and tsv_quoting=csv (a quoted tab is text, a lone leading quote
+    bad quoting). A BOM and CRLF read as in task files."""
+    path = _write(tmp_path / "augmented.tsv", '\ufefftext\tlabel\r\nthe model\tpos\r\n'
                   'the data\tis\tneg\n"a\tteacher"\tneg\n"Great" model\tpos\n')
     with pytest.raises(tasks.TaskFileError,
                        match=r"augmented.tsv:3: 3 fields, the header has 2 \(text, label\)"):
         transfer.read_transfer(path, ("text",))
     cols, counts = transfer.read_transfer(path, ("text",), skip_bad_rows=True)
-    assert cols == {"text": ["the model", "a\tteacher"]}
+    assert cols == {"text": ["the model", '"Great" model']}
     assert counts == {"files": 1, "read": 4, "used": 2, "leaked": 0, "duplicate": 0, "empty": 0,
                       "bad_rows": 2, **NO_CASE}
+    cols, counts = transfer.read_transfer(path, ("text",), skip_bad_rows=True, tsv_quoting="csv")
+    assert cols == {"text": ["the model", "a\tteacher"]} and counts["bad_rows"] == 2
     lines = [{"text": "fast model"}, ["a list"], {"id": 3}, {"text": "the data"}]
     jsonl = _write(tmp_path / "t.jsonl", "\n".join(json.dumps(r) for r in lines) + "\n{oops\n")
     with pytest.raises(tasks.TaskFileError, match=r"t.jsonl:2: expected a JSON object"):
         transfer.read_transfer(jsonl, "text")
     cols, counts = transfer.read_transfer([path, jsonl], "text", skip_bad_rows=True)
-    assert cols["text"] == ["the model", "a\tteacher", "fast model", "the data"]
+    assert cols["text"] == ["the model", '"Great" model', "fast model", "the data"]
     assert (counts["read"], counts["used"], counts["bad_rows"]) == (9, 4, 5)
     spec, _ = _file_task(tmp_path)
     with pytest.raises(tasks.TaskFileError, match="augmented.tsv:3: 3 fields"):
         transfer.transfer_examples(spec, path)
     extra, counts = transfer.transfer_examples(spec, path, skip_bad_rows=True)
-    assert extra == {"text": ["the model", "a\tteacher"]} and counts["bad_rows"] == 2
+    assert extra == {"text": ["the model", '"Great" model']} and counts["bad_rows"] == 2
 
 
 def _file_task(tmp_path, n_train=5, regression=False):

@@ -60,7 +60,7 @@ def _finetune_config(d, **overrides):
 
 @pytest.mark.slow
 def test_best_on_eval_is_the_output_when_eval_gets_worse(tmp_path):
-    out = run_mode(_finetune_config(tmp_path, eval_every=4), str(tmp_path / "run"))
+    out = run_mode(_finetune_config(tmp_path, eval_every=4, **{"finetune.patience": 0}), str(tmp_path / "run"))
     state = json.load(open(tmp_path / "run" / "finetune" / "selection.json"))
     steps = [h["step"] for h in state["history"]]
     assert steps == list(range(4, 73, 4))

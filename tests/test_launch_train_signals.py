@@ -3,6 +3,7 @@ same command resumes to the weights, metrics and model selection of an uninterru
 
 import json
 import os
+import pty
 import re
 import signal
 import subprocess
@@ -122,9 +123,9 @@ def launch(tmp_path_factory):
             f"--config.steps={STEPS}", f"--config.log_every={CHUNK}",
             f"--config.checkpoint_every={CHUNK}"]
 
-    def start(workdir, stderr=subprocess.PIPE):
+    def start(workdir, stderr=subprocess.PIPE, stdout=subprocess.PIPE):
         return subprocess.Popen([sys.executable, "-m", "tinybert_tf.main", *args,
-                                 f"--workdir={workdir}"], cwd=ROOT, stdout=subprocess.PIPE,
+                                 f"--workdir={workdir}"], cwd=ROOT, stdout=stdout,
                                 stderr=stderr, text=True)
 
     full = start(d / "full")
@@ -137,22 +138,30 @@ def _weights(preset):
     return [w.numpy() for w in keras_hub.models.Backbone.from_preset(str(preset)).weights]
 
 
-def _wait_for_second_chunk(proc):
-    """Read the child's stdout until the progress bar shows a step of the second chunk (Keras
-    flushes each update); returns what was read, the reading goes on in a thread."""
+def _wait_for_second_chunk(terminal):
+    """Read the child's terminal (a pseudo-terminal: the launcher draws its progress bar there)
+    until the bar shows a step of the second chunk; returns what was read, the reading goes on
+    in a thread until the child closes the terminal."""
     out, seen = [], threading.Event()
-    pattern = re.compile(rf"Epoch 2/2.*?\b([1-9]\d*)/{CHUNK}\b", re.S)
+    pattern = re.compile(rf"step (\d+)/{STEPS}\b")
 
     def read():
-        for piece in iter(lambda: proc.stdout.read(64), ""):
+        while True:
+            try:
+                piece = os.read(terminal, 1024).decode(errors="replace")
+            except OSError:  # EIO: the child closed its side
+                break
+            if not piece:
+                break
             out.append(piece)
-            if not seen.is_set() and pattern.search("".join(out)):
+            steps = [int(n) for n in pattern.findall("".join(out)[-4000:])]
+            if not seen.is_set() and any(CHUNK < n < STEPS for n in steps):
                 seen.set()
         seen.set()
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    assert seen.wait(timeout=300) and proc.poll() is None, "".join(out)[-2000:]
+    assert seen.wait(timeout=300), "".join(out)[-2000:]
     return out, reader
 
 
@@ -160,12 +169,16 @@ def _wait_for_second_chunk(proc):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_launcher_signal_mid_chunk_then_same_command_resumes(launch, tmp_path, sig):
     start, full_weights = launch
+    terminal, child_side = pty.openpty()
     with open(tmp_path / "stderr.txt", "w") as err_file:
-        proc = start(tmp_path / "run", stderr=err_file)
-        out, reader = _wait_for_second_chunk(proc)
+        proc = start(tmp_path / "run", stderr=err_file, stdout=child_side)
+        os.close(child_side)
+        out, reader = _wait_for_second_chunk(terminal)
+        assert proc.poll() is None, "".join(out)[-2000:]
         proc.send_signal(sig)
         proc.wait(timeout=300)
         reader.join(timeout=60)
+    os.close(terminal)
     text = "".join(out) + (tmp_path / "stderr.txt").read_text()
     expected = {signal.SIGINT: 130, signal.SIGTERM: 143}[sig]
     assert proc.returncode == expected, text[-2000:]

@@ -5,10 +5,13 @@ A user mistake prints one line `Error: ...` and exits non-zero (`cli.report`); -
 traceback.
 
 Keras backend (fixed per process): `--config.backend=jax` or `KERAS_BACKEND=jax` (the config's
-default "tensorflow" defers to KERAS_BACKEND). `import tinybert_tf` already imports Keras, so
-when the backend asked for is not the one Keras was imported with, the command line re-executes
-itself once with KERAS_BACKEND set (`launch()`, in a process that keeps its Keras, refuses in one
-line instead).
+default "tensorflow" defers to KERAS_BACKEND). Keras is imported after the config is read; when
+it was already imported with another backend, the command line re-executes itself once with
+KERAS_BACKEND set (`launch()`, in a process that keeps its Keras, refuses in one line instead).
+
+Console: TensorFlow's C++ log (start-up INFO lines, `failed call to cuInit`, oneDNN notes) and
+Python-side INFO logs are off unless --verbose (`hardware.quiet_tensorflow`, set before
+TensorFlow is imported, as oneDNN is); a real error is still reported (`cli.report`).
 """
 
 from __future__ import annotations
@@ -17,9 +20,25 @@ import os
 import re
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from tinybert_tf.launch import hardware  # noqa: E402  (os only: before TensorFlow is imported)
 
+
+def verbose_in(argv):
+    """Whether the command line `argv` asks for --verbose (absl's spellings: --verbose,
+    --verbose=true|1, --noverbose; the last one wins), read before absl parses it: TensorFlow's
+    log level has to be set before TensorFlow is imported."""
+    verbose = False
+    for arg in argv[1:]:
+        name, _, value = arg.lstrip("-").partition("=")
+        if arg.startswith("-") and name == "verbose":
+            verbose = value.lower() in ("", "true", "1", "t", "yes", "y")
+        elif arg.startswith("-") and name == "noverbose":
+            verbose = False
+    return verbose
+
+
+# Both before TensorFlow is imported (`import tinybert_tf` imports nothing yet).
+_QUIET = hardware.quiet_tensorflow(verbose_in(sys.argv))
 _ONEDNN = hardware.enable_onednn()
 
 from absl import app, flags  # noqa: E402
@@ -103,13 +122,19 @@ def _launch(config, workdir, verbose, reexec=False):
         sys.exit(2)
     backend = cli.report(select_backend, config, verbose=verbose)
     cli.report(check_backend, backend, reexec, verbose=verbose)
-    from tinybert_tf.launch.modes import run  # Keras is imported with `backend` by now
+    with hardware.native_start_up_filtered(_QUIET and not verbose):
+        from tinybert_tf.launch.modes import run  # Keras is imported with `backend` by now
 
     cli.report(run, config, workdir, verbose=verbose)
 
 
 def main(argv):
     del argv
+    if not _VERBOSE.value and not flags.FLAGS["verbosity"].present:
+        # Python-side INFO logs (TensorFlow's checkpoint saver, ...) only with --verbose.
+        from absl import logging
+
+        logging.set_verbosity(logging.WARNING)
     _launch(_CONFIG.value, _WORKDIR.value, _VERBOSE.value, reexec=True)
 
 

@@ -6,7 +6,11 @@
 The preset must hold a *MaskedLM task* (``task.json`` of e.g. ``BertMaskedLM``, saved with
 ``masked_lm.save_to_preset(dir)``) plus its WordPiece tokenizer. Writes
 ``aug-SSSSS-of-NNNNN.tsv`` shards (+ ``.done`` markers; a rerun skips finished shards) and
-``augmented.tsv`` (original row first, then ``n_aug`` copies, labels copied).
+``augmented.tsv`` (original row first, then ``n_aug`` copies, labels copied). The input is
+plain tab-separated by default (quotes are ordinary text, as in GLUE's files;
+``--tsv_quoting=csv`` for a TSV written with CSV quoting); the output is always plain TSV, which
+``--config.data.augmented_train_file`` reads back as written (a tab or line break inside a text,
+possible only in a CSV-quoted input, is written as a space and counted: ``flattened_fields``).
 """
 
 import json
@@ -21,7 +25,7 @@ from tinybert_tf.launch import hardware  # noqa: E402  (os only: before TensorFl
 hardware.enable_onednn()
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("input", None, "Input TSV with a header row (plain, tab separated).")
+flags.DEFINE_string("input", None, "Input TSV with a header row (see --tsv_quoting).")
 flags.DEFINE_string("output_dir", None, "Output directory for shards and augmented.tsv.")
 flags.DEFINE_string("masked_lm_preset", None, "keras-hub preset dir of a MaskedLM task.")
 flags.DEFINE_integer("n_aug", 20, "Augmented copies per example (paper: 10-30).")
@@ -35,6 +39,9 @@ flags.DEFINE_bool("pair_context", True, "MLM input '[CLS] masked [SEP] original 
 flags.DEFINE_string("text_column", "text", "Column to augment.")
 flags.DEFINE_string("text_b_column", None, "Second text column of pair tasks (also augmented).")
 flags.DEFINE_string("label_column", "label", "Label column (copied; checked to exist).")
+flags.DEFINE_enum("tsv_quoting", "none", ["none", "csv"],
+                  "How --input is read: none (plain tab-separated, quotes are text, as GLUE) | "
+                  "csv (CSV quoting). The output is always plain TSV.")
 flags.DEFINE_bool("verbose", False, "Traceback of a user error too (one line otherwise).")
 flags.mark_flags_as_required(["input", "output_dir", "masked_lm_preset"])
 
@@ -90,6 +97,7 @@ def _augment():
         text_column=FLAGS.text_column,
         text_b_column=FLAGS.text_b_column,
         label_column=FLAGS.label_column,
+        tsv_quoting=FLAGS.tsv_quoting,
     )
     print(json.dumps(stats))
     print(f"wrote {os.path.join(FLAGS.output_dir, 'augmented.tsv')}")

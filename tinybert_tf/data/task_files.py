@@ -3,16 +3,25 @@ one-line `file:line` errors, and read into a dataset of `{text keys, label}` row
 
 One reader (`read_rows`) serves task files, transfer files and augmented train files:
   * UTF-8 (a leading BOM is dropped), read through `tf.io.gfile` so gs:// paths work;
-  * .tsv is tab-separated and .csv comma-separated, both with CSV quoting (``"a<TAB>b"`` is one
-    field, ``""`` a quote inside a quoted field; a field that starts with ``"`` must be quoted
-    whole). Every row must have the header's number of fields: a stray tab or comma is an error
-    naming the file, line and counts, never a shifted column (and so never a changed label);
+  * .tsv is plain tab-separated by default (``tsv_quoting="none"``, as GLUE's files, the
+    TinyBERT / Hugging Face GLUE readers and most exports write it): every tab separates fields,
+    a line ends at ``\\n``, ``\\r\\n`` or ``\\r``, and a quote is an ordinary character, so
+    ``"Best film," says everyone`` is read as written. ``tsv_quoting="csv"``
+    (``--config.data.tsv_quoting=csv``) reads a .tsv with CSV quoting instead;
+  * .csv is comma-separated with CSV quoting (``"a,b"`` is one field, ``""`` a quote inside a
+    quoted field; a field that starts with ``"`` must be quoted whole);
+  * in every dialect each row must have the header's number of fields: a stray tab or comma is
+    an error naming the file, line and counts, never a shifted column (and so never a changed
+    label);
   * .jsonl holds one JSON object per line with the columns.
 A malformed row (field count, quoting, a JSONL line that is not an object or lacks a column) is
 a `TaskFileError`; with ``skip_bad_rows=True`` (``--config.data.skip_bad_rows=True``) it is
 skipped and counted instead. Task files also skip and count rows with a blank text in any text
 column; a blank label is an error (skipped with skip_bad_rows) in a labelled split and means
 "no label" in a test split. `load_file_task` prints one count line per file.
+
+The package's own TSV writers use `tsv_text` (the default dialect), so what it writes
+`read_rows` reads back identically; `read_table` reads a whole file for tools that rewrite it.
 """
 
 from __future__ import annotations
@@ -36,6 +45,20 @@ SKIP_REASONS = {
 }
 BAD_REASONS = ("empty_label", "bad_fields", "bad_quoting", "bad_json")
 _SKIP_HINT = "pass --config.data.skip_bad_rows=True to skip such rows."
+# data.tsv_quoting: how a .tsv is read. "none": plain tab-separated, quotes are text (GLUE);
+# "csv": CSV quoting with tabs. .csv files always use CSV quoting; .jsonl ignores it.
+TSV_QUOTING = ("none", "csv")
+# What to do about a row with the wrong field count / bad quoting, per dialect (see _records).
+_FIELD_FIX = {
+    "tsv": "every tab separates fields in plain TSV (a tab inside a text must be a space; a "
+           "file with CSV-quoted fields needs tsv_quoting=csv)",
+    "tsv_csv": "quote a field that contains a tab",
+    "csv": "quote a field that contains a comma",
+}
+_QUOTE_FIX = "a field that starts with '\"' must end with '\"' (a quote inside it doubled: \"\")"
+_QUOTE_FIXES = {"tsv_csv": _QUOTE_FIX + "; with quotes as plain text use tsv_quoting=none",
+                "csv": _QUOTE_FIX}
+_FLATTEN = str.maketrans("\t\n\r", "   ")  # what plain TSV cannot hold inside a field
 
 
 class _BadRow(NamedTuple):
@@ -84,11 +107,28 @@ def _check_header(path, line, header, columns, label_column, label_required):
             f"{path}:{line}: missing label column {label_column!r}; found {found}.")
 
 
-def _table_rows(path, text, delimiter, columns, label_column, label_required):
-    """(line, {column: str}) of a header-row table, or a _BadRow per malformed record."""
+def check_tsv_quoting(value):
+    """`value` when it is one of `TSV_QUOTING`, else a one-line TaskFileError naming them: a
+    mistyped dialect must not silently read a file some other way."""
+    if value not in TSV_QUOTING:
+        raise TaskFileError(
+            f"tsv_quoting={value!r} is not one of {', '.join(map(repr, TSV_QUOTING))}: 'none' "
+            "reads .tsv as plain tab-separated text (quotes are text), 'csv' with CSV quoting.")
+    return value
+
+
+def _plain_records(text):
+    """(start, end, fields, None) per line of plain tab-separated text: every tab separates
+    fields, a line ends at \\n, \\r\\n or \\r (so no \\r reaches a label), quotes are text."""
+    for i, line in enumerate(text.replace("\r\n", "\n").replace("\r", "\n").split("\n"), 1):
+        yield i, i, line.split("\t"), None
+
+
+def _quoted_records(text, delimiter):
+    """(start, end, fields, None) per CSV-quoted record (one may span lines), or
+    (start, end, None, csv error text) for a record whose quoting is bad."""
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
-    sep = "a tab" if delimiter == "\t" else "a comma"
-    header, end = None, 0
+    end = 0
     while True:
         start = end + 1
         try:
@@ -97,27 +137,45 @@ def _table_rows(path, text, delimiter, columns, label_column, label_required):
             return
         except csv.Error as e:
             end = reader.line_num
-            if header is None:
-                raise TaskFileError(f"{path}:{_span(start, end)}: bad quoting in the header "
-                                    f"({e}).") from None
-            yield _BadRow(_span(start, end), "bad_quoting",
-                          f"bad quoting ({e}); a field that starts with '\"' must end with '\"' "
-                          "(a quote inside it doubled: \"\"), or")
+            yield start, end, None, str(e).replace("\t", "\\t")  # one readable line
             continue
         end = reader.line_num
+        yield start, end, fields, None
+
+
+def _records(path, text, tsv_quoting):
+    """(dialect, records) of a .tsv / .csv: dialect "tsv" (plain), "tsv_csv" or "csv"."""
+    if check_tsv_quoting(tsv_quoting) and path.lower().endswith(".csv"):
+        return "csv", _quoted_records(text, ",")
+    if tsv_quoting == "csv":
+        return "tsv_csv", _quoted_records(text, "\t")
+    return "tsv", _plain_records(text)
+
+
+def _table_rows(path, dialect, records, on_header):
+    """(line, fields) of each row of a header-row table, or a _BadRow per malformed record;
+    blank lines are skipped and the header goes to `on_header(line, names)` first."""
+    header = None
+    for start, end, fields, error in records:
+        if error is not None:
+            if header is None:
+                raise TaskFileError(f"{path}:{_span(start, end)}: bad quoting in the header "
+                                    f"({error}).")
+            yield _BadRow(_span(start, end), "bad_quoting",
+                          f"bad quoting ({error}); {_QUOTE_FIXES[dialect]}")
+            continue
         if not fields or (len(fields) == 1 and not fields[0].strip()):
             continue  # a blank line
         if header is None:
             header = [h.strip() for h in fields]
-            _check_header(path, start, header, columns, label_column, label_required)
+            on_header(start, header)
             continue
         if len(fields) != len(header):
             yield _BadRow(_span(start, end), "bad_fields",
                           f"{len(fields)} field{'s' if len(fields) != 1 else ''}, the header has "
-                          f"{len(header)} ({', '.join(header)}); quote a field that contains "
-                          f"{sep}, or")
+                          f"{len(header)} ({', '.join(header)}); {_FIELD_FIX[dialect]}")
             continue
-        yield start, dict(zip(header, fields, strict=True))
+        yield start, fields
 
 
 def _json_rows(path, text, columns, label_column, label_required):
@@ -129,50 +187,92 @@ def _json_rows(path, text, columns, label_column, label_required):
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            yield _BadRow(str(i), "bad_json", f"invalid JSON ({e.msg}); one object per line, or")
+            yield _BadRow(str(i), "bad_json", f"invalid JSON ({e.msg}); one object per line")
             continue
         if not isinstance(row, dict):
             yield _BadRow(str(i), "bad_json", f"expected a JSON object with {list(columns)}, got "
-                          f"a {type(row).__name__}; one object per line, or")
+                          f"a {type(row).__name__}; one object per line")
             continue
         missing = [c for c in columns if row.get(c) is None]
         if missing:
             yield _BadRow(str(i), "bad_json", f"missing column {missing[0]!r}; found "
-                          f"{sorted(row)}; add it, or")
+                          f"{sorted(row)}; add it")
             continue
         if label_required and row.get(label_column) is None:
             yield _BadRow(str(i), "bad_json", f"missing label column {label_column!r}; found "
-                          f"{sorted(row)}; add it, or")
+                          f"{sorted(row)}; add it")
             continue
         yield i, {k: str(v) for k, v in row.items() if v is not None}
 
 
 def read_rows(path, columns, label_column=None, label_required=False, skip_bad_rows=False,
-              counts=None):
+              counts=None, tsv_quoting="none"):
     """(line, (text, ...), label) of every well-formed row of a .tsv/.csv (header row) or .jsonl
     file; label is None where `label_column` is None or absent. A table's header must hold every
     column of `columns` (and `label_column` if `label_required`): else a TaskFileError. A
     malformed row is a TaskFileError, or with `skip_bad_rows` skipped and counted in
-    `counts[reason]`; `counts["read"]` counts every row, well-formed or not."""
+    `counts[reason]`; `counts["read"]` counts every row, well-formed or not. `tsv_quoting`: how a
+    .tsv is read (`TSV_QUOTING`; see the module doc)."""
     counts = {} if counts is None else counts
     lower, columns = path.lower(), tuple(columns)
+    check_tsv_quoting(tsv_quoting)
+    header = []
     if lower.endswith((".jsonl", ".json")):
         rows = _json_rows(path, _decode(path), columns, label_column, label_required)
     elif lower.endswith((".tsv", ".csv")):
-        delimiter = "\t" if lower.endswith(".tsv") else ","
-        rows = _table_rows(path, _decode(path), delimiter, columns, label_column, label_required)
+        def on_header(line, names):
+            _check_header(path, line, names, columns, label_column, label_required)
+            header.extend(names)
+
+        dialect, records = _records(path, _decode(path), tsv_quoting)
+        rows = _table_rows(path, dialect, records, on_header)
     else:
         raise TaskFileError(f"{path}: unknown file type; use .tsv, .csv or .jsonl.")
     for item in rows:
         counts["read"] = counts.get("read", 0) + 1
         if isinstance(item, _BadRow):
             if not skip_bad_rows:
-                raise TaskFileError(f"{path}:{item.line}: {item.message} {_SKIP_HINT}")
+                raise TaskFileError(f"{path}:{item.line}: {item.message}, or {_SKIP_HINT}")
             counts[item.reason] = counts.get(item.reason, 0) + 1
             continue
         line, row = item
+        if header:  # a table row: its fields, named by the header
+            row = dict(zip(header, row, strict=True))
         label = row.get(label_column) if label_column else None
         yield line, tuple(row[c] for c in columns), label
+
+
+def read_table(path, tsv_quoting="none"):
+    """``(header, rows)`` of a whole .tsv/.csv, every row a list of str in file order: for
+    tools that rewrite a file (tools/augment.py). Same dialects as `read_rows`; a malformed row
+    is a one-line ``file:line`` TaskFileError (nothing skipped: a rewrite keeps every row)."""
+    if not path.lower().endswith((".tsv", ".csv")):
+        raise TaskFileError(f"{path}: unknown file type; use .tsv or .csv with a header row.")
+    header = []
+    dialect, records = _records(path, _decode(path), tsv_quoting)
+    rows = []
+    for item in _table_rows(path, dialect, records, lambda _, names: header.extend(names)):
+        if isinstance(item, _BadRow):
+            raise TaskFileError(f"{path}:{item.line}: {item.message}.")
+        rows.append(item[1])
+    if not header:
+        raise TaskFileError(f"{path} is empty; pass a TSV with a header row.")
+    return header, rows
+
+
+def tsv_text(rows):
+    """``(text, flattened)``: `rows` (sequences of str) as TSV in the default dialect (plain,
+    ``tsv_quoting="none"``), one ``\\n``-ended line per row, fields joined by tabs, nothing
+    quoted, so `read_rows` gives every field back unchanged. Plain TSV cannot hold a tab or line
+    break inside a field: each tab, ``\\n`` or ``\\r`` there becomes a space, and `flattened`
+    counts the fields so changed. (A row of one blank field is a blank line, which is skipped.)"""
+    lines, flattened = [], 0
+    for row in rows:
+        fields = [str(field) for field in row]
+        clean = [field.translate(_FLATTEN) for field in fields]
+        flattened += sum(a != b for a, b in zip(fields, clean, strict=True))
+        lines.append("\t".join(clean) + "\n")
+    return "".join(lines), flattened
 
 
 def summary(path, counts):
@@ -188,14 +288,16 @@ def _count_text(counts):
     return f"{read} row{'s' if read != 1 else ''} read, {counts.get('used', 0)} used{tail}"
 
 
-def parse_file(path, columns, label_column, label_required, skip_bad_rows=False):
+def parse_file(path, columns, label_column, label_required, skip_bad_rows=False,
+               tsv_quoting="none"):
     """Reads `columns` (+ label) of every row -> `Parsed`; a malformed row -> one-line
-    TaskFileError (skipped and counted with `skip_bad_rows`); blank texts skipped and counted."""
+    TaskFileError (skipped and counted with `skip_bad_rows`); blank texts skipped and counted.
+    `tsv_quoting`: how a .tsv is read (see the module doc)."""
     counts = dict.fromkeys(("read", "used", *SKIP_REASONS), 0)
     texts = [[] for _ in columns]
     labels, lines = [], []
     for line, values, label in read_rows(path, columns, label_column, label_required,
-                                         skip_bad_rows, counts):
+                                         skip_bad_rows, counts, tsv_quoting):
         if not all(v.strip() for v in values):
             counts["empty_text"] += 1
             continue
@@ -240,6 +342,7 @@ def encode_labels(path, labels, lines, spec):
 def load_file_task(
     train_file, eval_file=None, test_file=None, *, name="custom", text_column="text",
     text_b_column=None, label_column="label", regression=False, skip_bad_rows=False,
+    tsv_quoting="none",
 ):
     """Validates local TSV/CSV/JSONL files and returns a TaskSpec for `task_dataset`.
 
@@ -247,12 +350,15 @@ def load_file_task(
     `regression=True`); eval and test labels must be in that set (test files may omit the label
     column -> y = -1 / NaN). Prints one `summary` line per file; `spec.counts(split)` holds them.
     skip_bad_rows: skip and count malformed rows instead of raising (see the module doc).
+    tsv_quoting: "none" reads .tsv files as plain tab-separated text, "csv" with CSV quoting.
     """
+    check_tsv_quoting(tsv_quoting)
     columns = (text_column,) + ((text_b_column,) if text_b_column else ())
     files = (("train", train_file),)
     files += (("validation", eval_file),) if eval_file else ()
     files += (("test", test_file),) if test_file else ()
-    parsed = {split: parse_file(path, columns, label_column, split != "test", skip_bad_rows)
+    parsed = {split: parse_file(path, columns, label_column, split != "test", skip_bad_rows,
+                                tsv_quoting)
               for split, path in files}
     names = () if regression else tuple(sorted(set(parsed["train"].labels)))
     kind = "regression" if regression else "classification"
@@ -265,6 +371,7 @@ def load_file_task(
         num_classes=1 if regression else len(names), kind=kind, metrics=metrics,
         train_split="train", eval_splits=("validation",) if eval_file else (), label_names=names,
         test_splits=("test",) if test_file else (), files=files, skip_bad_rows=skip_bad_rows,
+        tsv_quoting=tsv_quoting,
         row_counts=tuple((s, tuple(p.counts.items())) for s, p in parsed.items()),
     )
     for split, path in files:
@@ -280,7 +387,7 @@ def file_split_dataset(spec, split):
         raise TaskFileError(f"Task {spec.name!r} has no {split!r} file; it has {sorted(paths)}.")
     path = paths[split]
     texts, labels, lines, _ = parse_file(path, spec.text_keys, spec.label_key, split != "test",
-                                         spec.skip_bad_rows)
+                                         spec.skip_bad_rows, spec.tsv_quoting)
     y = encode_labels(path, labels, lines, spec)
     features = {k: tf.constant(v, tf.string) for k, v in zip(spec.text_keys, texts, strict=True)}
     features[spec.label_key] = tf.constant(y, tf.float32 if spec.kind == "regression" else tf.int32)

@@ -36,6 +36,7 @@ class TaskSpec:
     tfds_name: str | None = None
     files: tuple[tuple[str, str], ...] = ()  # (split, path) for local-file tasks
     skip_bad_rows: bool = False  # local files: skip (and count) malformed rows, not an error
+    tsv_quoting: str = "none"  # local .tsv files: "none" plain tab-separated | "csv" quoted
     # Local files: (split, ((count name, n), ...)) as `load_file_task` read them; see counts().
     row_counts: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = ()
 

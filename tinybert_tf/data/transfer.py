@@ -5,9 +5,10 @@ A transfer set is one or more local files of task-shaped text with no labels:
   * ``.txt`` / ``.txt.gz``: one example per line (single-sentence tasks only);
   * ``.tsv`` / ``.csv`` (header row) / ``.jsonl``: the task's text columns are read, every other
     column (e.g. the label column of ``tools/augment.py`` output) is ignored. They are parsed by
-    the task-file reader (``task_files.read_rows``: quoting, field counts, BOM): a malformed row
-    (a stray tab, bad quoting, a bad JSONL line) is an error, or skipped and counted as
-    ``bad_rows`` with ``skip_bad_rows=True``.
+    the task-file reader (``task_files.read_rows``: dialect, field counts, BOM; a .tsv is plain
+    tab-separated unless ``tsv_quoting="csv"``): a malformed row (a stray tab, bad quoting, a
+    bad JSONL line) is an error, or skipped and counted as ``bad_rows`` with
+    ``skip_bad_rows=True``.
 
 ``read_transfer`` drops rows that would leak evaluation data into training (their key is one of
 an eval / test split's, see ``split_keys``) and rows that add nothing (a key of the labelled train
@@ -30,7 +31,7 @@ import unicodedata
 
 import tensorflow as tf
 
-from tinybert_tf.data.task_files import BAD_REASONS, parse_file, read_rows
+from tinybert_tf.data.task_files import BAD_REASONS, check_tsv_quoting, parse_file, read_rows
 from tinybert_tf.data.task_spec import TaskFileError, get_task
 
 COUNT_NAMES = ("files", "read", "used", "leaked", "duplicate", "empty", "bad_rows",
@@ -177,7 +178,7 @@ def split_keys(spec, split, data_dir=None, lowercase=False, strip_accents=False)
             raise TaskFileError(
                 f"Task {spec.name!r} has no {split!r} file; it has {sorted(paths)}.")
         columns = parse_file(paths[split], spec.text_keys, spec.label_key, False,
-                             spec.skip_bad_rows).texts
+                             spec.skip_bad_rows, spec.tsv_quoting).texts
         return {text_key(texts, **norm) for texts in zip(*columns, strict=True)}
     import tensorflow_datasets as tfds
 
@@ -213,9 +214,10 @@ def _text_rows(path):
         yield i, line.removesuffix("\r")
 
 
-def _file_rows(path, text_columns, skip_bad_rows=False, counts=None):
+def _file_rows(path, text_columns, skip_bad_rows=False, counts=None, tsv_quoting="none"):
     """(line_number, (text, ...)) of one transfer file; a missing column is a one-line error, a
-    malformed row too (or, with `skip_bad_rows`, skipped and counted in `counts`)."""
+    malformed row too (or, with `skip_bad_rows`, skipped and counted in `counts`). `tsv_quoting`:
+    how a .tsv is read (`task_files.TSV_QUOTING`)."""
     lower = path.lower()
     if lower.endswith(_TEXT_SUFFIXES):
         if len(text_columns) != 1:
@@ -230,7 +232,7 @@ def _file_rows(path, text_columns, skip_bad_rows=False, counts=None):
     if not lower.endswith(_TABLE_SUFFIXES):
         raise TaskFileError(f"{path}: unknown transfer file type; use .txt, .tsv, .csv or .jsonl.")
     for line, texts, _ in read_rows(path, text_columns, skip_bad_rows=skip_bad_rows,
-                                    counts=counts):
+                                    counts=counts, tsv_quoting=tsv_quoting):
         yield line, texts
 
 
@@ -257,7 +259,7 @@ class _Checks:
 
 
 def read_transfer(paths, text_columns, exclude_keys=(), known_keys=(), skip_bad_rows=False,
-                  lowercase=False, strip_accents=False):
+                  lowercase=False, strip_accents=False, tsv_quoting="none"):
     """Reads a transfer set -> ``(columns, counts)``.
 
     paths: a comma-separated string or a list of paths / globs (``tf.io.gfile.glob``; a pattern
@@ -265,6 +267,7 @@ def read_transfer(paths, text_columns, exclude_keys=(), known_keys=(), skip_bad_
     in line order. text_columns: the column names to read, e.g. ``("text",)`` or
     ``("sentence1", "sentence2")``; ``.txt`` files only serve one-column tasks.
     skip_bad_rows: a malformed .tsv/.csv/.jsonl row is skipped and counted, not a TaskFileError.
+    tsv_quoting: "none" reads .tsv files as plain tab-separated text, "csv" with CSV quoting.
     lowercase / strip_accents: compare `text_key`s normalised as the teacher's tokenizer does
     (`tokenizer_normalization`); `exclude_keys` / `known_keys` are exact keys (`split_keys`
     default) or texts, normalised here.
@@ -279,6 +282,7 @@ def read_transfer(paths, text_columns, exclude_keys=(), known_keys=(), skip_bad_
     error naming the paths and the counts.
     """
     text_columns = (text_columns,) if isinstance(text_columns, str) else tuple(text_columns)
+    check_tsv_quoting(tsv_quoting)
     norm = {"lowercase": bool(lowercase), "strip_accents": bool(strip_accents)}
     exact = _Checks(exclude_keys, known_keys, {})
     normal = _Checks(exclude_keys, known_keys, norm) if any(norm.values()) else None
@@ -288,7 +292,7 @@ def read_transfer(paths, text_columns, exclude_keys=(), known_keys=(), skip_bad_
     columns: dict[str, list[str]] = {c: [] for c in text_columns}
     for path in files:
         bad: dict[str, int] = {}
-        for _, texts in _file_rows(path, text_columns, skip_bad_rows, bad):
+        for _, texts in _file_rows(path, text_columns, skip_bad_rows, bad, tsv_quoting):
             counts["read"] += 1
             key = text_key(texts)
             if not any(key):
@@ -314,17 +318,21 @@ def read_transfer(paths, text_columns, exclude_keys=(), known_keys=(), skip_bad_
 
 
 def transfer_examples(task, paths, data_dir=None, text_columns=None, dedupe_train=True,
-                      skip_bad_rows=False, lowercase=False, strip_accents=False):
+                      skip_bad_rows=False, lowercase=False, strip_accents=False,
+                      tsv_quoting="none"):
     """`read_transfer` for a task: the eval and test splits' keys are excluded (leakage), the
     train split's keys count as duplicates (unless ``dedupe_train=False``). Returns
     ``(extra_examples, counts)`` with ``extra_examples`` keyed by the task's text keys, ready for
     ``tasks.task_dataset(..., extra_examples=...)``. text_columns: the transfer files' column
     names when they differ from the task's text keys (same number and order). skip_bad_rows:
     see `read_transfer` (a file task's own splits follow ``spec.skip_bad_rows``).
+    tsv_quoting: how the transfer .tsv files are read (see `read_transfer`; a file task's own
+    splits follow ``spec.tsv_quoting``).
     lowercase / strip_accents: normalise texts as the teacher's tokenizer does before comparing
     (pass ``**tokenizer_normalization(teacher_tokenizer)``); counts then include what that adds
     (``leaked_by_case``, ``duplicate_by_case``)."""
     spec = get_task(task)
+    check_tsv_quoting(tsv_quoting)
     text_columns = tuple(text_columns or spec.text_keys)
     if len(text_columns) != len(spec.text_keys):
         raise TaskFileError(f"text_columns {list(text_columns)} must name {len(spec.text_keys)} "
@@ -335,6 +343,7 @@ def transfer_examples(task, paths, data_dir=None, text_columns=None, dedupe_trai
     known = split_keys(spec, spec.train_split, data_dir) if dedupe_train and spec.train_split \
         else set()
     columns, counts = read_transfer(paths, text_columns, exclude, known, skip_bad_rows,
-                                    lowercase=lowercase, strip_accents=strip_accents)
+                                    lowercase=lowercase, strip_accents=strip_accents,
+                                    tsv_quoting=tsv_quoting)
     extra = {k: columns[c] for k, c in zip(spec.text_keys, text_columns, strict=True)}
     return extra, counts

@@ -112,15 +112,19 @@ def compile_model(model, strategy, c, total_steps, stage=None, **kwargs):
 # ---- tasks --------------------------------------------------------------------------------------
 
 def task_spec(c):
-    from tinybert_tf.data import tasks
+    """The config's TaskSpec: a TASKS name, or task='file' read from data.* (a mistyped
+    data.tsv_quoting is a one-line error for every task: transfer .tsv files read it too)."""
+    from tinybert_tf.data import task_files, tasks
 
+    d = c.data
+    tsv_quoting = task_files.check_tsv_quoting(d.tsv_quoting)
     if c.task != "file":
         return tasks.get_task(c.task)
-    d = c.data
     return tasks.load_file_task(
         d.train_file, d.eval_file or None, d.test_file or None, name="file",
         text_column=d.text_column, text_b_column=d.text_b_column or None,
         label_column=d.label_column, regression=d.regression, skip_bad_rows=d.skip_bad_rows,
+        tsv_quoting=tsv_quoting,
     )
 
 
@@ -136,24 +140,50 @@ def buckets(c):
                           "e.g. '16,32,64,128'; '' pads every batch to seq_len.") from None
 
 
-def task_data(c, spec, split, tokenizer, training, extra=None, **kwargs):
-    """Batched task data; training batches repeat, shuffle (seeded) and drop the remainder.
+def task_data(c, spec, split, tokenizer, training, extra=None, repeat=None, **kwargs):
+    """Batched task data; training batches shuffle (seeded), drop the remainder and repeat
+    (`repeat=False`: one epoch of them, as trained). Data read once (`training=False`) carries
+    its batch count as its cardinality, so Keras' predict / evaluate stop at its end instead of
+    running into it ("Your input ran out of data", a warning at every evaluation).
     kwargs pass through to `tasks.task_dataset` (e.g. a transfer set's `extra_examples`)."""
     from tinybert_tf.data import tasks
 
-    return tasks.task_dataset(
+    dataset = tasks.task_dataset(
         spec, split, tokenizer, seq_len=c.data.seq_len, batch_size=c.batch_size,
         shuffle=training, seed=c.seed, data_dir=c.data.tfds_data_dir or None,
-        drop_remainder=training, repeat=training, extra=extra, buckets=buckets(c), **kwargs,
+        drop_remainder=training, repeat=training if repeat is None else repeat, extra=extra,
+        buckets=buckets(c), **kwargs,
     )
+    if training:
+        return dataset
+    import tensorflow as tf
+
+    return dataset.apply(tf.data.experimental.assert_cardinality(_batches(dataset)))
+
+
+def epoch_batches(c, spec, split, tokenizer, **kwargs):
+    """Training steps per epoch: the batches of the training pipeline's first epoch (shuffled,
+    length-bucketed, the remainder dropped, as trained), counted over one pass. Every epoch has
+    as many (each bucket drops its own remainder, whatever the order), so with buckets an epoch
+    has fewer steps than `ceil(rows / batch_size)`; the stage plan, its learning-rate schedule
+    and the steps it runs are this times the epochs. kwargs: as `task_data`'s."""
+    steps = _batches(task_data(c, spec, split, tokenizer, training=True, repeat=False,
+                               **kwargs))
+    if steps == 0:
+        raise LaunchError(f"the training data gives no full batch of batch_size {c.batch_size} "
+                          "(the last partial batch of each length bucket is dropped); lower "
+                          "--config.batch_size or add rows.")
+    return steps
+
+
+def _batches(dataset):
+    n = int(dataset.cardinality())
+    return n if n >= 0 else int(dataset.reduce(0, lambda acc, _: acc + 1))
 
 
 def count_batches(dataset):
-    """Batches in one pass over a finite dataset."""
-    n = int(dataset.cardinality())
-    if n < 0:
-        n = int(dataset.reduce(0, lambda acc, _: acc + 1))
-    return max(1, n)
+    """Batches in one pass over a finite dataset (at least 1)."""
+    return max(1, _batches(dataset))
 
 
 # ---- savers -------------------------------------------------------------------------------------
@@ -162,22 +192,32 @@ def count_batches(dataset):
 PROJECTIONS_FILE = "projections.npz"
 
 
-def save_model(model, tokenizer, path, projections=()):
+def save_model(model, tokenizer, path, projections=(), optimizer=None):
     """A student backbone or task model + tokenizer as a keras-hub preset dir, weights only
-    (no optimizer state), storing a plain float dtype (`dtypes.save_preset`); `projections` (a Distiller's `projections`: its student->teacher width
-    projections, keras Dense layers) go beside it in `projections.npz` (`load_projections`).
+    (no training state), storing a plain float dtype (`dtypes.save_preset`); `projections` (a
+    Distiller's `projections`: its student->teacher width projections, keras Dense layers) go
+    beside it in `projections.npz` (`load_projections`).
+
+    A keras-hub task loaded from a preset is compiled with its class's default optimizer, whose
+    two variables (step, learning rate) it loads from `task.weights.h5`; a file without them makes
+    every `from_preset` warn ("Skipping variable loading for optimizer ..."). So the task is saved
+    with that default optimizer as it is before any step: `optimizer` (the one the task was
+    compiled with on load, before a training compile replaced it) or the model's own while it is
+    unbuilt (never trained: a student inside a Distiller); a trained one is never written.
     In a multi-process run only the chief writes (`distribution.is_chief`); every process
     returns `path`."""
     if not distribution.is_chief():
         return path
-    optimizer = getattr(model, "optimizer", None)
-    if optimizer is not None:
-        model.optimizer = None
+    own = getattr(model, "optimizer", None)
+    if optimizer is None and own is not None and not own.built:
+        optimizer = own
+    if own is not None or optimizer is not None:
+        model.optimizer = optimizer
     try:
         dtypes.save_preset(model, path)
     finally:
-        if optimizer is not None:
-            model.optimizer = optimizer
+        if own is not None or optimizer is not None:
+            model.optimizer = own
     tokenizer.save_to_preset(path)
     if projections:
         _write_projections(projections, os.path.join(path, PROJECTIONS_FILE))

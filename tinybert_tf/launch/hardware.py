@@ -15,12 +15,18 @@ op); on a JAX CPU everything is XLA, whose bf16 dot measured slower than fp32 (b
 JAX fp32 11.2 vs bf16 9.75 seq/s), so auto precision is float32 on a JAX CPU whatever its flags.
 
 Everything here is a pure function of given CPU flags / device kinds (tested), plus two
-readers of this machine (`cpu_flags`, `device_kind`).
+readers of this machine (`cpu_flags`, `device_kind`) and the console set-up done before
+TensorFlow is imported (`quiet_tensorflow`, `native_start_up_filtered`: its C++ log lines off
+unless --verbose).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import sys
+import tempfile
 
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
@@ -47,6 +53,59 @@ def enable_onednn(flags=None, environ=os.environ):
     native = "avx512_vnni" in flags or "amx_bf16" in flags or "avx512_bf16" in flags
     return "oneDNN on" + ("" if native else " (TensorFlow leaves it off on this CPU; 1.45x "
                           "faster measured on AVX2)")
+
+
+# A line of TensorFlow's C++ log (absl's format: severity, date, time, thread, file:line]), absl's
+# note that it logs to stderr before its set-up, or the second line of TF's CPU-feature note.
+TF_LOG_LINE = re.compile(r"^(?:[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [^\s\]]+:\d+\] |"
+                         r"WARNING: All log messages before absl::InitializeLog\(\)|"
+                         r"To enable the following instructions: .* rebuild TensorFlow with)")
+
+
+def quiet_tensorflow(verbose=False, environ=os.environ):
+    """Turn TensorFlow's C++ log off unless `verbose`; call before importing TensorFlow.
+
+    TF_CPP_MIN_LOG_LEVEL=3 unless the user set it: its INFO/WARNING lines and the start-up
+    lines it logs as errors that are none (`failed call to cuInit` on a machine without a GPU,
+    oneDNN's `supports DT_INT64 only on platforms with AVX-512`) are off; a real failure still
+    reaches Python as an exception, which the launcher prints. Returns True when TensorFlow is
+    to be quiet (then `native_start_up_filtered` also drops the lines its libraries print while
+    loading, which no setting reaches)."""
+    if verbose:
+        return False
+    if not environ.get("TF_CPP_MIN_LOG_LEVEL"):
+        environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    return environ["TF_CPP_MIN_LOG_LEVEL"] == "3"
+
+
+@contextlib.contextmanager
+def native_start_up_filtered(quiet=True):
+    """While the block runs (importing TensorFlow), file descriptor 2 goes to a temporary file;
+    afterwards every line of it but TensorFlow's C++ log lines (`TF_LOG_LINE`: its libraries log
+    `port.cc`, `cudart_stub.cc` INFO lines while loading, before TF_CPP_MIN_LOG_LEVEL is read)
+    is written to stderr, so a Python warning or traceback of the import still shows. `quiet`
+    False: no filter. (A crash inside the import loses what it printed: --verbose.)"""
+    try:
+        saved = os.dup(2) if quiet else None
+    except OSError:  # no stderr to filter
+        saved = None
+    if saved is None:
+        yield
+        return
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            kept = [line for line in held.read().decode(errors="replace").splitlines(True)
+                    if not TF_LOG_LINE.match(line)]
+            if kept:
+                os.write(2, "".join(kept).encode())
 
 
 def device_kind(tf=None, backend="tensorflow"):

@@ -67,7 +67,7 @@ def general_distill(c, workdir, strategy):
     if c.save_initial and fresh:
         b.save_model(backbone, tokenizer, os.path.join(workdir, "student_init"),
                      distiller.projections)
-    task_modes.run_stage(distiller, data, workdir, c, c.steps)
+    task_modes.run_stage(distiller, data, workdir, c, c.steps, label="general_distill")
     return b.save_model(backbone, tokenizer, os.path.join(workdir, "student"),
                         distiller.projections)
 

@@ -22,6 +22,8 @@ re-scored on the same weights) stops at the same step as an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 
@@ -123,7 +125,8 @@ class EvalSelector(keras.callbacks.Callback):
                 tmp = self.best_dir + ".tmp"
                 if tf.io.gfile.exists(tmp):
                     tf.io.gfile.rmtree(tmp)
-                self.save(tmp)
+                with contextlib.redirect_stdout(io.StringIO()):  # its "Saved ... .tmp" line:
+                    self.save(tmp)  # the evaluation line says where the best is
                 if tf.io.gfile.exists(self.best_dir):
                     tf.io.gfile.rmtree(self.best_dir)
                 tf.io.gfile.rename(tmp, self.best_dir)

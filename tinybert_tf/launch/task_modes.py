@@ -26,11 +26,15 @@ from tinybert_tf.launch.selection import EvalSelector
 from tinybert_tf.launch.strategy import LaunchError, check_batch_size
 
 
-def run_stage(model, data, workdir, c, total_steps, callbacks=()):
-    """`train.run` with the config's logging and checkpoint settings."""
+def run_stage(model, data, workdir, c, total_steps, callbacks=(), label="", per_epoch=0):
+    """`train.run` with the config's logging and checkpoint settings; an `EvalSelector` among
+    `callbacks` makes chunks end at its evaluation steps (an epoch's end: its last step).
+    label, per_epoch: the stage's name and steps per epoch, for the progress display."""
+    every = next((cb.every for cb in callbacks if isinstance(cb, EvalSelector)), 0)
     train.run(model, data, workdir, total_steps, log_every=c.log_every,
               checkpoint_every=c.checkpoint_every, max_to_keep=c.keep_checkpoints,
-              callbacks=callbacks, stall_intervals=c.stall_intervals)
+              callbacks=callbacks, stall_intervals=c.stall_intervals, eval_every=every,
+              steps_per_epoch=per_epoch, label=label)
 
 
 # ---- selection on the eval split ------------------------------------------------------------------
@@ -72,10 +76,12 @@ def _selector(c, spec, tokenizer, trainer, model, run_dir, per_epoch, total, sav
 
 
 def _plan(epochs, patience, per_epoch, selector=True):
+    """`3 epochs x 168 steps = 504 steps`: the stage's plan, as trained and as its learning-rate
+    schedule runs (`per_epoch`: the training batches of one epoch, `b.epoch_batches`)."""
     stop = f", early stop after {patience} evaluations without improvement" if (
         patience and selector) else ""
-    return f"up to {epochs} epochs x {per_epoch} steps{stop}" if stop else (
-        f"{epochs} epochs x {per_epoch} steps")
+    plan = f"{epochs} epochs x {per_epoch} steps = {epochs * per_epoch} steps"
+    return f"up to {plan}{stop}" if stop else plan
 
 
 def _finish(selector, model, tokenizer, out):
@@ -107,7 +113,8 @@ def transfer_set(c, spec, workdir, tokenizer=None):
     norm = transfer.tokenizer_normalization(tokenizer)
     try:
         columns, counts = transfer.transfer_examples(spec, paths, c.data.tfds_data_dir or None,
-                                                     skip_bad_rows=c.data.skip_bad_rows, **norm)
+                                                     skip_bad_rows=c.data.skip_bad_rows,
+                                                     tsv_quoting=c.data.tsv_quoting, **norm)
     except ValueError as err:
         raise LaunchError(str(err)) from None
     print(f"Transfer set {paths}: {counts['read']} rows read, {counts['used']} used; dropped "
@@ -127,11 +134,15 @@ def transfer_set(c, spec, workdir, tokenizer=None):
     return columns, counts
 
 
+def _transfer_kwargs(c, transfer):
+    if transfer is None:
+        return {}
+    return dict(extra_examples=transfer[0], labelled=not c.transfer_only)
+
+
 def _train_data(c, spec, tokenizer, transfer, training, extra=None):
-    kwargs = {}
-    if transfer is not None:
-        kwargs = dict(extra_examples=transfer[0], labelled=not c.transfer_only)
-    return b.task_data(c, spec, spec.train_split, tokenizer, training, extra=extra, **kwargs)
+    return b.task_data(c, spec, spec.train_split, tokenizer, training, extra=extra,
+                       **_transfer_kwargs(c, transfer))
 
 
 _ROW = "__row__"
@@ -210,12 +221,15 @@ def _finetune_one(c, run_dir, strategy, out):
     spec = b.task_spec(c)
     tokenizer = b.load_tokenizer(c.teacher)
     data = b.task_data(c, spec, spec.train_split, tokenizer, training=True)
-    per_epoch = b.count_batches(b.task_data(c, spec, spec.train_split, tokenizer, False))
+    per_epoch = b.epoch_batches(c, spec, spec.train_split, tokenizer)
     epochs, patience = config_lib.stage_budget(c, "finetune")
     total = per_epoch * epochs
     with strategy.scope():
         token_level = spec.kind == "token_classification"
         model = b.load_classifier(c.teacher, spec.num_classes, token_level=token_level)
+        loaded_with = model.optimizer  # keras-hub's default: what the saved preset carries
+        if token_level:
+            _freeze_pooler(model)
         accuracy = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
         if spec.kind == "regression":
             kwargs = dict(loss=keras.losses.MeanSquaredError(), metrics=[])
@@ -229,18 +243,29 @@ def _finetune_one(c, run_dir, strategy, out):
         b.compile_model(model, strategy, c, total, c.finetune, **kwargs)
 
     def save(path):
-        b.save_model(model, tokenizer, path)
+        b.save_model(model, tokenizer, path, optimizer=loaded_with)
         if distribution.is_chief():
             teachers.write_labels(path, spec.label_names)
 
     selector = _selector(c, spec, tokenizer, model, model, run_dir, per_epoch, total, save,
                          patience=patience)
     print(f"[finetune] {_plan(epochs, patience, per_epoch, selector)}")
-    run_stage(model, data, run_dir, c, total, [selector] if selector else [])
+    run_stage(model, data, run_dir, c, total, [selector] if selector else [], "finetune",
+              per_epoch)
     if selector is None:
         save(out)
         return out
     return selector.finish(out)
+
+
+def _freeze_pooler(model):
+    """A token classifier reads its backbone's sequence output alone, so the pooler gets no
+    gradient; frozen, it stays as loaded (as it did untrained) without Keras' "Gradients do not
+    exist for variables ['pooled_dense/kernel', ...]" warning at the first step."""
+    try:
+        model.backbone.get_layer("pooled_dense").trainable = False
+    except ValueError:  # a backbone without a pooler
+        pass
 
 
 def _stage_recipe(c, spec, stage):
@@ -264,7 +289,8 @@ def task_distill(c, workdir, strategy):
     teacher_dirs = teachers.resolve(c.teacher)
     lead = teacher_dirs[c.intermediate.teacher]  # step 1's teacher: its layers start the student
     tokenizer = b.load_tokenizer(lead)
-    per_epoch = b.count_batches(_train_data(c, spec, tokenizer, transfer, training=False))
+    per_epoch = b.epoch_batches(c, spec, spec.train_split, tokenizer,
+                                **_transfer_kwargs(c, transfer))
     stage_one = os.path.join(workdir, "intermediate", "student")
     token_level = spec.kind == "token_classification"
     out = None
@@ -302,6 +328,7 @@ def task_distill(c, workdir, strategy):
                              save,
                              score=eval_loss if stage == "intermediate" else None,
                              patience=patience)
-        run_stage(distiller, data, stage_dir, c, total, [selector] if selector else [])
+        run_stage(distiller, data, stage_dir, c, total, [selector] if selector else [], stage,
+                  per_epoch)
         out = _finish(selector, student, tokenizer, os.path.join(stage_dir, "student"))
     return out

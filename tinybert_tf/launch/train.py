@@ -1,7 +1,10 @@
 """The training loop: workdir, preemption-safe checkpoints, TensorBoard scalars, NaN guard, `fit`.
 
-A run is a sequence of chunks of `log_every` steps (one Keras "epoch" each, so the progress bar
-and TensorBoard show each loss term averaged over the chunk). Checkpoints are written at chunk
+A run is a sequence of chunks (one Keras "epoch" each, so metrics.jsonl and TensorBoard show each
+loss term averaged over the chunk) that end at every multiple of `log_every`, at every multiple of
+the evaluation interval (`eval_every`: an evaluation at an epoch's end falls at its last step) and
+at the run's last step, `total_steps`, the length of the learning-rate schedule. The console is
+`progress.Progress`: one bar (or, off a terminal, one line per chunk) counting the run's steps. Checkpoints are written at chunk
 ends every `checkpoint_every` steps and hold every model variable (weights, dropout seed states)
 and the optimizer (step counter, moments). On restart the latest checkpoint is restored and the
 deterministic input pipeline skips the batches already consumed, so a killed run ends with the
@@ -41,6 +44,7 @@ from absl import logging
 from tinybert_tf import errors
 from tinybert_tf.launch import checkpoints, distribution
 from tinybert_tf.launch.checkpoints import Checkpointer  # noqa: F401  (train.Checkpointer: TF)
+from tinybert_tf.launch.progress import Progress
 from tinybert_tf.launch.strategy import LaunchError
 
 
@@ -243,11 +247,13 @@ class SignalStop(keras.callbacks.Callback):
             raise _Stop()
 
 
-def _chunking(model, total_steps, log_every, checkpoint_every):
-    """(steps per chunk, chunks, the run's last step): `log_every` capped at the run, checked
-    against `checkpoint_every` and `steps_per_execution` (chunk ends must be step boundaries of
-    both)."""
-    log_every = max(1, min(log_every, total_steps))
+def chunk_ends(model, total_steps, log_every, checkpoint_every, eval_every=0):
+    """The steps at which the run's chunks end: every multiple of `log_every` and of `eval_every`
+    (so an evaluation every epoch falls at the epoch's last step, not at the next log), and the
+    run's last step, `total_steps` (the length of the learning-rate schedule). `log_every` is
+    checked against `checkpoint_every` (checkpoints are written at chunk ends) and every end is
+    rounded up to a multiple of `steps_per_execution` (chunk ends are its step boundaries)."""
+    log_every, eval_every = max(1, int(log_every)), max(0, int(eval_every or 0))
     if checkpoint_every % log_every:
         raise LaunchError(
             f"checkpoint_every ({checkpoint_every}) must be a multiple of log_every ({log_every})."
@@ -257,34 +263,48 @@ def _chunking(model, total_steps, log_every, checkpoint_every):
         raise LaunchError(
             f"log_every ({log_every}) must be a multiple of steps_per_execution ({per_call})."
         )
-    chunks = math.ceil(total_steps / log_every)
-    return log_every, chunks, chunks * log_every
+    marks = {*range(log_every, total_steps, log_every), max(1, int(total_steps))}
+    if eval_every:
+        marks |= set(range(eval_every, total_steps, eval_every))
+    return sorted({-(-m // per_call) * per_call for m in marks})
 
 
-def _segments(start, log_every, chunks, end):
-    """The `fit` calls from `start`, as (first step, first chunk, chunks to end at, steps per
-    chunk): the rest of a chunk that a signal stopped mid-way, then whole chunks."""
-    head = -start % log_every
-    segments = [(start, start // log_every, start // log_every + 1, head)] if head else []
-    if start + head < end:
-        segments.append((start + head, (start + head) // log_every, chunks, log_every))
+def _segments(start, ends):
+    """The `fit` calls from `start`, as (first step, first chunk, chunk to end at, steps per
+    chunk): consecutive chunks of one length share a call; a chunk that `start` falls inside (a
+    signal stopped the run mid-chunk) is trained from `start` to its end."""
+    segments, previous = [], 0
+    for chunk, end in enumerate(ends):
+        first, previous = max(previous, start), end
+        if end <= start:
+            continue
+        steps = end - first
+        if segments and segments[-1][3] == steps:
+            head, epoch, _, _ = segments[-1]
+            segments[-1] = (head, epoch, chunk + 1, steps)
+        else:
+            segments.append((first, chunk, chunk + 1, steps))
     return segments
 
 
 def run(model, dataset, workdir, total_steps, log_every=100, checkpoint_every=1000,
-        max_to_keep=3, callbacks=(), stall_intervals=0):
+        max_to_keep=3, callbacks=(), stall_intervals=0, eval_every=0, steps_per_epoch=0,
+        label=""):
     """Train `model` (compiled, optimizer built or not) on an infinite `dataset` for `total_steps`.
 
     Resumes from `workdir/checkpoints` if present. `callbacks` run after each chunk before the
     checkpoint is written and the chunk's logs are logged (e.g. `selection.EvalSelector`, which
-    adds `val_*` scores to them). `stall_intervals`: see `StallCheck` (checked on a run from
-    step 0 only). A callback setting `model.stop_training` ends the run early (a checkpoint at
-    the step reached, no further segment); one whose `stopped` is true after the restore (a run
-    that stopped early) means there is nothing left to train. On SIGINT / SIGTERM
-    raises `errors.Interrupted` after writing a checkpoint at the step reached (see SignalStop),
-    also when the signal came during the last chunk (which then ends as usual).
+    adds `val_*` scores to them); `eval_every`: its interval, so that chunks end there too
+    (`chunk_ends`). `stall_intervals`: see `StallCheck` (checked on a run from step 0 only).
+    `steps_per_epoch`, `label`: what the progress display (`progress.Progress`) shows. A callback
+    setting `model.stop_training` ends the run early (a checkpoint at the step reached, no
+    further segment); one whose `stopped` is true after the restore (a run that stopped early)
+    means there is nothing left to train. On SIGINT / SIGTERM raises `errors.Interrupted` after
+    writing a checkpoint at the step reached (see SignalStop), also when the signal came during
+    the last chunk (which then ends as usual).
     """
-    log_every, chunks, end = _chunking(model, total_steps, log_every, checkpoint_every)
+    ends = chunk_ends(model, total_steps, log_every, checkpoint_every, eval_every)
+    end = ends[-1]
     strategy = getattr(model, "distribute_strategy", None)  # TF; none on JAX
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         model.optimizer.build(model.trainable_variables)
@@ -300,32 +320,42 @@ def run(model, dataset, workdir, total_steps, log_every=100, checkpoint_every=10
     if any(getattr(cb, "stopped", False) for cb in callbacks):
         print(f"Run already stopped early at step {start}.")
         return
-    segments = _segments(start, log_every, chunks, end)
     stopper = SignalStop()
-    # orbax checkpoints: every process (orbax's multi-host save); metrics, TensorBoard: the chief.
-    # The chunk's record before its checkpoint: a kill between the two re-runs the chunk, whose
-    # record then replaces the first (read_metrics), rather than leaving the chunk without one.
-    logger = [StepLogger(workdir)] if distribution.is_chief() else []
+    # orbax checkpoints: every process (orbax's multi-host save); metrics, TensorBoard, the
+    # console: the chief. The chunk's record before its checkpoint: a kill between the two
+    # re-runs the chunk, whose record then replaces the first (read_metrics), rather than
+    # leaving the chunk without one.
+    chief = distribution.is_chief()
+    shown = Progress(end, start, steps_per_epoch, label, model.optimizer) if chief else None
+    logger = [StepLogger(workdir)] if chief else []
     stall = [StallCheck(stall_intervals)] if stall_intervals and start == 0 else []
-    callbacks = [NanGuard(checkpointer), *stall, *callbacks, *logger,
-                 SaveEvery(checkpointer, checkpoint_every), stopper]
-    with stopper:
-        try:
-            for first, epoch, epochs, steps in segments:
-                model.fit(dataset.skip(first), epochs=epochs, initial_epoch=epoch,
-                          steps_per_epoch=steps, callbacks=callbacks)
-                if getattr(model, "stop_training", False):  # early stop: no further segment
-                    break
-        except _Stop:
-            pass
-        step = current_step(model)
-        if checkpointer.good_step != step:  # the last step, or where a signal stopped
-            checkpointer.save(step)
+    callbacks = [*([shown] if shown else []), NanGuard(checkpointer), *stall, *callbacks,
+                 *logger, SaveEvery(checkpointer, checkpoint_every), stopper]
+    with stopper, shown or contextlib.nullcontext():
+        step = _fit(model, dataset, _segments(start, ends), callbacks, checkpointer)
     if stopper.signum is not None:
         raise errors.Interrupted(
             f"stopped at step {step}, checkpoint written; re-run the same command to resume.",
             128 + stopper.signum,
         )
+
+
+def _fit(model, dataset, segments, callbacks, checkpointer):
+    """The `fit` calls of `segments` (Keras' own console off: `progress.Progress` is the one
+    display), until the last, an early stop or a signal; then a checkpoint at the step reached
+    unless one is there. Returns that step."""
+    try:
+        for first, epoch, epochs, steps in segments:
+            model.fit(dataset.skip(first), epochs=epochs, initial_epoch=epoch,
+                      steps_per_epoch=steps, callbacks=callbacks, verbose=0, shuffle=False)
+            if getattr(model, "stop_training", False):  # early stop: no further segment
+                break
+    except _Stop:
+        pass
+    step = current_step(model)
+    if checkpointer.good_step != step:  # the last step, or where a signal stopped
+        checkpointer.save(step)
+    return step
 
 
 def read_metrics(workdir):

@@ -130,9 +130,10 @@ def _check_files(value, key):
 def check_task_inputs(c):
     """The task's files (task=file) and transfer sets exist and are not empty; a task name is
     known. Their rows are checked when the task is loaded."""
-    from tinybert_tf.data import tasks
+    from tinybert_tf.data import task_files, tasks
 
     d = c.data
+    task_files.check_tsv_quoting(d.tsv_quoting)  # a UserError: one line, before the claim
     if c.task == "file":
         if not d.train_file:
             raise LaunchError("task=file needs --config.data.train_file=<TSV, CSV or JSONL>.")
