@@ -40,7 +40,8 @@ def _weights(preset):
 def ensemble(tmp_path_factory):
     d = tmp_path_factory.mktemp("ensemble")
     common = {"task": "file", "data.train_file": tiny.write_task(d / "train.tsv", 48, 0),
-              "data.eval_file": tiny.write_task(d / "dev.tsv", 16, 1)}
+              "data.eval_file": tiny.write_task(d / "dev.tsv", 16, 1),
+              "data.test_file": tiny.write_task(d / "test.tsv", 16, 2)}
     c = _config(mode="finetune", teacher=tiny.write_teacher(d / "pre"), **common,
                 **{"finetune.members": 2, "finetune.learning_rate": 3e-3})
     return {"dir": d, "common": common, "teacher": run_mode(c, str(d / "ft"))}
@@ -87,6 +88,11 @@ def test_task_distill_and_evaluate_take_the_ensemble_dir(ensemble):
     assert rows["ensemble"]["params"] == rows["teacher 0"]["params"] + rows["teacher 1"]["params"]
     assert report["reference"] == "ensemble" and report["also"] in ("teacher 0", "teacher 1")
     assert "share_also" in rows["student"]
+    test = run_mode(_config(mode="evaluate", teacher=ensemble["teacher"], student=student,
+                            eval_split="test", **ensemble["common"]), str(d / "ev_test"))
+    dev = {r["name"]: r["metrics"]["accuracy"] for r in report["models"]}
+    assert test["also_chosen_on"] == "dev"  # the test split never picks the model it reports
+    assert dev[test["also"]] == max(dev["teacher 0"], dev["teacher 1"])
 
 
 def test_teachers_that_differ_are_refused_before_the_workdir_is_claimed(ensemble, tmp_path):

@@ -220,7 +220,8 @@ def format_markdown(report):
     also = report.get("also")
     header = (["model", *names, "params", "size (MB)"]
               + [f"latency b{b} (ms)" for b in batches] + [f"share of {ref} {metric}"]
-              + ([f"share of {also} {metric}"] if also else []))
+              + ([f"share of {also} {metric} (best teacher on "
+                  f"{report.get('also_chosen_on') or 'this split'})"] if also else []))
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in report["models"]:
         cells = [row["name"].replace("|", "\\|"), *(f"{row['metrics'][m]:.4f}" for m in names),
@@ -312,12 +313,26 @@ def _check_tokenizers(tokenizer, dirs):
                              "teacher's; distil and evaluate it against a teacher with its vocab.")
 
 
-def _with_best_teacher(report, names):
-    """The report with every row's share of the best single teacher (`share_also`, `also`)."""
+def _with_best_teacher(report, names, dev_scores=None):
+    """The report with every row's share of the best single teacher (`share_also`, `also`),
+    chosen on the dev split: `dev_scores` {name: first metric on dev} when the report is of
+    another split (the test split must not pick the model it reports), else this report's."""
     first = report["share_metric"]
     rows = {r["name"]: r for r in report["models"]}
-    best = max(names, key=lambda n: rows[n]["metrics"][first])
-    return {**with_shares(report, best, "share_also"), "also": best}
+    scores = dev_scores or {n: rows[n]["metrics"][first] for n in names}
+    best = max(names, key=lambda n: scores[n])
+    return {**with_shares(report, best, "share_also"), "also": best,
+            "also_chosen_on": "dev" if dev_scores else report.get("split")}
+
+
+def _dev_scores(config, spec, tokenizer, models, names, split):
+    """{teacher name: first metric on the task's first eval split}, or None when `split` is it."""
+    from tinybert_tf.launch import builders
+
+    if len(names) < 2 or not spec.eval_splits or split == spec.eval_splits[0]:
+        return None
+    dev = builders.task_data(config, spec, spec.eval_splits[0], tokenizer, training=False)
+    return {n: evaluate_model(models[n][0], dev, spec)[spec.metrics[0]] for n in names}
 
 
 def run_from_config(config, workdir):
@@ -359,8 +374,10 @@ def run_from_config(config, workdir):
             kwargs = dict(ensembles={"ensemble": names}, reference="ensemble")
         report = compare(models, spec, dataset, config.data.seq_len,
                          runs=int(config.get("latency_runs", 20)), **kwargs)
-        if len(names) > 1:  # every row's share of the best single teacher too
-            report = _with_best_teacher(report, names)
+        if len(names) > 1:  # every row's share of the best single teacher (on dev) too
+            report["split"] = split
+            report = _with_best_teacher(report, names, _dev_scores(
+                config, spec, tokenizer, models, names, split))
     except ValueError as err:
         raise LaunchError(str(err)) from None
     report["split"] = split
