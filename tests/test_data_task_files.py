@@ -8,9 +8,8 @@ import json
 import pytest
 
 from tinybert_tf.data import task_files, tasks
-from tinybert_tf.errors import UserError
+from tinybert_tf.errors import LaunchError, UserError
 from tinybert_tf.launch import builders, config_lib, task_modes
-from tinybert_tf.launch.strategy import LaunchError
 
 HINT = "pass --config.data.skip_bad_rows=True to skip such rows."
 PLAIN_FIX = ("every tab separates fields in plain TSV (a tab inside a text must be a space; a file "

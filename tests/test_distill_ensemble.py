@@ -12,21 +12,26 @@ def _softmax(z):
     return e / e.sum(-1, keepdims=True)
 
 
+def _soft_targets(logits, temperature):
+    """softmax(logits / T) in float64: what the `pred` term trains towards."""
+    return _softmax(np.asarray(logits, np.float64) / temperature)
+
+
 @pytest.mark.parametrize("temperature", [1.0, 2.0, 8.0])
 @pytest.mark.parametrize("shape", [(3, 5, 4), (2, 3, 6, 9)])  # [K, N, C], token level [K, N, S, C]
 def test_prob_combine_is_the_mean_of_tempered_softmaxes(temperature, shape):
     z = np.random.default_rng(0).normal(scale=4, size=shape).astype("float32")
     want = np.mean([_softmax(z[k] / temperature) for k in range(len(z))], axis=0)
-    got = ensemble.soft_targets(ensemble.combine_logits(z, temperature, "prob"), temperature)
+    got = _soft_targets(ensemble.combine_logits(z, temperature, "prob"), temperature)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("temperature", [1.0, 4.0])
 def test_logit_combine_is_the_softmax_of_the_mean_logits(temperature):
     z = np.random.default_rng(1).normal(scale=4, size=(3, 7, 5)).astype("float32")
-    got = ensemble.soft_targets(ensemble.combine_logits(z, temperature, "logit"), temperature)
+    got = _soft_targets(ensemble.combine_logits(z, temperature, "logit"), temperature)
     np.testing.assert_allclose(got, _softmax(z.mean(0) / temperature), rtol=1e-5, atol=1e-7)
-    assert not np.allclose(got, ensemble.soft_targets(
+    assert not np.allclose(got, _soft_targets(
         ensemble.combine_logits(z, temperature, "prob"), temperature), atol=1e-3)
 
 

@@ -27,7 +27,7 @@ def test_recipe_contents_and_overrides():
     assert d.weights == {"kd": 5.0, "mlm": 2.0, "cos": 1.0} and d.temperature == 2.0
     assert recipes.get("tinybert_general").terms == ("emb", "att", "hidden")
     p = recipes.get("tinybert_task_prediction", temperature=3.0, regression=True)
-    assert p.temperature == 3.0 and p.regression and not p.needs_intermediate
+    assert p.temperature == 3.0 and p.regression and not p.needs_teacher_layers
     with pytest.raises(ValueError, match="Unknown recipe"):
         recipes.get("tinybert_general_v2")
     with pytest.raises(ValueError, match="Unknown loss terms"):
@@ -35,8 +35,8 @@ def test_recipe_contents_and_overrides():
 
 
 def test_config_loss_weights_replace_add_and_drop_terms():
+    from tinybert_tf.errors import LaunchError
     from tinybert_tf.launch.builders import make_recipe as _recipe
-    from tinybert_tf.launch.strategy import LaunchError
 
     r = _recipe("tinybert_general", "1,2", "att=0.5, pooled_rel=10,emb=0")
     assert r.weights == {"att": 0.5, "hidden": 1.0, "pooled_rel": 10.0}
@@ -54,7 +54,7 @@ def test_minilm_recipes():
     assert v2.weights == {"qq": 1.0, "kk": 1.0, "vv": 1.0} and v2.terms == ("qq", "kk", "vv")
     assert v2.relation_heads == 48 and v2.teacher_layer == -1  # MiniLMv2, base-size teachers
     assert not v2.needs_layer_map and not v2.needs_projection and not v2.needs_logits
-    assert v2.needs_relations and v2.needs_intermediate  # cached teacher logits do not suffice
+    assert v2.needs_relations and v2.needs_teacher_layers  # cached teacher logits do not suffice
     v1 = recipes.get("minilm")
     assert v1.weights == {"minilm_att": 1.0, "minilm_val": 1.0} and not v1.needs_layer_map
     general = recipes.get("tinybert_general")
@@ -70,7 +70,7 @@ def test_needs_come_from_the_terms_table():
     assert sorted(terms.FUNCTIONS) == sorted(recipes.TERMS) == sorted(recipes.NEEDS)
     for term in recipes.TERMS:
         r = recipes.Recipe(term, {term: 1.0})
-        assert r.needs_intermediate == (r.needs_layer_map or r.needs_projection
+        assert r.needs_teacher_layers == (r.needs_layer_map or r.needs_projection
                                         or r.needs_relations), term
         assert r.needs_teacher == (term != "hard"), term
     assert recipes.get("distilbert_task").terms_needing("student_head") == ("kd", "hard")

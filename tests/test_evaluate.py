@@ -14,9 +14,9 @@ import tiny
 from tinybert_tf import evaluate
 from tinybert_tf.data import metrics, tasks
 from tinybert_tf.distill import heads, students
-from tinybert_tf.launch import config_lib
+from tinybert_tf.errors import LaunchError
+from tinybert_tf.launch import config_lib, evaluate_mode
 from tinybert_tf.launch.modes import run as run_mode
-from tinybert_tf.launch.strategy import LaunchError
 
 SEQ = 32
 ROW_FIELDS = {"name", "preset", "metrics", "params", "size_bytes", "latency_b1_s",
@@ -111,7 +111,7 @@ def test_refuses_mismatched_vocab_and_architecture_names(tsv_run, tmp_path):
     base = tsv_run["config"]
     other = _save(_classifier(2, 3, vocabulary_size=len(tiny.VOCAB) + 3), tmp_path / "other",
                   tokenizer=False)
-    with pytest.raises(LaunchError, match="different vocabulary sizes"):
+    with pytest.raises(evaluate.EvaluateError, match="different vocabulary sizes"):
         run_mode(_config(**{**_flat(base), "student": other}), str(tmp_path / "w1"))
     with pytest.raises(LaunchError, match="not a preset dir"):
         run_mode(_config(**{**_flat(base), "student": "tiny_2l_32h"}), str(tmp_path / "w2"))
@@ -135,12 +135,12 @@ def _flat(c):
 
 
 def test_parse_students():
-    assert evaluate.parse_students("/a/b") == {"student": "/a/b"}
-    assert evaluate.parse_students("x=/a, /b ,runs/lr=3e-5/s,TinyBERT-4: (b) 2-step=/c") == {
+    assert evaluate_mode.parse_students("/a/b") == {"student": "/a/b"}
+    assert evaluate_mode.parse_students("x=/a, /b ,runs/lr=3e-5/s,TinyBERT-4: (b) 2-step=/c") == {
         "x": "/a", "student2": "/b", "student3": "runs/lr=3e-5/s", "TinyBERT-4: (b) 2-step": "/c"}
     for bad in ("", "teacher=/a", "a=/x,a=/y"):
         with pytest.raises(ValueError):
-            evaluate.parse_students(bad)
+            evaluate_mode.parse_students(bad)
 
 
 # ---- token classification ------------------------------------------------------------------------

@@ -366,3 +366,46 @@ def test_cli_reports_bad_student_in_one_line(tmp_path):
     assert proc.returncode == 1
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
     assert errors == [f"error: student preset directory does not exist: '{tmp_path}/nope'"]
+
+
+def test_export_to_a_remote_filesystem(presets):
+    """An export dir on a non-local filesystem (TF's in-memory ``ram://``, standing in for
+    gs://): staged and verified locally, published there, loads back with the Keras outputs."""
+    out = f"ram://export_test_{os.getpid()}"
+    r = ex.export(
+        presets["classifier"],
+        out,
+        labels=presets["labels"],
+        text_signature=False,
+        tflite=True,
+        sample_texts=TEXTS,
+        quiet=True,
+    )
+    gfile = tf.io.gfile
+    assert r.ok and r.verified and r.path == f"{out}/student/1" and r.size_bytes > 0
+    assert max(r.parity.values()) <= 1e-5 and r.warmup_replayed == r.warmup_records >= 2
+    extra = f"{r.path}/assets.extra"
+    for name in ("saved_model.pb", "variables/variables.index"):
+        assert gfile.exists(f"{r.path}/{name}"), name
+    assert gfile.GFile(f"{extra}/labels.txt").read().split() == LABELS
+    assert gfile.GFile(f"{extra}/vocab.txt").read().split() == VOCAB
+    cfg = json.loads(gfile.GFile(f"{extra}/export_config.json").read())
+    assert cfg["labels"] == LABELS and cfg["version"] == 1 and "ops" in cfg
+    assert gfile.exists(f"{extra}/tf_serving_warmup_requests")
+    assert gfile.exists(f"{out}/student_tflite/1/model_fp32.tflite")
+    # Only the published version is left: no hidden staging, upload or failed directory.
+    # (ram:// lists by name prefix, so "student_tflite" shows up here as "_tflite".)
+    listed = gfile.listdir(f"{out}/student")
+    assert "1" in listed and not [d for d in listed if d.startswith(".")], listed
+
+    model, tok = ex.load_student(presets["classifier"])
+    ids = _pack(tok, [TEXTS])
+    served = tf.saved_model.load(r.path).signatures["serving_default"]
+    got = served(**{k: tf.constant(v) for k, v in ids.items()})
+    np.testing.assert_allclose(
+        got["logits"].numpy(), np.asarray(model(ids, training=False)), atol=1e-5, rtol=0
+    )
+
+    assert ex.next_version(out, "student") == 2
+    with pytest.raises(ex.ExportError, match="version 1 of 'student' already exists"):
+        ex.export(presets["classifier"], out, version=1, verify=False, quiet=True)

@@ -18,6 +18,7 @@ import pytest
 import tiny
 
 from tinybert_tf import main
+from tinybert_tf.errors import LaunchError
 from tinybert_tf.launch import builders, config_lib, hardware, progress, train
 from tinybert_tf.launch.modes import run as run_mode
 
@@ -31,7 +32,7 @@ def test_chunk_ends_fall_on_logs_evaluations_and_the_last_step():
     ends = train.chunk_ends(model, 504, 50, 100, eval_every=168)
     assert ends == sorted({*range(50, 504, 50), 168, 336, 504})
     assert train.chunk_ends(model, 36, 100, 1000) == [36]  # a run shorter than one log
-    with pytest.raises(train.LaunchError, match="multiple of log_every"):
+    with pytest.raises(LaunchError, match="multiple of log_every"):
         train.chunk_ends(model, 36, 5, 12)
 
 

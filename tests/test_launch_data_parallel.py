@@ -1,4 +1,7 @@
-"""`--config.strategy=data_parallel` on JAX through the launcher (`python -m tinybert_tf.main`).
+"""The launcher level of JAX data parallelism: `python -m tinybert_tf.main
+--config.strategy=data_parallel` (main -> launch.modes -> launch.strategy -> launch.distribution),
+with its workdir, checkpoints and resume (the library level, `launch/distribution.py` around a
+hand-written `Distiller.fit`, is tests/test_launch_distribution.py).
 
 Tiny general distillation (dropout as the tiny config has it) on one process with two host CPU
 devices (XLA_FLAGS=--xla_force_host_platform_device_count=2), and on two processes joined by
@@ -97,7 +100,7 @@ FLAGS = ("--config.steps=12", "--config.checkpoint_every=4", "--config.log_every
 
 
 @pytest.mark.slow
-def test_two_devices_match_one_device(assets, reference, tmp_path):
+def test_launcher_two_devices_match_strategy_cpu(assets, reference, tmp_path):
     proc = _run(_cmd(assets, tmp_path, *FLAGS, "--config.strategy=data_parallel"), devices=2)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Keras backend jax, strategy data_parallel with 2 replicas." in proc.stdout
@@ -106,7 +109,7 @@ def test_two_devices_match_one_device(assets, reference, tmp_path):
     assert [r["step"] for r in train.read_metrics(str(tmp_path))] == list(range(2, 13, 2))
 
 
-def test_process_fields_need_jax_data_parallel(assets, tmp_path):
+def test_launcher_process_fields_need_jax_data_parallel(assets, tmp_path):
     """num_processes / coordinator_address without backend jax + strategy data_parallel: one
     line naming the fix, before the workdir is claimed."""
     proc = _run(_cmd(assets, tmp_path / "run", "--config.num_processes=2",
@@ -167,7 +170,7 @@ def _written_once(workdir, steps):
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_process(assets, reference, tmp_path):
+def test_launcher_two_processes_match_strategy_cpu_and_write_once(assets, reference, tmp_path):
     procs = _pair(assets, tmp_path, _free_port(), *FLAGS)
     (out0, _), (out1, _) = _finish(procs)
     assert "strategy data_parallel with 2 replicas." in out0
@@ -181,7 +184,7 @@ RESUME = ("--config.steps=60", "--config.checkpoint_every=10", "--config.log_eve
 
 
 @pytest.mark.slow
-def test_two_processes_killed_and_restarted_resume(assets, tmp_path):
+def test_launcher_two_processes_killed_and_restarted_resume(assets, tmp_path):
     """Both processes SIGKILLed after two checkpoints; both restarted with the same commands:
     they resume from the newest checkpoint and end with the one-process run's weights."""
     single = _run(_cmd(assets, tmp_path / "single", *RESUME))

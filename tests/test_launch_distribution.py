@@ -1,4 +1,7 @@
-"""tinybert_tf.launch.distribution: data parallelism on JAX with keras.distribution.
+"""tinybert_tf.launch.distribution, the library level: `initialize` + `data_parallel()` around a
+`Distiller.fit` written by hand, with no launcher, config or workdir (the launcher level, the
+same parity through `python -m tinybert_tf.main --config.strategy=data_parallel`, is
+tests/test_launch_data_parallel.py).
 
 The Keras backend is fixed per process (this suite's is TensorFlow), so the distillation runs are
 this file run as a script under `KERAS_BACKEND=jax` in fresh subprocesses, each bounded by a
@@ -192,7 +195,7 @@ def _clipping_acted(result):
 
 
 @pytest.mark.slow
-def test_two_devices_match_one_device(reference, tmp_path):
+def test_distiller_fit_two_devices_matches_one_device(reference, tmp_path):
     (result,) = _wait([_spawn(tmp_path, "two_devices", devices=2, parallel=True)])
     assert int(result["replicas"]) == 2 and int(result["num_processes"]) == 1
     assert int(result["variable_devices"]) == 2
@@ -208,7 +211,7 @@ def _free_port():
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_process(reference, tmp_path):
+def test_distiller_fit_two_processes_matches_one_device(reference, tmp_path):
     coordinator = f"127.0.0.1:{_free_port()}"
     runs = [_spawn(tmp_path, f"process_{i}", parallel=True, coordinator=coordinator,
                    num_processes=2, process_id=i) for i in range(2)]

@@ -219,10 +219,11 @@ def test_another_backend_in_a_process_whose_keras_runs_tensorflow(assets, tmp_pa
         "Error: Keras was already imported with the tensorflow backend in this process and "
         "cannot switch to jax; start a fresh process with KERAS_BACKEND=jax (python -m "
         "tinybert_tf.main ...)."]
+    from tinybert_tf.errors import LaunchError
     from tinybert_tf.launch import strategy
 
     c = config_lib.load("general_distill", "tiny", backend="jax")
-    with pytest.raises(strategy.LaunchError, match="KERAS_BACKEND=jax"):
+    with pytest.raises(LaunchError, match="KERAS_BACKEND=jax"):
         strategy.make(c)
     code = main.launch(["tinybert_tf", "--config=configs/general_distill.py:tiny",
                         f"--workdir={tmp_path / 'run'}", "--config.backend=torch",

@@ -15,7 +15,8 @@ import tensorflow as tf
 import tiny
 
 from tinybert_tf import main
-from tinybert_tf.launch import config_lib, strategy, train
+from tinybert_tf.errors import LaunchError
+from tinybert_tf.launch import checkpoints, config_lib, distribution, modes, strategy, train
 from tinybert_tf.launch.modes import run as run_mode
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -156,7 +157,7 @@ def test_interrupted_checkpoint_write_keeps_previous(assets, tmp_path):
     model = tiny.backbone()
     opt = keras.optimizers.Adam()
     opt.build(model.trainable_variables)
-    ck = train.Checkpointer(str(tmp_path), model, opt)
+    ck = checkpoints.Checkpointer(str(tmp_path), model, opt)
     ck.save(10)
     saved = model.weights[0].numpy().copy()
     model.weights[0].assign(saved + 1.0)
@@ -165,7 +166,7 @@ def test_interrupted_checkpoint_write_keeps_previous(assets, tmp_path):
     prefix = ck.checkpoint.write(str(tmp_path / "ckpt-20"))
     with open(prefix + ".index", "r+b") as f:
         f.truncate(10)
-    restored = train.Checkpointer(str(tmp_path), model, opt).restore()
+    restored = checkpoints.Checkpointer(str(tmp_path), model, opt).restore()
     assert restored.endswith("ckpt-10")
     np.testing.assert_array_equal(model.weights[0].numpy(), saved)
 
@@ -179,7 +180,7 @@ def test_nan_stops_with_step_and_term(tmp_path):
     data = tf.data.Dataset.from_tensor_slices((x, x[:, :1])).batch(2).repeat()
     with pytest.raises(FloatingPointError, match=r"loss became nan at step 6.*ckpt-4\."):
         train.run(model, data, str(tmp_path), total_steps=10, log_every=2, checkpoint_every=2)
-    ck = train.Checkpointer(str(tmp_path / "checkpoints"), model, model.optimizer)
+    ck = checkpoints.Checkpointer(str(tmp_path / "checkpoints"), model, model.optimizer)
     assert ck.manager.latest_checkpoint.endswith("ckpt-4")
     ck.restore()
     assert np.isfinite(model.weights[0].numpy()).all()
@@ -209,29 +210,29 @@ def test_bad_flags_give_one_line_errors(assets, tmp_path, capsys, args, message)
 
 def test_workdir_with_other_config_is_refused(assets, tmp_path):
     c = _config("general_distill", teacher=assets["teacher"], **{"data.train": assets["corpus"]})
-    train.prepare_workdir(str(tmp_path), c.to_dict())
+    modes.claim_workdir(str(tmp_path), c.to_dict())
     c.seed = 7
-    with pytest.raises(strategy.LaunchError, match=r"differs in: seed.*--config.overwrite=True"):
+    with pytest.raises(LaunchError, match=r"differs in: seed.*--config.overwrite=True"):
         run_mode(c, str(tmp_path))
 
 
 def test_strategy_factory_every_value():
-    assert isinstance(strategy.make_strategy("cpu"), tf.distribute.OneDeviceStrategy)
-    assert isinstance(strategy.make_strategy("one_device"), tf.distribute.OneDeviceStrategy)
-    mirrored = strategy.make_strategy("mirrored")
+    assert isinstance(strategy.tf_strategy("cpu"), tf.distribute.OneDeviceStrategy)
+    assert isinstance(strategy.tf_strategy("one_device"), tf.distribute.OneDeviceStrategy)
+    mirrored = strategy.tf_strategy("mirrored")
     assert mirrored.num_replicas_in_sync == 2
     assert strategy.steps_per_execution(mirrored, 4) == 1
-    assert strategy.steps_per_execution(strategy.make_strategy("cpu"), 4) == 4
-    with pytest.raises(strategy.LaunchError, match="not divisible by the 2 replicas"):
-        strategy.check_batch_size(mirrored, 3)
-    with pytest.raises(strategy.LaunchError, match="needs --config.tpu"):
-        strategy.make_strategy("tpu", "")
-    with pytest.raises(strategy.LaunchError, match="not reachable"):
-        strategy.make_strategy("tpu", "local")
-    with pytest.raises(strategy.LaunchError, match="keras#20585"):
-        strategy.make_strategy("multi_worker")
-    with pytest.raises(strategy.LaunchError, match="Unknown strategy"):
-        strategy.make_strategy("gpu")
+    assert strategy.steps_per_execution(strategy.tf_strategy("cpu"), 4) == 4
+    with pytest.raises(LaunchError, match="not divisible by the 2 replicas"):
+        distribution.check_batch_size(mirrored, 3)
+    with pytest.raises(LaunchError, match="needs --config.tpu"):
+        strategy.tf_strategy("tpu", "")
+    with pytest.raises(LaunchError, match="not reachable"):
+        strategy.tf_strategy("tpu", "local")
+    with pytest.raises(LaunchError, match="keras#20585"):
+        strategy.tf_strategy("multi_worker")
+    with pytest.raises(LaunchError, match="Unknown strategy"):
+        strategy.tf_strategy("gpu")
 
 
 def test_bfloat16_teacher_with_mixed_precision_student(assets, tmp_path):

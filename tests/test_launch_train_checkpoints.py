@@ -13,7 +13,7 @@ import tensorflow as tf
 import tiny
 
 from tinybert_tf import errors
-from tinybert_tf.launch import train
+from tinybert_tf.launch import checkpoints, train
 
 STEPS, EVERY = 30, 10  # checkpoints 10, 20, 30 (max_to_keep 3)
 
@@ -83,7 +83,7 @@ def _restore(ckpt_dir, seed=1):
     """A fresh model (other initial weights) and optimizer restored from `ckpt_dir`."""
     model = _model(seed)
     model.optimizer.build(model.trainable_variables)
-    return model, train.Checkpointer(str(ckpt_dir), model, model.optimizer)
+    return model, checkpoints.Checkpointer(str(ckpt_dir), model, model.optimizer)
 
 
 def _assert_state(model, expected):

@@ -13,8 +13,7 @@ import tensorflow as tf
 import tiny
 
 from tinybert_tf import cli, main
-from tinybert_tf.errors import Interrupted
-from tinybert_tf.launch import strategy
+from tinybert_tf.errors import Interrupted, LaunchError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = "--config=configs/general_distill.py:tiny"
@@ -75,6 +74,16 @@ CASES = [
     ("empty pretokenized shards", ["--config.data.format=pretokenized",
                                    "--config.data.train={dir}/empty.tfrecord"],
      "hold no sequences; re-run tools/prepare_corpus.py", 1),
+    # The recipe against the presets' sizes (teacher: 4 layers, 2 heads, width 32).
+    ("layer map that does not fit", ["--config.layer_map=0,1,9"],
+     "layer_map [0, 1, 9] must list 2 teacher layers, each in 0..3.", 1),
+    ("relation heads that do not divide the widths",
+     ["--config.recipe=minilm_v2", "--config.relation_heads=5"],
+     "relation_heads=5 must divide the attention widths", 1),
+    ("student deeper than its teacher", ["--config.student=from_teacher:9"],
+     "student 'from_teacher:9': A student initialised from the teacher needs 1..4 layers", 1),
+    ("loss weight that is not a number", ["--config.loss_weights=att=x"],
+     "loss_weights item 'att=x' is not term=number", 1),
 ]
 TASK = ["--config=configs/task_distill.py:tiny", "--config.teacher={teacher}", "--config.task=file",
         "--config.data.train_file={dir}/train.tsv"]
@@ -92,6 +101,11 @@ TASK_CASES = [
      "finetune.epochs=0: nothing to train", 1),
     ("global learning rate in a task mode", ["--config.optimizer.learning_rate=1e-3"],
      "unknown config key optimizer.learning_rate; task modes set each stage's own rate", 2),
+    ("step 1's relation heads", ["--config.intermediate.recipe=minilm_v2",
+                                 "--config.intermediate.relation_heads=5"],
+     "relation_heads=5 must divide the attention widths", 1),
+    ("transfer_only without a transfer set", ["--config.transfer_only=True"],
+     "transfer_only=True needs --config.transfer_file", 1),
 ]
 
 
@@ -120,9 +134,6 @@ def test_fixed_typo_is_accepted_and_an_existing_run_is_kept(assets, tmp_path, ca
     workdir = tmp_path / "run"
     assert main.launch(_args(assets, workdir, "--config.data.train={dir}/corpus.tx")) == 1
     assert "No file matches" in _error_line(capsys.readouterr().err)
-    # A mistake found after the workdir was claimed (the recipe is built by the mode) un-claims it.
-    assert main.launch(_args(assets, workdir, "--config.loss_weights=att=x")) == 1
-    assert "loss_weights item 'att=x'" in _error_line(capsys.readouterr().err)
     assert not workdir.exists()
     assert main.launch(_args(assets, workdir)) == 0  # not "differs in: data"
     out = capsys.readouterr().out
@@ -140,6 +151,37 @@ def test_fixed_typo_is_accepted_and_an_existing_run_is_kept(assets, tmp_path, ca
         assert main.launch(_args(assets, workdir, *extra)) == 1
         _error_line(capsys.readouterr().err)
         assert _snapshot(workdir) == before
+
+
+@pytest.mark.parametrize("mode, extra, message", [
+    ("general_distill", ["--config.layer_map=0,1,9"], "must list 2 teacher layers, each in 0..3"),
+    ("task_distill", ["--config.intermediate.recipe=minilm_v2",
+                      "--config.intermediate.relation_heads=5"],
+     "relation_heads=5 must divide the attention widths"),
+], ids=["layer map", "relation heads"])
+def test_a_distiller_that_cannot_be_built_after_the_claim_unclaims(assets, tmp_path, capsys,
+                                                                    monkeypatch, mode, extra,
+                                                                    message):
+    """Presets whose sizes the checks cannot read (as a keras-hub preset name's, loaded only by
+    the mode): the Distiller's own check fails after the claim, still in one line, and the
+    workdir is un-claimed."""
+    from tinybert_tf.launch import validate
+
+    monkeypatch.setattr(validate, "_preset_shape", lambda path, head: None)
+    workdir = tmp_path / "run"
+    if mode == "general_distill":
+        argv = _args(assets, workdir, *extra)
+    else:  # a classifier teacher and full batches: the mode gets as far as the Distiller
+        teacher = tiny.write_teacher(tmp_path / "teacher", num_classes=2)
+        argv = ["main", f"--workdir={workdir}", "--config=configs/task_distill.py:tiny",
+                f"--config.teacher={teacher}", "--config.task=file", "--config.eval_every=-1",
+                f"--config.data.train_file={tiny.write_task(tmp_path / 'train.tsv', 8, 0)}",
+                *extra]
+    assert main.launch(argv) == 1
+    printed = capsys.readouterr()
+    assert "Keras backend" in printed.out  # the mode started: the workdir had been claimed
+    assert message in _error_line(printed.err)
+    assert not workdir.exists()
 
 
 def _pieces(assets, cap):
@@ -198,7 +240,7 @@ def test_missing_config_file(tmp_path, capsys):
 
 
 def test_verbose_keeps_the_traceback(assets, tmp_path):
-    with pytest.raises(strategy.LaunchError, match="batch_size=0"):
+    with pytest.raises(LaunchError, match="batch_size=0"):
         main.launch(_args(assets, tmp_path / "run", "--config.batch_size=0", "--verbose"))
 
 

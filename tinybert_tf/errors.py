@@ -16,7 +16,7 @@ class UserError(ValueError):
 
 class LaunchError(UserError):
     """A launch problem a user fixes with a flag; the message is one line naming the fix
-    (TensorFlow-free, so `launch.distribution` raises it too; `launch.strategy.LaunchError`)."""
+    (defined here, TensorFlow-free, so `launch.distribution` raises it too)."""
 
 
 class Interrupted(Exception):

@@ -1,14 +1,16 @@
-"""The `evaluate` mode: a teacher and one or more students side by side on one task split.
+"""Teacher(s) vs students on one task split: the library the `evaluate` mode reads.
 
 For each model (a task preset dir: text classifier, regressor or `heads.TokenClassifier`): the
 task metrics (`data.metrics.compute`), parameter count, bytes on disk of its preset dir and CPU
-latency of a `tf.function` forward at batch 1 and 32; for each student, its share of the
-reference's (teacher's) first metric. Writes `report.json` + `report.md` into the workdir.
+latency of a `tf.function` forward at batch 1 and 32; for each model, its share of a reference
+row's first metric (`compare`). An ensemble row is the mean of its members' probabilities, its
+parameters, size and latency summed; `with_best_teacher` adds every row's share of the best
+single teacher. `format_markdown` / `write_report` write the report. The mode that reads configs
+and preset dirs is `tinybert_tf.launch.evaluate_mode`; this module imports nothing from launch/.
 
-Several students: `--config.student=name=dir,name=dir` (see `parse_students`). Several teachers
-(`--config.teacher=DIR1,DIR2` or an ensemble dir, `launch.teachers`): a row per teacher
-(`teacher K`), an `ensemble` row (mean of their probabilities; parameters, size and latency
-summed), every share taken of the ensemble and, in a second column, of the best single teacher.
+A mistake a user fixes (an unlabelled or empty split, a model whose head or vocabulary does not
+fit) raises `EvaluateError`, a `errors.UserError`; a wrong call (no model, an unknown reference)
+raises a plain `ValueError`.
 """
 
 from __future__ import annotations
@@ -23,10 +25,15 @@ import numpy as np
 import tensorflow as tf
 
 from tinybert_tf.data import metrics as task_metrics
-from tinybert_tf.distill import features, heads, students
+from tinybert_tf.distill import features, students
+from tinybert_tf.errors import UserError
 
 BATCH_SIZES = (1, 32)  # latency batch sizes
 WARMUP_RUNS = 2  # untimed forward passes before the timed ones
+
+
+class EvaluateError(UserError):
+    """A split or a model that cannot be evaluated as asked; the message names the fix."""
 
 
 # ---- metrics ------------------------------------------------------------------------------------
@@ -42,11 +49,11 @@ def predict(model, dataset):
     for batch in dataset:
         x, y, _ = keras.utils.unpack_x_y_sample_weight(batch)
         if y is None:
-            raise ValueError("evaluate needs labelled data; pick a split with labels.")
+            raise EvaluateError("evaluate needs labelled data; pick a split with labels.")
         outputs.append(np.asarray(forward(x), np.float32))
         labels.append(np.asarray(y))
     if not outputs:
-        raise ValueError("The evaluation split is empty; check --config.data.eval_file / task.")
+        raise EvaluateError("The evaluation split is empty; check --config.data.eval_file / task.")
     return np.concatenate(outputs), np.concatenate(labels)
 
 
@@ -73,11 +80,11 @@ def check_head(model, spec, name="model"):
     token_level = bool(getattr(model, "token_level", False))
     if token_level != (spec.kind == "token_classification"):
         head = "a token-level" if token_level else "a sequence-level"
-        raise ValueError(f"{name} has {head} head but task {spec.name!r} is {spec.kind}; "
+        raise EvaluateError(f"{name} has {head} head but task {spec.name!r} is {spec.kind}; "
                          "evaluate a model fine-tuned/distilled on this task.")
     outputs = getattr(model, "num_classes", None)
     if outputs is not None and int(outputs) != spec.num_classes:
-        raise ValueError(f"{name} predicts {outputs} classes but task {spec.name!r} has "
+        raise EvaluateError(f"{name} predicts {outputs} classes but task {spec.name!r} has "
                          f"{spec.num_classes}; evaluate a model trained on this task.")
 
 
@@ -108,7 +115,7 @@ def measure_latency(model, seq_len, batch_size, runs=20):
     """Median wall-clock seconds of `runs` forward passes of a `tf.function`-compiled model at
     `[batch_size, seq_len]` on the current device, after WARMUP_RUNS untimed calls (tracing)."""
     if runs < 1:
-        raise ValueError(f"latency runs must be >= 1, got {runs}; set --config.latency_runs.")
+        raise EvaluateError(f"latency runs must be >= 1, got {runs}; set --config.latency_runs.")
     x = latency_inputs(model, seq_len, batch_size)
     forward = tf.function(lambda inputs: model(inputs, training=False))
     for _ in range(WARMUP_RUNS):
@@ -128,12 +135,12 @@ def check_compatible(models, seq_len):
     """All models read the same token ids (same vocabulary size) at `seq_len`."""
     sizes = {name: features.backbone_of(m).vocabulary_size for name, (m, _) in models.items()}
     if len(set(sizes.values())) > 1:
-        raise ValueError(f"Models have different vocabulary sizes {sizes}; they must share the "
+        raise EvaluateError(f"Models have different vocabulary sizes {sizes}; they must share the "
                          "teacher's tokenizer to be compared on the same data.")
     for name, (model, _) in models.items():
         limit = features.backbone_of(model).max_sequence_length
         if seq_len > limit:
-            raise ValueError(f"seq_len {seq_len} exceeds {name}'s max_sequence_length {limit}; "
+            raise EvaluateError(f"seq_len {seq_len} exceeds {name}'s max_sequence_length {limit}; "
                              "lower --config.data.seq_len.")
 
 
@@ -189,6 +196,19 @@ def with_shares(report, reference, key):
     for row in report["models"]:
         row[key] = row["metrics"][first] / base if base else None
     return report
+
+
+def with_best_teacher(report, names, dev_scores=None):
+    """The report with every row's share of the best single teacher among `names` (`share_also`;
+    `also` names it), chosen on the dev split: `dev_scores` {name: first metric on dev} when the
+    report is of another split (the test split must not pick the model it reports), else on this
+    report's own scores."""
+    first = report["share_metric"]
+    rows = {r["name"]: r for r in report["models"]}
+    scores = dev_scores or {n: rows[n]["metrics"][first] for n in names}
+    best = max(names, key=lambda n: scores[n])
+    return {**with_shares(report, best, "share_also"), "also": best,
+            "also_chosen_on": "dev" if dev_scores else report.get("split")}
 
 
 def _ensemble_row(name, member_rows, member_outputs, spec, labels):
@@ -253,135 +273,3 @@ def write_report(report, workdir):
     with tf.io.gfile.GFile(md_path, "w") as f:
         f.write(format_markdown(report))
     return json_path, md_path
-
-
-# ---- the launch mode ----------------------------------------------------------------------------
-
-
-def parse_students(value):
-    """`config.student` -> {name: preset dir}.
-
-    A comma-separated list; each item is `name=dir` or a bare `dir`. Bare dirs are named
-    `student` when alone, else `student1`, `student2`, ... by position. A name is the text before
-    the first `=` when it holds no `/` (so `runs/lr=3e-5/student` is a bare dir) and may contain
-    spaces, e.g. `TinyBERT-4: (b) two-step=/runs/b/prediction/student`; `teacher`, `teacher K`
-    and `ensemble` are reserved.
-    Names and dirs cannot contain commas.
-    """
-    items = [item.strip() for item in str(value or "").split(",") if item.strip()]
-    if not items:
-        raise ValueError("No student given; pass --config.student=<preset dir> or "
-                         "name=dir,name=dir.")
-    out = {}
-    for i, item in enumerate(items, 1):
-        name, sep, path = item.partition("=")
-        name = name.strip()
-        if not (sep and name and "/" not in name and path.strip()):
-            name, path = ("student" if len(items) == 1 else f"student{i}"), item
-        if name in ("teacher", "ensemble") or name.startswith("teacher ") or name in out:
-            raise ValueError(f"Student name {name!r} is reserved or repeated in "
-                             f"--config.student={value}; give each student a unique name=dir.")
-        out[name] = path.strip()
-    return out
-
-
-def _student_value(config, workdir):
-    """config.student, or this workdir's task-distilled student when it names an architecture."""
-    value = str(config.get("student", "") or "")
-    if value in students.PRESETS or value.startswith("from_teacher:") or not value:
-        default = os.path.join(workdir, "prediction", "student")
-        if tf.io.gfile.isdir(default):
-            print(f"Evaluating the student task_distill wrote: {default}")
-            return default
-        raise ValueError(f"--config.student={value!r} is not a preset dir; pass the dir(s) "
-                         "task_distill wrote, e.g. <workdir>/prediction/student or a=dir,b=dir.")
-    return value
-
-
-def _check_tokenizers(tokenizer, dirs):
-    """A student dir that carries a tokenizer must carry the teacher's vocabulary."""
-    import keras_hub
-    from keras_hub.src.utils import preset_utils
-
-    vocab = tokenizer.get_vocabulary()
-    for name, path in dirs.items():
-        if not preset_utils.check_file_exists(path, preset_utils.TOKENIZER_CONFIG_FILE):
-            continue
-        other = keras_hub.tokenizers.Tokenizer.from_preset(path)
-        if other.get_vocabulary() != vocab:
-            raise ValueError(f"{name} ({path}) has a different tokenizer vocabulary from the "
-                             "teacher's; distil and evaluate it against a teacher with its vocab.")
-
-
-def _with_best_teacher(report, names, dev_scores=None):
-    """The report with every row's share of the best single teacher (`share_also`, `also`),
-    chosen on the dev split: `dev_scores` {name: first metric on dev} when the report is of
-    another split (the test split must not pick the model it reports), else this report's."""
-    first = report["share_metric"]
-    rows = {r["name"]: r for r in report["models"]}
-    scores = dev_scores or {n: rows[n]["metrics"][first] for n in names}
-    best = max(names, key=lambda n: scores[n])
-    return {**with_shares(report, best, "share_also"), "also": best,
-            "also_chosen_on": "dev" if dev_scores else report.get("split")}
-
-
-def _dev_scores(config, spec, tokenizer, models, names, split):
-    """{teacher name: first metric on the task's first eval split}, or None when `split` is it."""
-    from tinybert_tf.launch import builders
-
-    if len(names) < 2 or not spec.eval_splits or split == spec.eval_splits[0]:
-        return None
-    dev = builders.task_data(config, spec, spec.eval_splits[0], tokenizer, training=False)
-    return {n: evaluate_model(models[n][0], dev, spec)[spec.metrics[0]] for n in names}
-
-
-def run_from_config(config, workdir):
-    """Evaluate mode: teacher + student(s) on the first eval split; returns the report dict
-    (as written to `<workdir>/report.json`, plus `split`).
-
-    Reads config.teacher, config.student (see `parse_students`), config.task / config.data.*,
-    config.batch_size (evaluation batches) and config.latency_runs (default 20).
-    """
-    from tinybert_tf.launch import builders, teachers
-    from tinybert_tf.launch.strategy import LaunchError
-
-    try:
-        teacher_dirs = teachers.resolve(config.teacher)
-        for path in teacher_dirs:
-            builders.check_preset(path, "teacher")
-        teachers.check_compatible(teacher_dirs)
-        student_dirs = parse_students(_student_value(config, workdir))
-        for path in student_dirs.values():
-            builders.check_preset(path, "student")
-        spec = builders.task_spec(config)
-        split = config.get("eval_split") or (spec.eval_splits[0] if spec.eval_splits else None)
-        known = (*spec.eval_splits, *spec.test_splits)
-        if split is None or split not in known:
-            raise ValueError(f"Task {spec.name!r} has no split {split!r} to evaluate on (it has "
-                             f"{list(known)}); pass --config.eval_split=<one of them> or "
-                             "--config.data.eval_file=<labelled file>.")
-        tokenizer = builders.load_tokenizer(teacher_dirs[0])
-        _check_tokenizers(tokenizer, student_dirs)
-        names = ["teacher"] if len(teacher_dirs) == 1 else [
-            f"teacher {k}" for k in range(len(teacher_dirs))]
-        models = {name: (heads.load_task_model(path, name), path)
-                  for name, path in zip(names, teacher_dirs)}
-        for name, path in student_dirs.items():
-            models[name] = (heads.load_task_model(path, f"student {name}"), path)
-        dataset = builders.task_data(config, spec, split, tokenizer, training=False)
-        kwargs = dict(reference="teacher")
-        if len(names) > 1:
-            kwargs = dict(ensembles={"ensemble": names}, reference="ensemble")
-        report = compare(models, spec, dataset, config.data.seq_len,
-                         runs=int(config.get("latency_runs", 20)), **kwargs)
-        if len(names) > 1:  # every row's share of the best single teacher (on dev) too
-            report["split"] = split
-            report = _with_best_teacher(report, names, _dev_scores(
-                config, spec, tokenizer, models, names, split))
-    except ValueError as err:
-        raise LaunchError(str(err)) from None
-    report["split"] = split
-    json_path, md_path = write_report(report, workdir)
-    print(format_markdown(report))
-    print(f"Wrote {json_path} and {md_path}")
-    return report

@@ -39,7 +39,7 @@ def verbose_in(argv):
 
 # Both before TensorFlow is imported (`import tinybert_tf` imports nothing yet).
 _QUIET = hardware.quiet_tensorflow(verbose_in(sys.argv))
-_ONEDNN = hardware.enable_onednn()
+hardware.enable_onednn()
 
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402

@@ -26,7 +26,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("student", None, "Student keras-hub preset directory (backbone or task).")
-flags.DEFINE_string("export_dir", None, "TF Serving base directory; writes <model_name>/<version>.")
+flags.DEFINE_string(
+    "export_dir", None, "TF Serving base directory (local or gs://); writes <model_name>/<version>."
+)
 flags.DEFINE_string("model_name", "student", "Model name (sub-directory and warm-up model_spec).")
 flags.DEFINE_integer("version", None, "Integer version; default: the next free one.")
 flags.DEFINE_string("labels", None, "JSON file with the class names (list or {id: name}).")
@@ -60,9 +62,11 @@ def main(argv):
         verbose=FLAGS.verbose,
         prefix="error",
     )
-    if FLAGS.report_json:
-        with open(FLAGS.report_json, "w", encoding="utf-8") as f:
-            json.dump(report.to_dict(), f, indent=2, default=str)
+    if FLAGS.report_json:  # any tf.io.gfile path, like --export_dir
+        import tensorflow as tf
+
+        with tf.io.gfile.GFile(FLAGS.report_json, "w") as f:
+            f.write(json.dumps(report.to_dict(), indent=2, default=str))
     return 0 if report.ok else 1
 
 

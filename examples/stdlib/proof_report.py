@@ -129,8 +129,8 @@ def write_reports(p, choices):
     (`report_<split>/`, copied to report_dev.json/md and report_test.json/md with timings)."""
     import keras
 
-    from tinybert_tf import evaluate
     from tinybert_tf.launch import config_lib
+    from tinybert_tf.launch import evaluate_mode as evaluate
 
     students = seed0_students(p, choices)
     reports = {}

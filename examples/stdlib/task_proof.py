@@ -40,7 +40,7 @@ from tinybert_tf.launch import hardware  # noqa: E402  (os only: before TensorFl
 
 hardware.enable_onednn()
 
-from absl import app, flags  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
 
 from examples.stdlib import proof_rows  # noqa: E402
 
@@ -132,6 +132,8 @@ def main(argv):
     """Data, then the chosen rows (teachers and starts as they are needed), then the report."""
     del argv
     from examples.stdlib import proof_stages
+
+    logging.set_verbosity(logging.WARNING)  # TF's checkpoint INFO lines would interleave the bars
 
     s = settings()
     unknown = sorted(set(_ROWS.value) - set(proof_rows.ROWS))

@@ -104,12 +104,7 @@ class Augmenter:
         self.cls_id, self.sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
         self.pad_id, self.mask_id = tokenizer.pad_token_id, tokenizer.mask_token_id
         self._uses_segments = "segment_ids" in masked_lm.input
-        specials = set(tokenizer.special_tokens) | {self.vocab[self.unk_id]}
-        allowed = np.array([
-            t not in specials and not t.startswith(self.suffix)
-            and not re.fullmatch(r"\[.*\]|<.*>", t) and any(c.isalpha() for c in t)
-            for t in self.vocab
-        ])
+        allowed = self._candidate_tokens()
         if allowed.sum() < self.m + 1:
             raise ValueError(f"only {allowed.sum()} candidate tokens; lower num_candidates")
         self.allowed = allowed
@@ -123,6 +118,16 @@ class Augmenter:
         self.stats = {"examples": 0, "copies": 0, "word_slots": 0, "replaced": 0}
         self._mlm_fn = tf.function(self._mlm_topk, reduce_retracing=True)
         self._nn_fn = tf.function(self._nn_topk, reduce_retracing=True)
+
+    def _candidate_tokens(self):
+        """Bool ``[vocab]``: tokens that may replace a word (whole words with a letter; not
+        special, ``[...]`` / ``<...>`` or continuation pieces)."""
+        specials = set(self.tokenizer.special_tokens) | {self.vocab[self.unk_id]}
+        return np.array([
+            t not in specials and not t.startswith(self.suffix)
+            and not re.fullmatch(r"\[.*\]|<.*>", t) and any(c.isalpha() for c in t)
+            for t in self.vocab
+        ])
 
     # ---- tokenisation (pure Python, mirrors keras-hub's WordPiece) ----
     def normalize(self, word: str) -> str:

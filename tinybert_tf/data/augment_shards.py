@@ -135,15 +135,24 @@ def augment_file(
     num = max(1, math.ceil(len(rows) / shard_size))
     _claim(out_dir, in_tsv, augmenter, {"n_aug": n_aug, "shard_size": shard_size,
                                          "columns": columns, "tsv_quoting": tsv_quoting})
+    verbose = augmenter.verbose
+    paths = [os.path.join(out_dir, f"aug-{s:05d}-of-{num:05d}.tsv") for s in range(num)]
+    totals = _write_shards(augmenter, paths, header, rows, idx, n_aug, shard_size)
+    _concatenate(out_dir, header, paths)
+    if verbose:
+        print(_summary(totals))
+    return totals
+
+
+def _write_shards(augmenter, paths, header, rows, idx, n_aug, shard_size):
+    """Writes shard ``s`` of ``rows`` to ``paths[s]`` unless a finished one is there (its
+    ``.done`` counts are reused); returns the summed counts. One progress bar, over rows."""
     totals = {"examples_in": 0, "copies_written": 0, "word_slots": 0, "words_replaced": 0,
-              "flattened_fields": 0, "shards": num, "shards_skipped": 0}
+              "flattened_fields": 0, "shards": len(paths), "shards_skipped": 0}
     bar = tqdm(total=len(rows), desc="augment shards", unit="ex", disable=not augmenter.verbose)
     verbose, augmenter.verbose = augmenter.verbose, False  # one bar (over rows) is enough
-    paths = []
     try:
-        for s in range(num):
-            path = os.path.join(out_dir, f"aug-{s:05d}-of-{num:05d}.tsv")
-            paths.append(path)
+        for s, path in enumerate(paths):
             part = rows[s * shard_size : (s + 1) * shard_size]
             if os.path.exists(path + ".done") and os.path.exists(path):
                 with open(path + ".done") as f:
@@ -157,9 +166,6 @@ def augment_file(
     finally:
         augmenter.verbose = verbose
         bar.close()
-    _concatenate(out_dir, header, paths)
-    if verbose:
-        print(_summary(totals))
     return totals
 
 

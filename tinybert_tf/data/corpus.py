@@ -139,7 +139,8 @@ def finish_sequences(
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
-def _is_tfrecord(path: str) -> bool:
+def is_tfrecord(path: str) -> bool:
+    """True for a TFRecord file name (`_TFRECORD_SUFFIXES`, optionally gzipped)."""
     name = path[:-3] if path.endswith(".gz") else path
     return name.endswith(_TFRECORD_SUFFIXES)
 
@@ -149,13 +150,13 @@ def _compression(path):
     return tf.where(tf.strings.regex_full_match(path, r".*\.gz"), "GZIP", "")
 
 
-def _text_lines(path, limit=-1):
+def text_lines(path, limit=-1):
     """Raw lines of one (optionally gzipped) text file, as a dataset of scalar strings (the
     first `limit` when limit >= 0)."""
     return tf.data.TextLineDataset(path, compression_type=_compression(path)).take(limit)
 
 
-def _tfrecord_texts(path, limit=-1):
+def tfrecord_texts(path, limit=-1):
     """The `text` feature of each tf.train.Example in one TFRecord file (the first `limit`)."""
     spec = {"text": tf.io.FixedLenFeature([], tf.string, default_value="")}
     records = tf.data.TFRecordDataset(path, compression_type=_compression(path)).take(limit)
@@ -183,17 +184,18 @@ def _blank_line_docs(lines):
     return lines.scan(tf.constant(""), step)
 
 
-def _file_documents(path, doc_format, tfrecord, limit=-1):
+def file_documents(path, doc_format, tfrecord, limit=-1):
     """Documents (UTF-8-fixed, stripped, possibly empty) of one file (of its first `limit`
     lines or records when limit >= 0)."""
     if tfrecord:
-        return _tfrecord_texts(path, limit).map(_fix_utf8)
+        return tfrecord_texts(path, limit).map(_fix_utf8)
     if doc_format == "blank_line":
-        return _blank_line_docs(_text_lines(path, limit))
-    return _text_lines(path, limit).map(_fix_utf8)
+        return _blank_line_docs(text_lines(path, limit))
+    return text_lines(path, limit).map(_fix_utf8)
 
 
-def _check_doc_format(doc_format):
+def check_doc_format(doc_format):
+    """A `doc_format` not in `_DOC_FORMATS` is a CorpusError naming the choices."""
     if doc_format not in _DOC_FORMATS:
         raise CorpusError(f"doc_format={doc_format!r} is not one of {_DOC_FORMATS}.")
 
@@ -205,18 +207,18 @@ def documents_dataset(patterns, doc_format="line", shuffle_files=False, seed=0, 
     lines. TFRecords hold one document per tf.train.Example `text` feature. `seed` (an int or an
     int64 tensor, e.g. an `epoch_seed`) orders the files with `shuffle_files`.
     """
-    _check_doc_format(doc_format)
+    check_doc_format(doc_format)
     files = expand_patterns(patterns)
     streams = []
     for tfrecord in (False, True):
-        group = [f for f in files if _is_tfrecord(f) == tfrecord]
+        group = [f for f in files if is_tfrecord(f) == tfrecord]
         if not group:
             continue
         ds = shuffled_files(group, seed) if shuffle_files else \
             tf.data.Dataset.from_tensor_slices(group)
         streams.append(
             ds.interleave(
-                lambda f, t=tfrecord: _file_documents(f, doc_format, t),
+                lambda f, t=tfrecord: file_documents(f, doc_format, t),
                 cycle_length=min(len(group), 8),
                 block_length=1,
                 num_parallel_calls=tf.data.AUTOTUNE,
@@ -310,7 +312,7 @@ def corpus_dataset(
     exact resume needs. Use `drop_remainder=True` for static shapes on TPU.
     """
     files = expand_patterns(patterns)
-    _check_doc_format(doc_format)
+    check_doc_format(doc_format)
 
     def one_pass(s):
         docs = documents_dataset(files, doc_format, shuffle_files=shuffle_buffer > 0, seed=s,

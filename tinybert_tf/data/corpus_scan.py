@@ -13,12 +13,12 @@ import tensorflow as tf
 
 from tinybert_tf.data.corpus import (
     CorpusError,
-    _check_doc_format,
-    _file_documents,
-    _is_tfrecord,
-    _text_lines,
-    _tfrecord_texts,
+    check_doc_format,
     expand_patterns,
+    file_documents,
+    is_tfrecord,
+    text_lines,
+    tfrecord_texts,
 )
 
 _SCAN_BATCH = 4096  # lines per vectorised step
@@ -87,13 +87,13 @@ def scan_corpus(patterns, doc_format="line", tokenizer=None, seq_len=128, max_li
     writer counts them). `max_lines`: read about that many lines (files in sorted order, each
     cut at max_lines) and stop; `stats.complete` is then False and the counts are of that part.
     """
-    _check_doc_format(doc_format)
+    check_doc_format(doc_format)
     files = expand_patterns(patterns)
     stats = CorpusStats(files=len(files))
     limit = -1 if max_lines is None else int(max_lines)
     totals = [0] * 6
     for tfrecord in (False, True):
-        group = [f for f in files if _is_tfrecord(f) == tfrecord]
+        group = [f for f in files if is_tfrecord(f) == tfrecord]
         if not group:
             continue
         if limit >= 0 and totals[0] >= limit:  # the budget went to the text files
@@ -101,12 +101,12 @@ def scan_corpus(patterns, doc_format="line", tokenizer=None, seq_len=128, max_li
             continue
 
         def count(path, t=tfrecord):
-            raw = _tfrecord_texts(path, limit) if t else _text_lines(path, limit)
+            raw = tfrecord_texts(path, limit) if t else text_lines(path, limit)
             blank_line = doc_format == "blank_line" and not t
             counts = _line_counts(raw, blank_line, tokenizer, seq_len - 2)
             if tokenizer is None or not blank_line:
                 return counts
-            docs = _file_documents(path, doc_format, t, limit).filter(
+            docs = file_documents(path, doc_format, t, limit).filter(
                 lambda d: tf.strings.length(d) > 0).batch(256)  # documents joined from lines
             pieces = docs.reduce(tf.zeros([2], tf.int64),
                                  lambda acc, batch: acc + _pieces(tokenizer, batch, seq_len - 2))

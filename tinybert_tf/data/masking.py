@@ -55,11 +55,22 @@ def mask_batch(
     budget are left whole instead of being split.
     """
     ids = tf.cast(x["token_ids"], tf.int32)
-    batch, length = tf.shape(ids)[0], tf.shape(ids)[1]
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 3)
-    valid = tf.cast(x["padding_mask"], tf.bool)
     special = tf.reduce_any(ids[..., None] == tf.constant(special_ids, tf.int32), axis=-1)
-    selectable = valid & ~special
+    selectable = tf.cast(x["padding_mask"], tf.bool) & ~special
+    chosen = _choose_words(ids, selectable, seeds[0], max_predictions, mask_rate, continuation)
+    mask_positions, labels, weight = _prediction_slots(ids, chosen, max_predictions)
+    out = dict(x)
+    out["token_ids"] = _replace_chosen(ids, chosen, seeds[1:], vocab_size, mask_token_id,
+                                       mask_token_rate, random_token_rate)
+    out["mask_positions"] = mask_positions
+    return out, labels, tf.cast(weight, tf.float32)
+
+
+def _choose_words(ids, selectable, seed, max_predictions, mask_rate, continuation):
+    """Bool `[B, L]`: the tokens to predict, whole words (with `continuation`) in a random
+    order, `mask_rate` of the selectable tokens (at least 1, at most `max_predictions`)."""
+    batch, length = tf.shape(ids)[0], tf.shape(ids)[1]
     if continuation is not None:
         is_cont = tf.gather(continuation, ids) & selectable
         prev_selectable = tf.pad(selectable[:, :-1], [[0, 0], [1, 0]])
@@ -71,7 +82,7 @@ def mask_batch(
     word_id = tf.where(selectable, word_id, length)
     # One random score per word; sorting by it (stable, so each word stays contiguous)
     # gives a random order of words, then a word is taken if it ends within the budget.
-    word_score = tf.random.stateless_uniform([batch, length + 1], seeds[0])
+    word_score = tf.random.stateless_uniform([batch, length + 1], seed)
     score = tf.where(selectable, tf.gather(word_score, word_id, batch_dims=1), 2.0)
     order = tf.argsort(score, axis=1, stable=True)
     rank = tf.argsort(order, axis=1, stable=True)  # inverse permutation
@@ -81,9 +92,13 @@ def mask_batch(
     n_selectable = tf.reduce_sum(tf.cast(selectable, tf.float32), axis=1)
     budget = tf.maximum(1, tf.cast(tf.round(n_selectable * mask_rate), tf.int32))
     budget = tf.minimum(budget, max_predictions)
-    chosen = selectable & (token_end <= budget[:, None])
+    return selectable & (token_end <= budget[:, None])
 
-    # Positions of the chosen tokens in increasing order, padded to P slots.
+
+def _prediction_slots(ids, chosen, max_predictions):
+    """`(mask_positions, labels, weight)` `[B, P]`: the chosen positions in increasing order,
+    their original ids and True for real slots (unused slots: position 0, label 0)."""
+    batch, length = tf.shape(ids)[0], tf.shape(ids)[1]
     positions = tf.range(length)[None, :] + tf.zeros_like(ids)
     key = tf.where(chosen, positions, length + positions)
     key = tf.concat([key, tf.fill([batch, max_predictions], 2 * length)], axis=1)
@@ -91,18 +106,21 @@ def mask_batch(
     weight = key < length
     mask_positions = tf.where(weight, key, 0)
     labels = tf.where(weight, tf.gather(ids, mask_positions, batch_dims=1), 0)
+    return mask_positions, labels, weight
 
-    draw = tf.random.stateless_uniform([batch, length], seeds[1])
+
+def _replace_chosen(ids, chosen, seeds, vocab_size, mask_token_id, mask_token_rate,
+                    random_token_rate):
+    """`ids` with the chosen tokens replaced: [MASK] with `mask_token_rate`, a random id with
+    `random_token_rate`, else unchanged (`seeds`: two stateless seeds)."""
+    shape = tf.shape(ids)
+    draw = tf.random.stateless_uniform(shape, seeds[0])
     random_ids = tf.random.stateless_uniform(
-        [batch, length], seeds[2], minval=0, maxval=vocab_size, dtype=tf.int32
+        shape, seeds[1], minval=0, maxval=vocab_size, dtype=tf.int32
     )
     masked = tf.where(chosen & (draw < mask_token_rate), mask_token_id, ids)
     use_random = chosen & (draw >= mask_token_rate) & (draw < mask_token_rate + random_token_rate)
-    masked = tf.where(use_random, random_ids, masked)
-    out = dict(x)
-    out["token_ids"] = masked
-    out["mask_positions"] = mask_positions
-    return out, labels, tf.cast(weight, tf.float32)
+    return tf.where(use_random, random_ids, masked)
 
 
 def mask_dataset(

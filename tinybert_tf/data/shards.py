@@ -58,6 +58,20 @@ def write_pretokenized_corpus(
         os.path.join(output_dir, f"{prefix}-{i:05d}-of-{num_shards:05d}.tfrecord")
         for i in range(num_shards)
     ]
+    _write_shards(seqs, names, stats, progress)
+    meta = {
+        "seq_len": seq_len, "pad_id": int(tokenizer.pad_token_id),
+        "vocabulary_size": int(tokenizer.vocabulary_size()), "shards": [os.path.basename(n) for n in names],
+        "stats": dataclasses.asdict(stats),
+    }
+    with tf.io.gfile.GFile(os.path.join(output_dir, META_FILE), "w") as f:
+        json.dump(meta, f, indent=2)
+    return stats
+
+
+def _write_shards(seqs, names, stats, progress):
+    """Writes the `(row, split)` sequences round-robin to the TFRecord files `names`, counting
+    sequences, tokens and split documents in `stats`."""
     writers = [tf.io.TFRecordWriter(n) for n in names]
     bar = None
     if progress:
@@ -67,7 +81,7 @@ def write_pretokenized_corpus(
     try:
         for batch, split in seqs.ragged_batch(256).prefetch(2).as_numpy_iterator():
             for row in batch:
-                writers[stats.sequences % num_shards].write(_shard_example(row.tolist()))
+                writers[stats.sequences % len(names)].write(_shard_example(row.tolist()))
                 stats.sequences += 1
                 stats.tokens += len(row) - 2
             stats.split_documents += int(split.sum())
@@ -78,14 +92,6 @@ def write_pretokenized_corpus(
             w.close()
         if bar is not None:
             bar.close()
-    meta = {
-        "seq_len": seq_len, "pad_id": int(tokenizer.pad_token_id),
-        "vocabulary_size": int(tokenizer.vocabulary_size()), "shards": [os.path.basename(n) for n in names],
-        "stats": dataclasses.asdict(stats),
-    }
-    with tf.io.gfile.GFile(os.path.join(output_dir, META_FILE), "w") as f:
-        json.dump(meta, f, indent=2)
-    return stats
 
 
 def read_corpus_meta(shard_dir):

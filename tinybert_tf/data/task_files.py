@@ -380,12 +380,17 @@ def load_file_task(
     return spec
 
 
-def file_split_dataset(spec, split):
-    """Dataset of {text keys..., label key} for one split of a file task."""
+def split_path(spec, split):
+    """The file of one split of a file task (a one-line error naming the splits it has)."""
     paths = dict(spec.files)
     if split not in paths:
         raise TaskFileError(f"Task {spec.name!r} has no {split!r} file; it has {sorted(paths)}.")
-    path = paths[split]
+    return paths[split]
+
+
+def file_split_dataset(spec, split):
+    """Dataset of {text keys..., label key} for one split of a file task."""
+    path = split_path(spec, split)
     texts, labels, lines, _ = parse_file(path, spec.text_keys, spec.label_key, split != "test",
                                          spec.skip_bad_rows, spec.tsv_quoting)
     y = encode_labels(path, labels, lines, spec)

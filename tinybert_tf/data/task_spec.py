@@ -105,3 +105,11 @@ def task_splits(task) -> dict[str, str]:
     """{"train": ..., "eval": [...], "test": [...]} split names of a task, for launchers."""
     spec = get_task(task)
     return {"train": spec.train_split, "eval": list(spec.eval_splits), "test": list(spec.test_splits)}
+
+
+def check_transfer_kind(task):
+    """Transfer sets (unlabelled extra rows) feed sentence and sentence-pair tasks only."""
+    spec = get_task(task)
+    if spec.kind == "token_classification":
+        raise TaskFileError(f"Task {spec.name!r}: transfer sets are for sentence and sentence-pair "
+                            "tasks, not token classification.")

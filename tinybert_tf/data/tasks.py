@@ -32,6 +32,7 @@ from tinybert_tf.data.task_spec import (
     TASKS,
     TaskFileError,
     TaskSpec,
+    check_transfer_kind,
     get_task,
     task_splits,
 )
@@ -48,8 +49,6 @@ def _load_tfds(spec, split, shuffle, seed, data_dir):
         spec.tfds_name, split=split, data_dir=data_dir, shuffle_files=shuffle,
         read_config=read_config,
     )
-
-
 
 
 def _with_transfer(spec, ds, extra_examples, labelled):
@@ -107,50 +106,71 @@ def task_dataset(
     per-row outputs back with a row index, not by position.
     """
     spec = get_task(task)
+    ds, what = _examples(spec, split, shuffle and extra is None, seed, data_dir, extra_examples,
+                         labelled)
+    extra_keys = ()
+    if extra:
+        extra_keys = tuple(extra)
+        ds = _with_extra(ds, extra, what)
+    # Token tasks keep seq_len: their per-token outputs [B, S, C] must stack across batches.
+    if spec.kind == "token_classification":
+        buckets = None
+    else:
+        buckets = bucket_lengths(buckets or (), seq_len)
+    rows_of = _rows_fn(spec, tokenizer, seq_len, extra_keys, relabel=extra_examples is None)
+    ds = seeded_epochs(
+        ds, shuffle, seed, repeat,
+        lambda examples: batch_rows(rows_of(examples), batch_size, drop_remainder, buckets),
+    )
+    options = tf.data.Options()
+    options.deterministic = True
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def _examples(spec, split, shuffle_files, seed, data_dir, extra_examples, labelled):
+    """``(examples, what)``: the split's example dicts (TFDS or files; with `extra_examples`
+    followed or replaced by the transfer rows, `_with_transfer`) and how an error names them.
+    `shuffle_files` only for TFDS; with `extra` the file order must be the unshuffled one."""
     if not labelled and extra_examples is None:
         raise TaskFileError("labelled=False (transfer rows only) needs extra_examples.")
-    if extra_examples is not None and spec.kind == "token_classification":
-        raise TaskFileError(f"Task {spec.name!r}: transfer sets are for sentence and sentence-pair "
-                            "tasks, not token classification.")
+    if extra_examples is not None:
+        check_transfer_kind(spec)
     if extra_examples is not None and not labelled:
         ds = None
     elif spec.files:
         ds = file_split_dataset(spec, split)
-    else:  # with `extra`, file order must be the unshuffled one the rows were computed in
-        ds = _load_tfds(spec, split, shuffle and extra is None, seed, data_dir)
-    what = f"split {split!r}"
-    if extra_examples is not None:
-        ds = _with_transfer(spec, ds, extra_examples, labelled)
-        what = f"split {split!r} + transfer" if labelled else "the transfer set"
-    extra_keys = ()
-    if extra:
-        extra_keys = tuple(extra)
-        count = int(ds.reduce(0, lambda n, _: n + 1))
-        rows = {len(v) for v in extra.values()}
-        if rows != {count}:
-            raise TaskFileError(f"extra features have {sorted(rows)} rows but {what} has "
-                                f"{count} examples; recompute them on the same examples.")
-        ds = tf.data.Dataset.zip(ds, tf.data.Dataset.from_tensor_slices(dict(extra)))
-        ds = ds.map(lambda ex, more: {**ex, **more})
-    # Token tasks keep seq_len: their per-token outputs [B, S, C] must stack across batches.
-    buckets = None if spec.kind == "token_classification" else bucket_lengths(buckets or (),
-                                                                              seq_len)
+    else:
+        ds = _load_tfds(spec, split, shuffle_files, seed, data_dir)
+    if extra_examples is None:
+        return ds, f"split {split!r}"
+    what = f"split {split!r} + transfer" if labelled else "the transfer set"
+    return _with_transfer(spec, ds, extra_examples, labelled), what
 
-    def batches(examples):
+
+def _with_extra(ds, extra, what):
+    """`ds` with the `extra` arrays (one row per example, in order) added to each example."""
+    count = int(ds.reduce(0, lambda n, _: n + 1))
+    rows = {len(v) for v in extra.values()}
+    if rows != {count}:
+        raise TaskFileError(f"extra features have {sorted(rows)} rows but {what} has "
+                            f"{count} examples; recompute them on the same examples.")
+    ds = tf.data.Dataset.zip(ds, tf.data.Dataset.from_tensor_slices(dict(extra)))
+    return ds.map(lambda ex, more: {**ex, **more})
+
+
+def _rows_fn(spec, tokenizer, seq_len, extra_keys, relabel):
+    """``rows(examples)``: the tokenised, packed rows of an examples dataset (one epoch);
+    `relabel` copies the task's label key to "label" (transfer rows already have one)."""
+    def rows(examples):
         if spec.kind == "token_classification":
             def ner(ex):
                 x, y, w = ner_example(ex[spec.text_keys[0]], ex[spec.label_key], tokenizer,
                                       seq_len)
                 return {**x, **{k: ex[k] for k in extra_keys}}, y, w
 
-            rows = examples.map(ner, num_parallel_calls=tf.data.AUTOTUNE)
-        else:
-            if spec.label_key != "label" and extra_examples is None:
-                examples = examples.map(lambda ex: {**ex, "label": ex[spec.label_key]})
-            rows = sentence_examples(examples, spec, tokenizer, seq_len, extra_keys)
-        return batch_rows(rows, batch_size, drop_remainder, buckets)
+            return examples.map(ner, num_parallel_calls=tf.data.AUTOTUNE)
+        if spec.label_key != "label" and relabel:
+            examples = examples.map(lambda ex: {**ex, "label": ex[spec.label_key]})
+        return sentence_examples(examples, spec, tokenizer, seq_len, extra_keys)
 
-    ds = seeded_epochs(ds, shuffle, seed, repeat, batches)
-    options = tf.data.Options()
-    options.deterministic = True
-    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+    return rows

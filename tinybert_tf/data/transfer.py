@@ -31,8 +31,14 @@ import unicodedata
 
 import tensorflow as tf
 
-from tinybert_tf.data.task_files import BAD_REASONS, check_tsv_quoting, parse_file, read_rows
-from tinybert_tf.data.task_spec import TaskFileError, get_task
+from tinybert_tf.data.task_files import (
+    BAD_REASONS,
+    check_tsv_quoting,
+    parse_file,
+    read_rows,
+    split_path,
+)
+from tinybert_tf.data.task_spec import TaskFileError, check_transfer_kind, get_task
 
 COUNT_NAMES = ("files", "read", "used", "leaked", "duplicate", "empty", "bad_rows",
                "leaked_by_case", "duplicate_by_case")
@@ -169,15 +175,9 @@ def split_keys(spec, split, data_dir=None, lowercase=False, strip_accents=False)
     """
     norm = {"lowercase": lowercase, "strip_accents": strip_accents}
     spec = get_task(spec)
-    if spec.kind == "token_classification":
-        raise TaskFileError(f"Task {spec.name!r}: transfer sets are for sentence and sentence-pair "
-                            "tasks, not token classification.")
+    check_transfer_kind(spec)
     if spec.files:
-        paths = dict(spec.files)
-        if split not in paths:
-            raise TaskFileError(
-                f"Task {spec.name!r} has no {split!r} file; it has {sorted(paths)}.")
-        columns = parse_file(paths[split], spec.text_keys, spec.label_key, False,
+        columns = parse_file(split_path(spec, split), spec.text_keys, spec.label_key, False,
                              spec.skip_bad_rows, spec.tsv_quoting).texts
         return {text_key(texts, **norm) for texts in zip(*columns, strict=True)}
     import tensorflow_datasets as tfds
@@ -294,27 +294,31 @@ def read_transfer(paths, text_columns, exclude_keys=(), known_keys=(), skip_bad_
         bad: dict[str, int] = {}
         for _, texts in _file_rows(path, text_columns, skip_bad_rows, bad, tsv_quoting):
             counts["read"] += 1
-            key = text_key(texts)
-            if not any(key):
-                counts["empty"] += 1
-                continue
-            verdict = exact.verdict(key)  # what the exact comparison alone would do
-            if normal is not None:
-                exact_verdict, verdict = verdict, normal.verdict(normal.key(key))
-                if verdict and not exact_verdict:
-                    counts[f"{verdict}_by_case"] += 1
-            if verdict:
-                counts[verdict] += 1
-                continue
-            counts["used"] += 1
-            for col, text in zip(text_columns, texts, strict=True):
-                columns[col].append(text)
+            verdict = _verdict(text_key(texts), exact, normal, counts)
+            counts[verdict or "used"] += 1
+            if not verdict:
+                for col, text in zip(text_columns, texts, strict=True):
+                    columns[col].append(text)
         skipped = sum(bad.get(reason, 0) for reason in BAD_REASONS)
         counts["bad_rows"] += skipped
         counts["read"] += skipped
     if not counts["used"]:
         raise TaskFileError(f"transfer set {paths!r} has no usable rows: {counts}.")
     return columns, counts
+
+
+def _verdict(key, exact, normal, counts):
+    """A row's fate: "empty", "leaked", "duplicate" or None (used). With a normalised
+    comparison (`normal`), a fate the exact one would not give is also counted in
+    ``counts["<fate>_by_case"]``."""
+    if not any(key):
+        return "empty"
+    verdict = exact.verdict(key)  # what the exact comparison alone would do
+    if normal is not None:
+        exact_verdict, verdict = verdict, normal.verdict(normal.key(key))
+        if verdict and not exact_verdict:
+            counts[f"{verdict}_by_case"] += 1
+    return verdict
 
 
 def transfer_examples(task, paths, data_dir=None, text_columns=None, dedupe_train=True,

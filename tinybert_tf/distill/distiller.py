@@ -8,6 +8,7 @@ once by backend as Keras picks its trainer: `tf_step` (TensorFlow) or `jax_step`
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 
 import keras
@@ -38,6 +39,89 @@ def _model_inputs(x):
     return {k: v for k, v in x.items() if k != CACHED_LOGITS} if CACHED_LOGITS in x else x
 
 
+@dataclasses.dataclass(frozen=True)
+class Shape:
+    """What `check_fit` reads of a teacher or a student: its transformer layers, attention heads,
+    attention widths `(query/key, value)` (heads * head size) and whether it has a task head."""
+
+    layers: int
+    heads: int
+    widths: tuple[int, int]
+    head: bool
+
+    @classmethod
+    def of(cls, model):
+        """The shape of a keras-hub encoder backbone or a task model wrapping one."""
+        return cls(feature_view.num_layers(model), feature_view.num_heads(model),
+                   feature_view.attention_widths(model),
+                   feature_view.backbone_of(model) is not model)
+
+    @classmethod
+    def from_config(cls, config, head):
+        """The shape of a keras-hub encoder from its backbone config (`num_layers`, `num_heads`,
+        `hidden_dim`: each head `hidden_dim // num_heads` wide, as keras-hub's encoders build it);
+        None when the config lacks one of them."""
+        sizes = [config.get(k) for k in ("num_layers", "num_heads", "hidden_dim")]
+        if not all(isinstance(v, int) and v > 0 for v in sizes):
+            return None
+        layers, heads, hidden = sizes
+        width = heads * (hidden // heads)
+        return cls(layers, heads, (width, width), bool(head))
+
+
+def check_fit(recipe, teacher, student):
+    """The teacher layer (0-based) of each student layer for `recipe` (a `Recipe` or its name)
+    distilling `teacher` into `student` (`Shape`s): `recipes.resolve_layer_map`, or `()` when no
+    term maps layers. A ValueError naming the fix when the recipe cannot pair them: a layer map
+    that does not fit, a task head a term needs, MiniLM's layer or head counts, relation heads
+    that do not divide the attention widths. The Distiller runs it; the launcher runs it on
+    the sizes in the presets' configs before a run starts (`Shape.from_config`)."""
+    recipe = recipes.get(recipe)
+    # Only recipes with layer-wise terms map layers (a prediction-only or MiniLM step with a
+    # 4-layer student of a 6-layer teacher must not fail on the uniform default).
+    layer_map = (recipes.resolve_layer_map(recipe.layer_map, teacher.layers, student.layers)
+                 if recipe.needs_layer_map else ())
+    _check_heads(recipe, teacher, student)
+    _check_relations(recipe, teacher, student)
+    return layer_map
+
+
+def _check_heads(recipe, teacher, student):
+    # Terms that need a teacher head need a student head too (`recipes.NEEDS`).
+    paired = recipe.terms_needing("teacher_head")
+    for role, shape in (("teacher", teacher), ("student", student)):
+        if paired and not shape.head:
+            raise ValueError(
+                f"Recipe {recipe.name!r} uses {list(paired)} but the {role} is a bare "
+                "backbone; give it a task head (e.g. keras_hub.models.BertTextClassifier)."
+            )
+    alone = [t for t in recipe.terms_needing("student_head") if t not in paired]
+    if alone and not student.head:
+        raise ValueError(f"The {alone[0]!r} term needs a student with a task head.")
+
+
+def _check_relations(r, teacher, student):
+    if not r.needs_relations:
+        return
+    if not -teacher.layers <= r.teacher_layer < teacher.layers:
+        raise ValueError(f"teacher_layer={r.teacher_layer} is out of range for a "
+                         f"{teacher.layers}-layer teacher; use 0..{teacher.layers - 1} or -1 "
+                         "(the last layer).")
+    same = list(r.terms_needing("same_heads"))
+    if same and teacher.heads != student.heads:
+        raise ValueError(
+            f"Recipe {r.name!r} uses {same}, which need equal attention-head counts (teacher "
+            f"{teacher.heads}, student {student.heads}); use recipe 'minilm_v2' (any head counts).")
+    if r.terms_needing("relation_heads"):
+        widths = {f"{role} {kind}": w for role, shape in (("teacher", teacher),
+                                                          ("student", student))
+                  for kind, w in zip(("q/k", "v"), shape.widths)}
+        bad = {k: w for k, w in widths.items() if w % r.relation_heads}
+        if bad:
+            raise ValueError(f"relation_heads={r.relation_heads} must divide the attention "
+                             f"widths (heads * head size) {bad}; choose a common divisor.")
+
+
 class Distiller(keras.Model):
     """Distil `teacher` into `student` with `recipe` (a `recipes.Recipe` or its name).
 
@@ -55,21 +139,13 @@ class Distiller(keras.Model):
         self.teacher = teacher
         self.teacher.trainable = False
         self.student = student
-        t_layers, s_layers = feature_view.num_layers(teacher), feature_view.num_layers(student)
-        # Only recipes with layer-wise terms map layers (a prediction-only or MiniLM step with a
-        # 4-layer student of a 6-layer teacher must not fail on the uniform default).
-        self.layer_map = (
-            recipes.resolve_layer_map(self.recipe.layer_map, t_layers, s_layers)
-            if self.recipe.needs_layer_map else ()
-        )
-        self._check_heads()
-        self._check_relations(t_layers)
+        self.layer_map = check_fit(self.recipe, Shape.of(teacher), Shape.of(student))
         t_dim, s_dim = feature_view.hidden_dim(teacher), feature_view.hidden_dim(student)
         # Student -> teacher width projections (TinyBERT's W_h); built here so that they are created
         # under the strategy scope the Distiller is constructed in.
         self.projections = []
         if self.recipe.needs_projection and t_dim != s_dim:
-            count = 1 if self.recipe.share_projection else s_layers + 1
+            count = 1 if self.recipe.share_projection else feature_view.num_layers(student) + 1
             for i in range(count):
                 proj = keras.layers.Dense(t_dim, name=f"projection_{i}")
                 proj.build((None, None, s_dim))
@@ -79,41 +155,6 @@ class Distiller(keras.Model):
         }
         self.trackers["loss"] = keras.metrics.Mean(name="loss")
         self.built = True
-
-    def _check_heads(self):
-        # Terms that need a teacher head need a student head too (`recipes.NEEDS`).
-        paired = self.recipe.terms_needing("teacher_head")
-        for role, model in (("teacher", self.teacher), ("student", self.student)):
-            if paired and feature_view.backbone_of(model) is model:
-                raise ValueError(
-                    f"Recipe {self.recipe.name!r} uses {list(paired)} but the {role} is a bare "
-                    "backbone; give it a task head (e.g. keras_hub.models.BertTextClassifier)."
-                )
-        alone = [t for t in self.recipe.terms_needing("student_head") if t not in paired]
-        if alone and feature_view.backbone_of(self.student) is self.student:
-            raise ValueError(f"The {alone[0]!r} term needs a student with a task head.")
-
-    def _check_relations(self, t_layers):
-        r = self.recipe
-        if not r.needs_relations:
-            return
-        if not -t_layers <= r.teacher_layer < t_layers:
-            raise ValueError(f"teacher_layer={r.teacher_layer} is out of range for a {t_layers}-layer "
-                             f"teacher; use 0..{t_layers - 1} or -1 (the last layer).")
-        same = list(r.terms_needing("same_heads"))
-        t_heads, s_heads = feature_view.num_heads(self.teacher), feature_view.num_heads(self.student)
-        if same and t_heads != s_heads:
-            raise ValueError(
-                f"Recipe {r.name!r} uses {same}, which need equal attention-head counts (teacher "
-                f"{t_heads}, student {s_heads}); use recipe 'minilm_v2' (any head counts).")
-        if r.terms_needing("relation_heads"):
-            widths = {f"{role} {kind}": w for role, model in (("teacher", self.teacher),
-                                                              ("student", self.student))
-                      for kind, w in zip(("q/k", "v"), feature_view.attention_widths(model))}
-            bad = {k: w for k, w in widths.items() if w % r.relation_heads}
-            if bad:
-                raise ValueError(f"relation_heads={r.relation_heads} must divide the attention "
-                                 f"widths (heads * head size) {bad}; choose a common divisor.")
 
     @property
     def metrics(self):
@@ -172,7 +213,7 @@ class Distiller(keras.Model):
             return {}
         # Logits cached once per example (modes: prediction.cache_teacher_logits) replace the
         # frozen teacher's forward pass when no term needs its layers.
-        if CACHED_LOGITS in x and not self.recipe.needs_intermediate:
+        if CACHED_LOGITS in x and not self.recipe.needs_teacher_layers:
             return {"logits": ops.stop_gradient(x[CACHED_LOGITS])}
         return self.teacher_features(x)
 

@@ -39,8 +39,3 @@ def combine_logits(logits, temperature=1.0, combine="prob", regression=False):
         raise ValueError(f"temperature must be > 0, got {temperature}.")
     probs = np.exp(_log_softmax(z / temperature)).mean(axis=0)
     return (temperature * np.log(np.maximum(probs, _TINY))).astype(np.float32)
-
-
-def soft_targets(logits, temperature=1.0):
-    """softmax(logits / T) over the last axis, float32 (what the `pred` term trains towards)."""
-    return np.exp(_log_softmax(np.asarray(logits, np.float64) / temperature)).astype(np.float32)

@@ -129,7 +129,7 @@ class Recipe:
         return self._uses("relations")
 
     @property
-    def needs_intermediate(self):
+    def needs_teacher_layers(self):
         """Some term reads the teacher's layers (cached teacher logits do not suffice)."""
         return self._uses("teacher_layers")
 

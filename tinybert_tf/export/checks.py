@@ -1,4 +1,4 @@
-"""Checks for an exported student: op inventory, signature table, parity, TFLite.
+"""Checks for an exported student: parity cases, op inventory, parity, ``saved_model_cli``.
 
 Parity and the op inventory run in a **fresh Python process** that imports only
 ``tensorflow`` (plus ``tensorflow_text`` when the graph has TF Text ops, and the
@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import warnings
 
 import numpy as np
 
@@ -162,54 +161,73 @@ def build_parity_cases(
     Returns:
         ``{case: {"signature": str, "inputs": {name: array}, "expected": {name: array}}}``.
     """
-    from tinybert_tf.export.serving import TEXT_PAIR_SIGNATURE, TEXT_SIGNATURE, describe_student
+    from tinybert_tf.export.serving import TEXT_SIGNATURE, describe_student
 
     info = describe_student(model)
     texts = list(sample_texts or SAMPLE_TEXTS)
-    pairs = list(SAMPLE_PAIRS)
-    cases = {}
     if tokenizer is not None:
-        single = _pack(tokenizer, [texts], text_len or max_len)
-        longest = int(single["padding_mask"].sum(1).max())
-        single = {k: v[:, :longest] for k, v in single.items()}
-        full = _pack(tokenizer, list(zip(*pairs)), max_len)
+        single, full = _packed_ids(tokenizer, texts, max_len, text_len)
     else:
-        rng = np.random.default_rng(seed)
-        vocab = int(info.backbone.vocabulary_size)
-        single = {
-            "token_ids": rng.integers(1, vocab, (3, max(2, max_len // 2)), dtype=np.int32),
-        }
-        full = {"token_ids": rng.integers(1, vocab, (2, max_len), dtype=np.int32)}
-        for x in (single, full):
-            x["segment_ids"] = np.zeros_like(x["token_ids"])
-            x["padding_mask"] = np.ones_like(x["token_ids"])
-            x["padding_mask"][0, -1] = 0
+        single, full = _random_ids(int(info.backbone.vocabulary_size), max_len, seed)
+    cases = {}
     for name, inputs in (("ids_texts", single), ("ids_pairs_full_length", full)):
         cases[name] = {"signature": "serving_default", "inputs": inputs}
     if TEXT_SIGNATURE in signature_names:
-        cases["text"] = {
-            "signature": TEXT_SIGNATURE,
-            "inputs": {"text": np.array(texts, dtype=object)},
-            "packed": _pack(tokenizer, [texts], text_len),
-        }
-        cases["text_pair"] = {
-            "signature": TEXT_PAIR_SIGNATURE,
-            "inputs": {
-                "text": np.array([a for a, _ in pairs], dtype=object),
-                "text_b": np.array([b for _, b in pairs], dtype=object),
-            },
-            "packed": _pack(tokenizer, list(zip(*pairs)), text_len),
-        }
+        cases.update(_text_cases(tokenizer, texts, text_len))
     for case in cases.values():
         ids = case.pop("packed", None) or case["inputs"]
         case["expected"] = keras_outputs(model, info.task, ids, info.head_activation)
     return cases
 
 
+def _packed_ids(tokenizer, texts, max_len, text_len):
+    """Token-id inputs of ``texts`` (cut to the longest) and of ``SAMPLE_PAIRS`` (``max_len``)."""
+    single = _pack(tokenizer, [texts], text_len or max_len)
+    longest = int(single["padding_mask"].sum(1).max())
+    single = {k: v[:, :longest] for k, v in single.items()}
+    return single, _pack(tokenizer, list(zip(*SAMPLE_PAIRS)), max_len)
+
+
+def _random_ids(vocab_size, max_len, seed):
+    """Token-id inputs of random ids when there is no tokenizer (half and full length)."""
+    rng = np.random.default_rng(seed)
+    single = {
+        "token_ids": rng.integers(1, vocab_size, (3, max(2, max_len // 2)), dtype=np.int32),
+    }
+    full = {"token_ids": rng.integers(1, vocab_size, (2, max_len), dtype=np.int32)}
+    for x in (single, full):
+        x["segment_ids"] = np.zeros_like(x["token_ids"])
+        x["padding_mask"] = np.ones_like(x["token_ids"])
+        x["padding_mask"][0, -1] = 0
+    return single, full
+
+
+def _text_cases(tokenizer, texts, text_len) -> dict:
+    """The raw-text cases, with the ids the keras-hub packer makes of them (``"packed"``)."""
+    from tinybert_tf.export.serving import TEXT_PAIR_SIGNATURE, TEXT_SIGNATURE
+
+    pairs = list(SAMPLE_PAIRS)
+    return {
+        "text": {
+            "signature": TEXT_SIGNATURE,
+            "inputs": {"text": np.array(texts, dtype=object)},
+            "packed": _pack(tokenizer, [texts], text_len),
+        },
+        "text_pair": {
+            "signature": TEXT_PAIR_SIGNATURE,
+            "inputs": {
+                "text": np.array([a for a, _ in pairs], dtype=object),
+                "text_b": np.array([b for _, b in pairs], dtype=object),
+            },
+            "packed": _pack(tokenizer, list(zip(*pairs)), text_len),
+        },
+    }
+
+
 def run_fresh_process_checks(
     path: str, cases: dict, model_name: str = "student", timeout: int = 600
 ) -> dict:
-    """Op inventory, parity and warm-up replay of a SavedModel in a fresh process.
+    """Op inventory, parity and warm-up replay of a local SavedModel in a fresh process.
 
     Returns:
         ``{"ops": {...,"min_tf_serving_version"}, "parity": {case: max_abs_diff},
@@ -217,18 +235,7 @@ def run_fresh_process_checks(
         "warmup_replayed": int, "keras_modules_loaded": [...], "num_variables": int}``.
     """
     with tempfile.TemporaryDirectory(prefix="tinybert_export_check_") as work:
-        manifest, arrays = {}, {}
-        for case, spec in cases.items():
-            manifest[case] = {"signature": spec["signature"], "inputs": {}}
-            for k, v in spec["inputs"].items():
-                key = f"{case}__{k}"
-                if v.dtype == object:  # python str -> UTF-8 bytes, stored without pickle
-                    v = np.array([x.encode("utf-8") for x in v])
-                arrays[key] = v
-                manifest[case]["inputs"][k] = key
-        np.savez(os.path.join(work, "inputs.npz"), **arrays)
-        with open(os.path.join(work, "manifest.json"), "w") as f:
-            json.dump(manifest, f)
+        _write_manifest(work, cases)
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
         proc = subprocess.run(
             [sys.executable, "-c", _FRESH_SCRIPT, path, work],
@@ -242,20 +249,7 @@ def run_fresh_process_checks(
             tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise RuntimeError(f"fresh-process check of {path} failed: {tail}")
         result = json.loads(line[len("FRESH_RESULT ") :])
-        outs = np.load(os.path.join(work, "outputs.npz"))
-        parity, scale = {}, {}
-        for case, spec in cases.items():
-            diffs, mags = [], [0.0]
-            for k in manifest_outputs(outs, case):
-                ref = np.asarray(spec["expected"][k], np.float32)
-                got = outs[f"{case}::{k}"]
-                if ref.shape != got.shape:
-                    diffs.append(float("inf"))
-                else:
-                    diffs.append(float(np.max(np.abs(ref - got))))
-                    mags.append(float(np.max(np.abs(ref))) if ref.size else 0.0)
-            parity[case] = max(diffs) if diffs else float("inf")
-            scale[case] = max(mags)
+        parity, scale = _compare(np.load(os.path.join(work, "outputs.npz")), cases)
     ops = result["ops"]
     ops["min_tf_serving_version"] = TF_TEXT_MIN_TF_SERVING if ops["tf_text_ops"] else None
     if result["keras_modules_loaded"]:
@@ -265,9 +259,41 @@ def run_fresh_process_checks(
     return result
 
 
-def manifest_outputs(outs, case: str):
-    prefix = case + "::"
-    return [k[len(prefix) :] for k in outs.files if k.startswith(prefix)]
+def _write_manifest(work: str, cases: dict) -> None:
+    """``work/inputs.npz`` (every case's inputs) and ``work/manifest.json`` (case ->
+    signature and input name -> array key) for the fresh-process script."""
+    manifest, arrays = {}, {}
+    for case, spec in cases.items():
+        manifest[case] = {"signature": spec["signature"], "inputs": {}}
+        for k, v in spec["inputs"].items():
+            key = f"{case}__{k}"
+            if v.dtype == object:  # python str -> UTF-8 bytes, stored without pickle
+                v = np.array([x.encode("utf-8") for x in v])
+            arrays[key] = v
+            manifest[case]["inputs"][k] = key
+    np.savez(os.path.join(work, "inputs.npz"), **arrays)
+    with open(os.path.join(work, "manifest.json"), "w") as f:
+        json.dump(manifest, f)
+
+
+def _compare(outs, cases: dict) -> tuple[dict, dict]:
+    """``({case: max|served - Keras|}, {case: max|Keras|})`` over every output of each case;
+    a shape mismatch (or no output) is an infinite difference."""
+    parity, scale = {}, {}
+    for case, spec in cases.items():
+        diffs, mags = [], [0.0]
+        prefix = case + "::"
+        for k in (k[len(prefix) :] for k in outs.files if k.startswith(prefix)):
+            ref = np.asarray(spec["expected"][k], np.float32)
+            got = outs[prefix + k]
+            if ref.shape != got.shape:
+                diffs.append(float("inf"))
+            else:
+                diffs.append(float(np.max(np.abs(ref - got))))
+                mags.append(float(np.max(np.abs(ref))) if ref.size else 0.0)
+        parity[case] = max(diffs) if diffs else float("inf")
+        scale[case] = max(mags)
+    return parity, scale
 
 
 def start_saved_model_cli(path: str) -> subprocess.Popen:
@@ -291,102 +317,3 @@ def finish_saved_model_cli(proc: subprocess.Popen, timeout: int = 600) -> str:
     """The signature table printed by a :func:`start_saved_model_cli` process."""
     out, err = proc.communicate(timeout=timeout)
     return out if out.strip() else err
-
-
-def saved_model_cli_show(path: str) -> str:
-    """``saved_model_cli show --all --dir path`` output, as that tool prints it."""
-    return finish_saved_model_cli(start_saved_model_cli(path))
-
-
-def verify_export(
-    path: str, model, tokenizer=None, sample_texts=None, model_name: str = "student"
-) -> dict:
-    """Re-verify an existing export directory against the Keras ``model``.
-
-    Returns:
-        ``{"ops", "parity", "warmup_replayed", "num_variables", "saved_model_cli"}``.
-    """
-    from tinybert_tf.export.serving import describe_student
-
-    with open(os.path.join(path, "assets.extra", "export_config.json"), encoding="utf-8") as f:
-        config = json.load(f)
-    info = describe_student(model)
-    cases = build_parity_cases(
-        model,
-        tokenizer,
-        info.max_sequence_length,
-        config.get("text_sequence_length"),
-        list(config["signatures"]),
-        sample_texts,
-    )
-    result = run_fresh_process_checks(path, cases, model_name)
-    result["saved_model_cli"] = saved_model_cli_show(path)
-    return result
-
-
-def check_tflite(model, info, out_dir: str, cases: dict) -> dict:
-    """Convert the token-id signature to TFLite (fp32 and dynamic-range int8) and compare.
-
-    The TFLite graph has the same named inputs/outputs as ``serving_default`` (no length
-    assertion: TFLite has no Assert op; callers must keep ``s <= max_sequence_length``).
-
-    Returns:
-        ``{"fp32_path", "fp32_bytes", "fp32_max_abs_diff", "fp32_mean_abs_diff", "int8_path",
-        "int8_bytes", "int8_max_abs_diff", "int8_mean_abs_diff", "output_scale"}`` (diffs
-        over the token-id parity cases, all outputs including padded positions).
-    """
-    import tensorflow as tf
-
-    from tinybert_tf.export.serving import INPUT_NAMES, student_variable_dict
-
-    holder = tf.Module(name="tflite_student")
-    holder.student_variables = student_variable_dict(model)
-    spec = [tf.TensorSpec([None, None], tf.int32, name=n) for n in INPUT_NAMES]
-
-    @tf.function(input_signature=spec)
-    def serving_default(token_ids, segment_ids, padding_mask):
-        y = model(
-            {"token_ids": token_ids, "segment_ids": segment_ids, "padding_mask": padding_mask},
-            training=False,
-        )
-        if info.task == "encoder":
-            return dict(y)
-        y = tf.cast(y, tf.float32)
-        if info.task == "regression":
-            return {"logits": y, "score": y[:, 0]}
-        if info.head_activation == "softmax":
-            return {"probabilities": y}
-        return {"logits": y, "probabilities": tf.nn.softmax(y)}
-
-    os.makedirs(out_dir, exist_ok=True)
-    concrete = serving_default.get_concrete_function()
-    report = {}
-    for kind in ("fp32", "int8"):
-        conv = tf.lite.TFLiteConverter.from_concrete_functions([concrete], holder)
-        if kind == "int8":
-            conv.optimizations = [tf.lite.Optimize.DEFAULT]  # dynamic-range int8 weights
-        blob = conv.convert()
-        fpath = os.path.join(out_dir, f"model_{kind}.tflite")
-        with open(fpath, "wb") as f:
-            f.write(blob)
-        with warnings.catch_warnings():  # tf.lite.Interpreter deprecation notice
-            warnings.simplefilter("ignore")
-            interp = tf.lite.Interpreter(model_content=blob)
-        runner = interp.get_signature_runner()
-        worst, scale, errs = 0.0, 0.0, []
-        for case in cases.values():
-            if case["signature"] != "serving_default":
-                continue
-            got = runner(**{k: np.asarray(v, np.int32) for k, v in case["inputs"].items()})
-            for k, v in got.items():
-                ref = np.asarray(case["expected"][k], np.float32)
-                err = np.abs(v - ref)
-                worst = max(worst, float(err.max()))
-                scale = max(scale, float(np.abs(ref).max()))
-                errs.append(err.ravel())
-        report[f"{kind}_path"] = fpath
-        report[f"{kind}_bytes"] = len(blob)
-        report[f"{kind}_max_abs_diff"] = worst
-        report[f"{kind}_mean_abs_diff"] = float(np.concatenate(errs).mean()) if errs else 0.0
-        report["output_scale"] = scale  # max |Keras output| over the compared cases
-    return report

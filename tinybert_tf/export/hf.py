@@ -33,6 +33,7 @@ import os
 import numpy as np
 
 from tinybert_tf.errors import UserError
+from tinybert_tf.export.assets import check_label_count
 
 HF_WEIGHTS_FILE = "model.safetensors"
 SPECIAL_TOKENS = {
@@ -97,32 +98,39 @@ def backbone_state_dict(backbone, prefix: str = "") -> dict[str, np.ndarray]:
 
     for i in range(backbone.num_layers):
         block = backbone.get_layer(f"transformer_layer_{i}")
-        attn = block._self_attention_layer
-        p = f"encoder.layer.{i}."
-        for name, dense in (
-            ("query", attn.query_dense),
-            ("key", attn.key_dense),
-            ("value", attn.value_dense),
-        ):
-            # keras kernel [H_in, N, D] -> [H_in, H_out] -> HF [H_out, H_in]
-            put(f"{p}attention.self.{name}.weight", _np(dense.kernel).reshape(hidden, -1).T)
-            put(f"{p}attention.self.{name}.bias", _np(dense.bias).reshape(-1))
-        # keras kernel [N, D, H_out] -> [H_in, H_out] -> HF [H_out, H_in]
-        out_kernel = _np(attn.output_dense.kernel)
-        put(f"{p}attention.output.dense.weight", out_kernel.reshape(-1, out_kernel.shape[-1]).T)
-        put(f"{p}attention.output.dense.bias", _np(attn.output_dense.bias).reshape(-1))
-        put(f"{p}attention.output.LayerNorm.weight", _np(block._self_attention_layer_norm.gamma))
-        put(f"{p}attention.output.LayerNorm.bias", _np(block._self_attention_layer_norm.beta))
-        put(f"{p}intermediate.dense.weight", _np(block._feedforward_intermediate_dense.kernel).T)
-        put(f"{p}intermediate.dense.bias", _np(block._feedforward_intermediate_dense.bias))
-        put(f"{p}output.dense.weight", _np(block._feedforward_output_dense.kernel).T)
-        put(f"{p}output.dense.bias", _np(block._feedforward_output_dense.bias))
-        put(f"{p}output.LayerNorm.weight", _np(block._feedforward_layer_norm.gamma))
-        put(f"{p}output.LayerNorm.bias", _np(block._feedforward_layer_norm.beta))
+        for key, value in _layer_state(block, hidden).items():
+            put(f"encoder.layer.{i}.{key}", value)
 
     pooled = backbone.get_layer("pooled_dense")
     put("pooler.dense.weight", _np(pooled.kernel).T)
     put("pooler.dense.bias", _np(pooled.bias))
+    return sd
+
+
+def _layer_state(block, hidden: int) -> dict[str, np.ndarray]:
+    """HF tensors of one keras-hub ``TransformerEncoder`` block, keyed below ``encoder.layer.i.``."""
+    attn = block._self_attention_layer
+    sd = {}
+    for name, dense in (
+        ("query", attn.query_dense),
+        ("key", attn.key_dense),
+        ("value", attn.value_dense),
+    ):
+        # keras kernel [H_in, N, D] -> [H_in, H_out] -> HF [H_out, H_in]
+        sd[f"attention.self.{name}.weight"] = _np(dense.kernel).reshape(hidden, -1).T
+        sd[f"attention.self.{name}.bias"] = _np(dense.bias).reshape(-1)
+    # keras kernel [N, D, H_out] -> [H_in, H_out] -> HF [H_out, H_in]
+    out_kernel = _np(attn.output_dense.kernel)
+    sd["attention.output.dense.weight"] = out_kernel.reshape(-1, out_kernel.shape[-1]).T
+    sd["attention.output.dense.bias"] = _np(attn.output_dense.bias).reshape(-1)
+    sd["attention.output.LayerNorm.weight"] = _np(block._self_attention_layer_norm.gamma)
+    sd["attention.output.LayerNorm.bias"] = _np(block._self_attention_layer_norm.beta)
+    sd["intermediate.dense.weight"] = _np(block._feedforward_intermediate_dense.kernel).T
+    sd["intermediate.dense.bias"] = _np(block._feedforward_intermediate_dense.bias)
+    sd["output.dense.weight"] = _np(block._feedforward_output_dense.kernel).T
+    sd["output.dense.bias"] = _np(block._feedforward_output_dense.bias)
+    sd["output.LayerNorm.weight"] = _np(block._feedforward_layer_norm.gamma)
+    sd["output.LayerNorm.bias"] = _np(block._feedforward_layer_norm.beta)
     return sd
 
 
@@ -151,8 +159,7 @@ def hf_config(backbone, head=None, labels=None) -> dict:
     if head is not None:
         num_labels = int(_np(head.kernel).shape[-1])
         names = list(labels) if labels else [f"LABEL_{i}" for i in range(num_labels)]
-        if len(names) != num_labels:
-            raise HFExportError(f"got {len(names)} labels for a head with {num_labels} outputs")
+        check_label_count(len(names), num_labels, HFExportError)
         config["architectures"] = ["BertForSequenceClassification"]
         config["num_labels"] = num_labels
         config["id2label"] = {str(i): n for i, n in enumerate(names)}
@@ -173,26 +180,28 @@ def export_hf_checkpoint(model, tokenizer, out_dir: str, labels=None) -> str:
     Returns:
         ``out_dir``.
     """
-    from safetensors.numpy import save_file
+    import tensorflow as tf
+    from safetensors.numpy import save
 
     backbone, head = split_student(model)
     try:
-        os.makedirs(out_dir, exist_ok=True)
-    except OSError as e:
-        raise HFExportError(f"cannot create hf_dir {out_dir!r}: {e.strerror}") from None
+        tf.io.gfile.makedirs(out_dir)
+    except (OSError, tf.errors.OpError) as e:
+        reason = getattr(e, "strerror", None) or getattr(e, "message", e)
+        raise HFExportError(f"cannot create hf_dir {out_dir!r}: {reason}") from None
     prefix = "bert." if head is not None else ""
     sd = backbone_state_dict(backbone, prefix)
     if head is not None:
         sd["classifier.weight"] = np.ascontiguousarray(_np(head.kernel).T)
         sd["classifier.bias"] = np.ascontiguousarray(_np(head.bias))
-    save_file(sd, os.path.join(out_dir, HF_WEIGHTS_FILE), metadata={"format": "pt"})
+    with tf.io.gfile.GFile(os.path.join(out_dir, HF_WEIGHTS_FILE), "wb") as f:
+        f.write(save(sd, metadata={"format": "pt"}))
     config = hf_config(backbone, head, labels)
     config["pad_token_id"] = int(getattr(tokenizer, "pad_token_id", 0) or 0)
-    with open(os.path.join(out_dir, "config.json"), "w", encoding="utf-8") as f:
-        json.dump(config, f, indent=2, sort_keys=True)
+    _write_json(os.path.join(out_dir, "config.json"), config)
 
     vocab = list(tokenizer.get_vocabulary())
-    with open(os.path.join(out_dir, "vocab.txt"), "w", encoding="utf-8") as f:
+    with tf.io.gfile.GFile(os.path.join(out_dir, "vocab.txt"), "w") as f:
         f.write("".join(tok + "\n" for tok in vocab))
     lowercase = bool(getattr(tokenizer, "lowercase", False))
     tok_config = {
@@ -204,11 +213,16 @@ def export_hf_checkpoint(model, tokenizer, out_dir: str, labels=None) -> str:
         "model_max_length": int(backbone.max_sequence_length),
         **SPECIAL_TOKENS,
     }
-    with open(os.path.join(out_dir, "tokenizer_config.json"), "w", encoding="utf-8") as f:
-        json.dump(tok_config, f, indent=2, sort_keys=True)
-    with open(os.path.join(out_dir, "special_tokens_map.json"), "w", encoding="utf-8") as f:
-        json.dump(SPECIAL_TOKENS, f, indent=2, sort_keys=True)
+    _write_json(os.path.join(out_dir, "tokenizer_config.json"), tok_config)
+    _write_json(os.path.join(out_dir, "special_tokens_map.json"), SPECIAL_TOKENS)
     return out_dir
+
+
+def _write_json(path: str, value: dict) -> None:
+    import tensorflow as tf
+
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write(json.dumps(value, indent=2, sort_keys=True))
 
 
 def check_hf_round_trip(model, hf_dir: str, inputs: dict) -> float:
@@ -224,7 +238,8 @@ def check_hf_round_trip(model, hf_dir: str, inputs: dict) -> float:
         and, for a classifier, the logits ``[b, C]`` recomputed from the safetensors head.
     """
     import keras_hub
-    from safetensors.numpy import load_file
+    import tensorflow as tf
+    from safetensors.numpy import load
 
     backbone, head = split_student(model)
     reloaded = keras_hub.models.BertBackbone.from_preset(hf_dir)
@@ -233,7 +248,8 @@ def check_hf_round_trip(model, hf_dir: str, inputs: dict) -> float:
     got = {k: np.asarray(v) for k, v in reloaded(inputs, training=False).items()}
     diff = max(float(np.max(np.abs(ref[k] - got[k]))) for k in ("sequence_output", "pooled_output"))
     if head is not None:
-        sd = load_file(os.path.join(hf_dir, HF_WEIGHTS_FILE))
+        with tf.io.gfile.GFile(os.path.join(hf_dir, HF_WEIGHTS_FILE), "rb") as f:
+            sd = load(f.read())
         hf_logits = got["pooled_output"] @ sd["classifier.weight"].T + sd["classifier.bias"]
         hf_logits = np.asarray(head.activation(hf_logits))
         ref_logits = np.asarray(model(inputs, training=False))

@@ -1,12 +1,12 @@
-"""The serving graph of an export: student loading, signatures, warm-up records.
+"""The serving graph of an export: student loading and description, signatures.
 
-Split from `export.py` (which orchestrates, verifies and reports); see its docstring for the layout.
+`publish` orchestrates, verifies and reports (see its docstring for the layout); `assets`
+writes what goes beside the graph.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 from tinybert_tf.errors import UserError
@@ -15,7 +15,6 @@ DEFAULT_SIGNATURE = "serving_default"
 TEXT_SIGNATURE = "serving_text"
 TEXT_PAIR_SIGNATURE = "serving_text_pair"
 INPUT_NAMES = ("token_ids", "segment_ids", "padding_mask")
-WARMUP_FILE = "tf_serving_warmup_requests"
 # Exports compute in float32 whatever the training run's precision: a SavedModel that any CPU,
 # GPU or TF Serving build runs at full speed and that matches the preset's float32 weights.
 SERVING_DTYPE = "float32"
@@ -30,25 +29,31 @@ def load_student(preset_dir: str):
 
     A preset with ``task.json`` is a task model (e.g. ``BertTextClassifier``), otherwise a
     backbone (e.g. ``BertBackbone``). ``tokenizer`` is ``None`` if the preset has none.
+    The directory may be any `tf.io.gfile` path (keras-hub reads ``gs://`` presets too).
     """
-    if not isinstance(preset_dir, (str, os.PathLike)) or not os.path.isdir(preset_dir):
+    import tensorflow as tf
+
+    def has_file(name):
+        return tf.io.gfile.exists(os.path.join(preset_dir, name))
+
+    if not isinstance(preset_dir, (str, os.PathLike)) or not tf.io.gfile.isdir(preset_dir):
         raise ExportError(f"student preset directory does not exist: {preset_dir!r}")
     preset_dir = os.fspath(preset_dir)
-    if not os.path.isfile(os.path.join(preset_dir, "config.json")):
+    if not has_file("config.json"):
         raise ExportError(f"not a keras-hub preset (no config.json): {preset_dir!r}")
     import keras_hub
 
     from tinybert_tf.distill import dtypes
 
     try:
-        if os.path.isfile(os.path.join(preset_dir, "task.json")):
+        if has_file("task.json"):
             from tinybert_tf.distill import heads
 
             model = heads.load_task_model(preset_dir, dtype=SERVING_DTYPE)
         else:
             model = dtypes.load_preset(keras_hub.models.Backbone, preset_dir, SERVING_DTYPE)
         tokenizer = None
-        if os.path.isfile(os.path.join(preset_dir, "tokenizer.json")):
+        if has_file("tokenizer.json"):
             tokenizer = keras_hub.tokenizers.Tokenizer.from_preset(preset_dir)
     except Exception as e:  # keras-hub raises many types; keep the CLI message to one line
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
@@ -108,34 +113,14 @@ def describe_student(model) -> StudentInfo:
 
 def next_version(export_dir: str, model_name: str) -> int:
     """Smallest integer above every existing integer version dir of ``model_name`` (1 if none)."""
-    model_dir = os.path.join(export_dir, model_name)
+    import tensorflow as tf
+
+    model_dir = os.path.join(os.fspath(export_dir), model_name)
     versions = []
-    if os.path.isdir(model_dir):
-        versions = [int(d) for d in os.listdir(model_dir) if d.isdigit()]
+    if tf.io.gfile.isdir(model_dir):  # gs:// lists sub-directories with a trailing "/"
+        names = (d.rstrip("/") for d in tf.io.gfile.listdir(model_dir))
+        versions = [int(d) for d in names if d.isdigit()]
     return max(versions, default=0) + 1
-
-
-def _read_labels(labels, info: StudentInfo):
-    if labels is None:
-        if info.task == "classifier":
-            return [f"LABEL_{i}" for i in range(info.num_classes)], "default"
-        return None, None
-    if isinstance(labels, (str, os.PathLike)):
-        try:
-            with open(labels, encoding="utf-8") as f:
-                labels = json.load(f)
-        except (OSError, json.JSONDecodeError) as e:
-            raise ExportError(f"cannot read labels JSON {os.fspath(labels)!r}: {e}") from None
-    if isinstance(labels, dict):
-        labels = labels.get("labels", labels)
-    if isinstance(labels, dict):  # {"0": "neg", "1": "pos"}
-        labels = [labels[k] for k in sorted(labels, key=int)]
-    labels = [str(x) for x in labels]
-    if info.task == "encoder":
-        raise ExportError("labels given, but the student is an encoder with no task head")
-    if len(labels) != info.num_classes:
-        raise ExportError(f"got {len(labels)} labels for a head with {info.num_classes} outputs")
-    return labels, "caller"
 
 
 # ----------------------------------------------------------------------------- graph
@@ -160,9 +145,29 @@ def build_serving_module(
     """
     import tensorflow as tf
 
-    from tinybert_tf.data.packing import segment_packer
-
     info = describe_student(model)
+    wanted = _wanted_outputs(info, outputs)
+    forward = forward_fn(model, info, wanted)
+    module = tf.Module(name="tinybert_student")
+    # Track exactly the student's variables (keras.Variable -> tf.Variable); nothing else
+    # (optimizer, teacher, metrics) reaches the checkpoint.
+    module.student_variables = student_variable_dict(model)
+    max_len = info.max_sequence_length
+    # Only as signatures (not also as module attributes): attaching the tf.functions too
+    # would store every function twice in saved_model.pb.
+    signatures = {DEFAULT_SIGNATURE: _ids_signature(forward, max_len).get_concrete_function()}
+    text_len = None
+    if text_signature:
+        if tokenizer is None:
+            raise ExportError("text_signature=True needs the student's tokenizer")
+        text_len = min(int(text_sequence_length or max_len), max_len)
+        signatures.update(_text_signatures(forward, tokenizer, text_len))
+        module.text_sequence_length = tf.constant(text_len)
+    return module, signatures, _signature_table(info, wanted, text_len)
+
+
+def _wanted_outputs(info: StudentInfo, outputs) -> list:
+    """The output names to serve: ``outputs`` (each one the student has) or all of them."""
     wanted = list(info.outputs) if outputs is None else list(outputs)
     for name in wanted:
         if name not in info.outputs:
@@ -171,7 +176,13 @@ def build_serving_module(
                 f"student is {what}: it has no {name!r} output (available: "
                 f"{', '.join(info.outputs)})"
             )
-    max_len = info.max_sequence_length
+    return wanted
+
+
+def forward_fn(model, info: StudentInfo, wanted):
+    """``forward(token_ids, segment_ids, padding_mask) -> {name: float32 tensor}``: the
+    student's ``wanted`` named outputs (``info.outputs``), for a graph function."""
+    import tensorflow as tf
 
     def named_outputs(y):
         if info.task == "encoder":
@@ -188,13 +199,21 @@ def build_serving_module(
         )
         return named_outputs(y)
 
-    module = tf.Module(name="tinybert_student")
-    # Track exactly the student's variables (keras.Variable -> tf.Variable); nothing else
-    # (optimizer, teacher, metrics) reaches the checkpoint.
-    module.student_variables = student_variable_dict(model)
-    spec = [tf.TensorSpec([None, None], tf.int32, name=n) for n in INPUT_NAMES]
+    return forward
 
-    @tf.function(input_signature=spec)
+
+def ids_input_spec():
+    """The token-id signatures' inputs: int32 ``[batch, seq]`` named ``INPUT_NAMES``."""
+    import tensorflow as tf
+
+    return [tf.TensorSpec([None, None], tf.int32, name=n) for n in INPUT_NAMES]
+
+
+def _ids_signature(forward, max_len: int):
+    """``serving_default``: ``forward`` on token ids, refusing inputs over ``max_len``."""
+    import tensorflow as tf
+
+    @tf.function(input_signature=ids_input_spec())
     def serving_default(token_ids, segment_ids, padding_mask):
         seq_len = tf.shape(token_ids)[1]
         checks = [
@@ -219,82 +238,60 @@ def build_serving_module(
             token_ids = tf.identity(token_ids)
         return forward(token_ids, segment_ids, padding_mask)
 
-    # Only as signatures (not also as module attributes): attaching the tf.functions too
-    # would store every function twice in saved_model.pb.
-    signatures = {DEFAULT_SIGNATURE: serving_default.get_concrete_function()}
+    return serving_default
+
+
+def _text_signatures(forward, tokenizer, text_len: int) -> dict:
+    """``serving_text`` / ``serving_text_pair`` concrete functions: tokenize and pack in-graph
+    to ``text_len`` tokens (truncating), then ``forward``."""
+    import tensorflow as tf
+
+    from tinybert_tf.data.packing import segment_packer
+
+    packer = segment_packer(tokenizer, text_len)
+    pad_id = tokenizer.pad_token_id
+
+    def pack_and_run(*segments):
+        token_ids, segment_ids = packer(tuple(tokenizer(s) for s in segments))
+        token_ids = tf.cast(token_ids, tf.int32)
+        padding_mask = tf.cast(tf.not_equal(token_ids, pad_id), tf.int32)
+        return forward(token_ids, tf.cast(segment_ids, tf.int32), padding_mask)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def serving_text(text):
+        return pack_and_run(text)
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name="text"),
+            tf.TensorSpec([None], tf.string, name="text_b"),
+        ]
+    )
+    def serving_text_pair(text, text_b):
+        return pack_and_run(text, text_b)
+
+    return {
+        TEXT_SIGNATURE: serving_text.get_concrete_function(),
+        TEXT_PAIR_SIGNATURE: serving_text_pair.get_concrete_function(),
+    }
+
+
+def _signature_table(info: StudentInfo, wanted, text_len: int | None) -> dict:
+    """``{signature: {"inputs": {name: [dtype, shape]}, "outputs": {...}}}``; the text
+    signatures only when ``text_len`` is set."""
+    max_len = info.max_sequence_length
+    outputs = {k: list(info.outputs[k]) for k in wanted}
     table = {
         DEFAULT_SIGNATURE: {
             "inputs": {n: ["int32", f"[batch, seq<={max_len}]"] for n in INPUT_NAMES},
-            "outputs": {k: list(info.outputs[k]) for k in wanted},
+            "outputs": outputs,
         }
     }
-    if text_signature:
-        if tokenizer is None:
-            raise ExportError("text_signature=True needs the student's tokenizer")
-        text_len = min(int(text_sequence_length or max_len), max_len)
-        packer = segment_packer(tokenizer, text_len)
-        pad_id = tokenizer.pad_token_id
-
-        def pack_and_run(*segments):
-            token_ids, segment_ids = packer(tuple(tokenizer(s) for s in segments))
-            token_ids = tf.cast(token_ids, tf.int32)
-            padding_mask = tf.cast(tf.not_equal(token_ids, pad_id), tf.int32)
-            return forward(token_ids, tf.cast(segment_ids, tf.int32), padding_mask)
-
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
-        def serving_text(text):
-            return pack_and_run(text)
-
-        @tf.function(
-            input_signature=[
-                tf.TensorSpec([None], tf.string, name="text"),
-                tf.TensorSpec([None], tf.string, name="text_b"),
-            ]
-        )
-        def serving_text_pair(text, text_b):
-            return pack_and_run(text, text_b)
-
-        signatures[TEXT_SIGNATURE] = serving_text.get_concrete_function()
-        signatures[TEXT_PAIR_SIGNATURE] = serving_text_pair.get_concrete_function()
-        out_table = {k: list(info.outputs[k]) for k in wanted}
-        out_table = {k: [d, s.replace("seq", str(text_len))] for k, (d, s) in out_table.items()}
-        table[TEXT_SIGNATURE] = {"inputs": {"text": ["string", "[batch]"]}, "outputs": out_table}
+    if text_len is not None:
+        text_out = {k: [d, s.replace("seq", str(text_len))] for k, (d, s) in outputs.items()}
+        table[TEXT_SIGNATURE] = {"inputs": {"text": ["string", "[batch]"]}, "outputs": text_out}
         table[TEXT_PAIR_SIGNATURE] = {
             "inputs": {"text": ["string", "[batch]"], "text_b": ["string", "[batch]"]},
-            "outputs": out_table,
+            "outputs": text_out,
         }
-        module.text_sequence_length = tf.constant(text_len)
-    return module, signatures, table
-
-
-# ----------------------------------------------------------------------------- assets
-def write_warmup(path: str, model_name: str, cases: dict) -> int:
-    """Write ``cases`` (``{case: {"signature", "inputs": {name: array}}}``) as PredictionLogs.
-
-    Returns:
-        number of records written to ``path``.
-    """
-    import tensorflow as tf
-
-    try:
-        from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
-    except ImportError:
-        raise ExportError(
-            "warm-up records need the TF Serving protos: pip install tensorflow-serving-api "
-            "(or export with warmup=False)"
-        ) from None
-
-    n = 0
-    with tf.io.TFRecordWriter(path) as writer:
-        for case in cases.values():
-            request = predict_pb2.PredictRequest(
-                model_spec=model_pb2.ModelSpec(name=model_name, signature_name=case["signature"])
-            )
-            for name, value in case["inputs"].items():
-                request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
-            log = prediction_log_pb2.PredictionLog(
-                predict_log=prediction_log_pb2.PredictLog(request=request)
-            )
-            writer.write(log.SerializeToString())
-            n += 1
-    return n
+    return table

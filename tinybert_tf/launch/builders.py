@@ -1,29 +1,84 @@
 """Config -> objects for the launch modes: preset checks and loading, students, recipes with loss
-weights, optimizers, task specs and task data, savers. `evaluate` and every mode import this;
-it imports no mode (one-way: builders <- modes <- main)."""
+weights, Distillers, optimizers, task specs and task data, savers. Every mode, the launch checks
+(`validate`) and the dispatcher import this; it imports no mode (one-way: builders <- modes <- main).
+A mistake in what the config names is a one-line `LaunchError` here, where the object is built."""
 
 from __future__ import annotations
 
+import io
+import json
 import os
 
 import keras
 import keras_hub
+import numpy as np
+import tensorflow as tf
 
-from tinybert_tf.distill import dtypes, optim, recipes, students
+from tinybert_tf.distill import distiller as distiller_lib
+from tinybert_tf.distill import dtypes, heads, optim, recipes, students
+from tinybert_tf.errors import LaunchError
 from tinybert_tf.launch import distribution, hardware
-from tinybert_tf.launch.strategy import LaunchError, steps_per_execution
+from tinybert_tf.launch.strategy import steps_per_execution
 
 
 def check_preset(path, what):
-    """A preset that cannot load is a one-line error (`validate.check_preset`: a missing path, a
-    directory without config.json, a name keras-hub does not know); returns `path`."""
-    from tinybert_tf.launch import validate
+    """A teacher/student preset: a directory with a keras-hub `config.json`, a keras-hub preset
+    name, or a handle with a scheme (hf://, kaggle://, gs://: checked when loaded); anything else
+    is a one-line error naming `what` (the config key). Returns `path`."""
+    if not path:
+        raise LaunchError(f"No {what} given; pass --config.{what}=<keras-hub preset name or dir>.")
+    if "://" in path:
+        return path
+    if tf.io.gfile.isdir(path):
+        backbone_config(path, what)
+        return path
+    if tf.io.gfile.exists(path):
+        raise LaunchError(f"{what} {path} is a file; pass a keras-hub preset directory or name.")
+    if os.sep in path or path.startswith("."):
+        raise LaunchError(
+            f"{what} path {path} does not exist; pass --config.{what}=<keras-hub preset name or "
+            "preset dir> (e.g. the `student`/`model` dir a previous run wrote).")
+    if path not in keras_hub.models.Backbone.presets:
+        raise LaunchError(
+            f"{what} {path!r} is neither a directory nor a keras-hub preset name; pass a preset "
+            "dir or a name such as bert_tiny_en_uncased (keras_hub.models.Backbone.presets).")
+    return path
 
-    return validate.check_preset(path, what)
+
+def backbone_config(path, what="preset"):
+    """The backbone config (`config.json`'s "config") of a preset directory `path`; a directory
+    without a readable config.json is a one-line error."""
+    config = os.path.join(path, "config.json")
+    if not tf.io.gfile.exists(config):
+        raise LaunchError(
+            f"{what} {path} is a directory but not a keras-hub preset (no config.json); pass "
+            "a preset dir (e.g. the `student`/`teacher` dir a run wrote) or a preset name.")
+    try:
+        with tf.io.gfile.GFile(config) as f:
+            found = json.load(f)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise LaunchError(f"{what} {config} is not valid JSON ({err}).") from None
+    return found.get("config", {}) if isinstance(found, dict) else {}
 
 
 def load_tokenizer(preset):
-    return keras_hub.tokenizers.Tokenizer.from_preset(check_preset(preset, "teacher"))
+    """The tokenizer of a teacher preset; one that does not load is a one-line error."""
+    check_preset(preset, "teacher")
+    try:
+        return keras_hub.tokenizers.Tokenizer.from_preset(preset)
+    except (ValueError, OSError) as err:  # a broken preset dir; no network for a preset name
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise LaunchError(f"teacher {preset}: its tokenizer does not load ({first}).") from None
+
+
+def load_task_model(preset, what="model"):
+    """The task model a run saved in `preset` (`heads.load_task_model`: a text classifier,
+    regressor or token classifier); a preset that holds none is a one-line error."""
+    check_preset(preset, what)
+    try:
+        return heads.load_task_model(preset, what)
+    except ValueError as err:
+        raise LaunchError(str(err)) from None
 
 
 def load_classifier(preset, num_classes=None, what="teacher", token_level=False, dtype=""):
@@ -31,8 +86,6 @@ def load_classifier(preset, num_classes=None, what="teacher", token_level=False,
     preset; a new head on the preset's backbone when `num_classes` is given. `dtype` (e.g.
     "bfloat16" for a frozen teacher) replaces the run's policy for this model; whatever policy
     the preset stores, the model gets this one (`dtypes.load_preset`)."""
-    from tinybert_tf.distill import heads
-
     check_preset(preset, what)
     kwargs = {"num_classes": num_classes} if num_classes is not None else {}
     cls = heads.TokenClassifier if token_level else keras_hub.models.TextClassifier
@@ -41,8 +94,6 @@ def load_classifier(preset, num_classes=None, what="teacher", token_level=False,
 
 def new_task_model(spec, backbone):
     """A fresh head for the task on `backbone`: token classifier (NER) or text classifier."""
-    from tinybert_tf.distill import heads
-
     if spec.kind == "token_classification":
         return heads.TokenClassifier(backbone, spec.num_classes, preprocessor=None)
     return keras_hub.models.BertTextClassifier(backbone, num_classes=spec.num_classes,
@@ -90,9 +141,48 @@ def make_recipe(name, layer_map="", loss_weights="", **overrides):
         raise LaunchError(str(err)) from None
 
 
-def relation_kwargs(relation_heads):
+def _relation_kwargs(relation_heads):
     """Recipe override for a config's `relation_heads` (0 keeps the recipe's)."""
     return {"relation_heads": int(relation_heads)} if relation_heads else {}
+
+
+def config_recipe(c, stage="general", regression=False):
+    """The recipe a step of config `c` trains with: general distillation's (`recipe`, `layer_map`,
+    `loss_weights`, `relation_heads`), task distillation's `intermediate` step (its `recipe` and
+    `relation_heads`, the config's `layer_map`) or its `prediction` step (soft targets at
+    `prediction.temperature` plus `prediction.hard_weight` x the labels; MSE when `regression`)."""
+    if stage == "general":
+        return make_recipe(c.recipe, c.layer_map, c.loss_weights,
+                           **_relation_kwargs(c.relation_heads))
+    if stage == "intermediate":
+        return make_recipe(c.intermediate.recipe, c.layer_map,
+                           **_relation_kwargs(c.intermediate.relation_heads))
+    p = c.prediction
+    return make_recipe("tinybert_task_prediction", regression=regression,
+                       temperature=p.temperature,
+                       weights={"pred": 1.0, "hard": float(p.hard_weight)})
+
+
+def masked_lm(recipe):
+    """Does general distillation with `recipe` train masked-LM models (teacher and student with
+    their LM heads)? Yes when a term reads the LM's logits or its labels (`kd`, `mlm`)."""
+    return "mlm" in recipe.weights or "kd" in recipe.weights
+
+
+def check_fit(recipe, teacher, student):
+    """`distiller.check_fit` of `recipe` on a teacher and a student (`distiller.Shape`s): the
+    layer map; a recipe that cannot pair them is a one-line error."""
+    try:
+        return distiller_lib.check_fit(recipe, teacher, student)
+    except ValueError as err:
+        raise LaunchError(str(err)) from None
+
+
+def make_distiller(teacher, student, recipe):
+    """A `Distiller` of `teacher` into `student` with `recipe`, checked first (`check_fit`) so
+    that a layer map, head count or width that does not fit is a one-line error."""
+    check_fit(recipe, distiller_lib.Shape.of(teacher), distiller_lib.Shape.of(student))
+    return distiller_lib.Distiller(teacher, student, recipe)
 
 
 def compile_model(model, strategy, c, total_steps, stage=None, **kwargs):
@@ -156,8 +246,6 @@ def task_data(c, spec, split, tokenizer, training, extra=None, repeat=None, **kw
     )
     if training:
         return dataset
-    import tensorflow as tf
-
     return dataset.apply(tf.data.experimental.assert_cardinality(_batches(dataset)))
 
 
@@ -179,11 +267,6 @@ def epoch_batches(c, spec, split, tokenizer, **kwargs):
 def _batches(dataset):
     n = int(dataset.cardinality())
     return n if n >= 0 else int(dataset.reduce(0, lambda acc, _: acc + 1))
-
-
-def count_batches(dataset):
-    """Batches in one pass over a finite dataset (at least 1)."""
-    return max(1, _batches(dataset))
 
 
 # ---- savers -------------------------------------------------------------------------------------
@@ -228,11 +311,6 @@ def save_model(model, tokenizer, path, projections=(), optimizer=None):
 def _write_projections(projections, path):
     """Dense layers -> an .npz file with one array per weight, keyed `<layer name>/<weight name>`
     (e.g. `projection_0/kernel`), in layer order."""
-    import io
-
-    import numpy as np
-    import tensorflow as tf
-
     buffer = io.BytesIO()  # zipfile seeks, which a write-only GFile does not allow
     np.savez(buffer, **{f"{p.name}/{w.name}": w.numpy() for p in projections for w in p.weights})
     with tf.io.gfile.GFile(path, "wb") as f:
@@ -242,11 +320,6 @@ def _write_projections(projections, path):
 def load_projections(preset_dir):
     """The width projections `save_model` wrote beside a student: built keras Dense layers with
     the saved names and weights, in the saved order; [] when the preset dir has none."""
-    import io
-
-    import numpy as np
-    import tensorflow as tf
-
     path = os.path.join(preset_dir, PROJECTIONS_FILE)
     if not tf.io.gfile.exists(path):
         return []

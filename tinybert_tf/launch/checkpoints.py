@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tinybert_tf.launch.strategy import LaunchError
+from tinybert_tf.errors import LaunchError
 
 
 def make(directory, model, max_to_keep=3):
@@ -53,6 +53,13 @@ def _short(err):
     text = re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\]", "", text.strip())
     text = text.splitlines()[0] if text else ""
     return f"{type(err).__name__}: {text[:200]}"
+
+
+def _none_restores(directory, names):
+    """The one-line error of a checkpoint directory whose checkpoints (`names`) are all damaged."""
+    return LaunchError(
+        f"no checkpoint in {directory} can be restored ({', '.join(names)}: damaged, see above);"
+        f" move that directory away or delete it to train this run from step 0.")
 
 
 class Checkpointer:
@@ -118,11 +125,7 @@ class Checkpointer:
             self.good_step = int(path.rsplit("-", 1)[1])
             return path
         if candidates:
-            names = ", ".join(os.path.basename(p) for p in candidates)
-            raise LaunchError(  # a UserError: main prints it as one line
-                f"no checkpoint in {self.directory} can be restored ({names}: damaged, see above);"
-                f" move that directory away or delete it to train this run from step 0."
-            )
+            raise _none_restores(self.directory, [os.path.basename(p) for p in candidates])
         return None
 
     def save(self, step):
@@ -196,11 +199,7 @@ class OrbaxCheckpointer:
             self.good_step = saved_step
             return path
         if steps:
-            names = ", ".join(str(s) for s in steps)
-            raise LaunchError(
-                f"no checkpoint in {self.directory} can be restored ({names}: damaged, see above);"
-                f" move that directory away or delete it to train this run from step 0."
-            )
+            raise _none_restores(self.directory, [str(s) for s in steps])
         return None
 
     def _read(self, step):

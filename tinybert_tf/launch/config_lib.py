@@ -7,6 +7,8 @@ import os
 
 import ml_collections
 
+from tinybert_tf.errors import LaunchError
+
 
 def base(mode):
     """Fields every mode reads (a field nothing reads is a bug: tests/test_launch_config_lib.py
@@ -88,13 +90,24 @@ PAPER_BUDGETS = {"finetune": (3, 0), "intermediate": (10, 0), "prediction": (3, 
 FILE_BUDGETS = {"finetune": (10, 3), "intermediate": (10, 3), "prediction": (10, 3)}
 
 
+def stages(c):
+    """The training stages of a task-mode config, in order: finetune's one, or task_distill's
+    `stages` (intermediate | prediction | both); another `stages` value is a one-line error."""
+    if c.mode == "finetune":
+        return ["finetune"]
+    found = {"intermediate": ["intermediate"], "prediction": ["prediction"],
+             "both": ["intermediate", "prediction"]}.get(c.stages)
+    if found is None:
+        raise LaunchError(f"stages must be intermediate, prediction or both; got {c.stages!r}.")
+    return found
+
+
 def stage_budget(c, stage):
     """(epochs, patience) of `stage` (finetune | intermediate | prediction) for config `c`."""
     epochs, patience = (FILE_BUDGETS if c.task == "file" else PAPER_BUDGETS)[stage]
     settings = c[stage]
     return (epochs if settings.epochs is None else int(settings.epochs),
             patience if settings.patience is None else int(settings.patience))
-
 
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -6,8 +6,9 @@ GPUs of compute capability >= 8.0. XLA (`jit_compile`) measured faster for float
 slower for bfloat16 ones (bench/RESULTS.md: XLA's CPU dot runs bf16 at half oneDNN's rate), so
 auto = on for float32 and off for bfloat16 on CPU, on for TPU/GPU. TensorFlow turns its oneDNN
 kernels on by default only on CPUs with AVX-512 VNNI/BF16 or AMX; on AVX2-only CPUs a training
-step ran 1.45x faster with `TF_ENABLE_ONEDNN_OPTS=1` (issue 14), so the launcher, the demo and
-the tools set it before TensorFlow is imported unless the user set it.
+step ran 1.45x faster with `TF_ENABLE_ONEDNN_OPTS=1` (a demo run on a 2-core AVX2 machine,
+bench/RESULTS.md), so the launcher, the demo and the tools turn it on before TensorFlow is
+imported unless the user set it.
 
 On the JAX backend (`backend="jax"`) the device is JAX's default one; Keras' JAX trainer jits
 every step, so `jit_compile` is always True there (an explicit False would run the step op by

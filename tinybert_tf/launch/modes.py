@@ -1,183 +1,115 @@
-"""What each launch mode builds: teacher, student, data, Distiller; then `train.run`.
+"""The dispatcher: one launch mode of a resolved config, from its checks to the mode's output.
 
-Models, optimizers and projections are created under `strategy.scope()`; data is built outside.
+`run` checks a training mode's config (`validate`: nothing is written when a check fails),
+builds what the checks and the mode share, once (`Launch`: the distribution context, the
+teacher's tokenizer, the corpus scan), claims the workdir (`claim_workdir` writes config.json)
+and calls the mode's body from `MODES`. A user error after the claim but before training
+started un-claims the workdir again, so the fixed command is not refused as a different run.
+The bodies: `general_mode`, `task_modes` (finetune, task_distill), `evaluate_mode`,
+`export_mode`; each is `fn(config, workdir, launch)`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 
 import keras
-import keras_hub
 import tensorflow as tf
 
-from tinybert_tf.distill import dtypes, students
-from tinybert_tf.distill.distiller import Distiller
-from tinybert_tf.launch import builders as b
-from tinybert_tf.launch import distribution, task_modes, teachers, train
-from tinybert_tf.launch.strategy import LaunchError, check_batch_size
+from tinybert_tf import cli
+from tinybert_tf.errors import LaunchError
+from tinybert_tf.launch import (
+    builders,
+    distribution,
+    evaluate_mode,
+    export_mode,
+    general_mode,
+    hardware,
+    strategy,
+    task_modes,
+    validate,
+)
 
-# ---- general distillation -----------------------------------------------------------------------
-
-
-def general_distill(c, workdir, strategy):
-    """TinyBERT general distillation (or DistilBERT) on unlabelled text; writes workdir/student."""
-    from tinybert_tf.data import corpus, masking, shards
-
-    check_batch_size(strategy, c.batch_size)
-    teacher_dir = teachers.one(c.teacher, "general_distill")
-    tokenizer = b.load_tokenizer(teacher_dir)
-    recipe = b.make_recipe(c.recipe, c.layer_map, c.loss_weights,
-                           **b.relation_kwargs(c.relation_heads))
-    is_mlm = "mlm" in recipe.weights or "kd" in recipe.weights
-    if not c.data.train:
-        raise LaunchError("No corpus given; pass --config.data.train=<text files, globs or gs://>.")
-    # drop_remainder=True on every strategy: static shapes for TPU, equal replica slices, exact resume.
-    common = dict(batch_size=c.batch_size, shuffle_buffer=c.data.shuffle_buffer, seed=c.seed,
-                  repeat=True, drop_remainder=True, deterministic=True)
-    if c.data.format == "pretokenized":
-        data = shards.pretokenized_dataset(c.data.train, seq_len=c.data.seq_len, **common)
-    elif c.data.format == "text":
-        data = corpus.corpus_dataset(c.data.train, tokenizer, seq_len=c.data.seq_len,
-                                     doc_format=c.data.doc_format, **common)
-    else:
-        raise LaunchError(f"data.format must be 'text' or 'pretokenized', got {c.data.format!r}.")
-    if is_mlm:
-        data = masking.mask_dataset(data, tokenizer, mask_rate=c.data.mask_rate,
-                                    whole_word=c.data.whole_word, seed=c.seed)
-    with strategy.scope():
-        if is_mlm:
-            teacher = dtypes.load_preset(keras_hub.models.MaskedLM,
-                                         b.check_preset(teacher_dir, "teacher"), c.teacher_dtype,
-                                         preprocessor=None)
-            student = keras_hub.models.BertMaskedLM(
-                b.student_backbone(c.student, teacher), preprocessor=None
-            )
-        else:
-            teacher = dtypes.load_preset(keras_hub.models.Backbone,
-                                         b.check_preset(teacher_dir, "teacher"), c.teacher_dtype)
-            student = b.student_backbone(c.student, teacher)
-        b.set_dropout(student, c.student_dropout)
-        distiller = Distiller(teacher, student, recipe)
-        b.compile_model(distiller, strategy, c, c.steps)
-    print(f"teacher {students.count_params(teacher):,} params -> student "
-          f"{students.count_params(student):,} params; layer map {distiller.layer_map}")
-    backbone = student.backbone if is_mlm else student
-    fresh = not tf.io.gfile.exists(os.path.join(workdir, "checkpoints"))
-    if c.save_initial and fresh:
-        b.save_model(backbone, tokenizer, os.path.join(workdir, "student_init"),
-                     distiller.projections)
-    task_modes.run_stage(distiller, data, workdir, c, c.steps, label="general_distill")
-    return b.save_model(backbone, tokenizer, os.path.join(workdir, "student"),
-                        distiller.projections)
-
-
-# ---- export and dispatch -------------------------------------------------------------------------
-
-
-def export_student(c, workdir, strategy=None):
-    """Export mode: the student preset (default: this workdir's task-distilled student) to
-    `<export.dir or workdir/export>/<model_name>/<version>/`, verified, with labels."""
-    from tinybert_tf.export import publish
-
-    e = c.export
-    student = e.student or os.path.join(workdir, "prediction", "student")
-    b.check_preset(student, "export.student")
-    labels = None
-    if c.task != "file" or c.data.train_file:
-        labels = list(b.task_spec(c).label_names) or None
-    report = publish.export(
-        student, e.dir or os.path.join(workdir, "export"), model_name=e.model_name,
-        version=e.version or None, labels=labels, text_signature=e.text_signature,
-        hf_dir=os.path.join(workdir, "hf_checkpoint") if e.hf else None, tflite=e.tflite,
-    )
-    return report.path
-
-
-def evaluate_mode(c, workdir, strategy=None):
-    from tinybert_tf import evaluate
-
-    return evaluate.run_from_config(c, workdir)
-
-
-# mode name -> fn(config, workdir, strategy); evaluate and export read a run's outputs.
+# mode name -> fn(config, workdir, launch); evaluate and export read a run's outputs.
 MODES = {
-    "general_distill": general_distill,
+    "general_distill": general_mode.general_distill,
     "task_distill": task_modes.task_distill,
     "finetune": task_modes.finetune,
-    "evaluate": evaluate_mode,
-    "export": export_student,
+    "evaluate": evaluate_mode.run_from_config,
+    "export": export_mode.export_student,
 }
 _READ_ONLY = ("evaluate", "export")
+# Fields a restart may change: how this process joins the run, not what the run is.
+LAUNCH_ONLY = ("overwrite", "coordinator_address", "process_id")
+# What a run writes once training started; a workdir holding any of them is not un-claimed.
+_TRAINED = ("checkpoints", "tensorboard", "metrics.jsonl")
+
+
+@dataclasses.dataclass
+class Launch:
+    """What the dispatcher built for a mode: the distribution context (`strategy.make`; on JAX
+    data-parallel runs it joins the processes), the teacher's tokenizer (training modes) and
+    general distillation's corpus scan record (`validate.check_corpus`)."""
+
+    strategy: object
+    tokenizer: object = None
+    corpus_scan: dict | None = None
 
 
 def run(config, workdir):
-    """Run one mode of a resolved config; returns what the mode returns (e.g. a preset dir).
-
-    Training modes are checked first (`validate.check_launch`: nothing is written when a check
-    fails); then the workdir is claimed (`train.prepare_workdir` writes config.json). A user
-    error after that but before training started un-claims it again (removes that config.json),
-    so the fixed command is not refused as a different run.
-    """
-    from tinybert_tf import cli
-    from tinybert_tf.launch import hardware, strategy, validate
-
+    """Run one mode of a resolved config; returns what the mode returns (e.g. a preset dir)."""
     if keras.backend.backend() == "jax":
         hardware.keep_tf_on_cpu()  # before TF's first op
     if config.mode not in MODES:
-        raise strategy.LaunchError(f"Unknown mode {config.mode!r}; use one of {', '.join(MODES)}.")
+        raise LaunchError(f"Unknown mode {config.mode!r}; use one of {', '.join(MODES)}.")
     if config.mode in _READ_ONLY:  # read a run's outputs; leave its config alone
         tf.io.gfile.makedirs(workdir)
-        return _start(config, workdir, strategy.make(config))
-    launch = validate.check_launch(config, workdir)
+        return _start(config, workdir, Launch(strategy.make(config)))
+    launch = _prepare(config, workdir)
     chief = distribution.is_chief()  # a multi-process run: process 0 writes the workdir's files
     created = not tf.io.gfile.exists(workdir)
     fresh = not tf.io.gfile.exists(os.path.join(workdir, "config.json"))
-    train.prepare_workdir(workdir, config.to_dict(), overwrite=config.overwrite, write=chief)
+    claim_workdir(workdir, config.to_dict(), overwrite=config.overwrite, write=chief)
     distribution.sync("tinybert_tf:workdir")  # config.json claimed before anything else
     try:
-        return _start(config, workdir, launch.strategy, launch.corpus_scan if chief else None)
+        return _start(config, workdir, launch)
     except Exception as err:
         if chief and fresh and cli.user_message(err) is not None:
             _unclaim(workdir, created)
         raise
 
 
-def _start(config, workdir, dist, corpus_scan=None):
-    from tinybert_tf.launch import strategy, validate
+def _prepare(config, workdir):
+    """A training mode's checks, then what the mode needs from before the claim, each built
+    once: the teacher's tokenizer (the corpus scan reads it too), the corpus scan, and last the
+    distribution context, whose replicas the batch must split over."""
+    teacher = validate.check_launch(config, workdir)
+    tokenizer = builders.load_tokenizer(teacher)
+    scan = validate.check_corpus(config, tokenizer) if config.mode == "general_distill" else None
+    dist = strategy.make(config)
+    distribution.check_batch_size(dist, config.batch_size)
+    return Launch(dist, tokenizer, scan)
 
+
+def _start(config, workdir, launch):
+    """Seed, determinism, the hardware's "auto" settings and the precision; then the mode."""
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:  # TF's ops (on JAX: the tf.data pipeline's)
         tf.config.experimental.enable_op_determinism()
     config = resolve_auto(config)
     strategy.set_precision(config.precision)
+    dist = launch.strategy
     print(f"Keras backend {keras.backend.backend()}, strategy {strategy.name_of(dist)} with "
           f"{dist.num_replicas_in_sync} replicas.")
-    if corpus_scan:
-        validate.record_scan(corpus_scan, workdir)
-    return MODES[config.mode](config, workdir, dist)
-
-
-def _unclaim(workdir, created):
-    """Remove the config.json this launch wrote (and the workdir it made, when empty again)
-    unless training started: a checkpoint, TensorBoard logs or metrics.jsonl under workdir."""
-    for _, dirs, files in tf.io.gfile.walk(workdir):
-        if {"checkpoints", "tensorboard"} & set(dirs) or "metrics.jsonl" in files:
-            return
-    for name in ("config.json", "corpus_scan.json"):
-        path = os.path.join(workdir, name)
-        if tf.io.gfile.exists(path):
-            tf.io.gfile.remove(path)
-    if created and not tf.io.gfile.listdir(workdir):
-        tf.io.gfile.rmtree(workdir)
+    return MODES[config.mode](config, workdir, launch)
 
 
 def resolve_auto(config):
     """A copy of `config` with precision / teacher_dtype / jit_compile "auto" resolved for this
     machine (`hardware.resolve`), printed in one line; the workdir keeps the config as given."""
     import ml_collections
-
-    from tinybert_tf.launch import hardware
 
     backend = keras.backend.backend()
     precision, teacher_dtype, jit, reason = hardware.resolve(
@@ -189,3 +121,56 @@ def resolve_auto(config):
     if "auto" in (config.precision, config.teacher_dtype, config.jit_compile) or ignored:
         print(f"Hardware: {reason}")
     return resolved
+
+
+# ---- the workdir ----------------------------------------------------------------------------------
+
+
+def claim_workdir(workdir, config, overwrite=False, write=True):
+    """Create `workdir` and write the run's `config.json` (`config`: a plain dict); the same
+    config again (a restart) leaves the workdir as it is. A workdir holding another run's config
+    is refused, or with `overwrite` that run's training outputs are removed. `write=False` (a
+    multi-process run's other processes): only the refusal, nothing written."""
+    path = os.path.join(workdir, "config.json")
+    differ = None  # no earlier run
+    if tf.io.gfile.exists(path):
+        with tf.io.gfile.GFile(path) as f:
+            differ = _differ(json.load(f), config)
+        if differ and not overwrite:
+            raise LaunchError(
+                f"workdir {workdir} holds a run with a different config (differs in: "
+                f"{', '.join(differ)}); use a new --workdir or pass --config.overwrite=True.")
+    if not write or differ == []:
+        return
+    tf.io.gfile.makedirs(workdir)
+    for sub in _TRAINED if differ else ():
+        target = os.path.join(workdir, sub)
+        if tf.io.gfile.isdir(target):
+            tf.io.gfile.rmtree(target)
+        elif tf.io.gfile.exists(target):
+            tf.io.gfile.remove(target)
+    tmp = path + ".tmp"  # written whole, then renamed into place
+    with tf.io.gfile.GFile(tmp, "w") as f:
+        f.write(json.dumps(config, indent=2, sort_keys=True, default=str))
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def _differ(old, new):
+    """The fields two run configs differ in, except LAUNCH_ONLY ones."""
+    return sorted(k for k in set(old) | set(new) if k not in LAUNCH_ONLY and json.dumps(
+        old.get(k), sort_keys=True, default=str) != json.dumps(new.get(k), sort_keys=True,
+                                                                default=str))
+
+
+def _unclaim(workdir, created):
+    """Remove the config.json this launch wrote (and the workdir it made, when empty again)
+    unless training started: a checkpoint, TensorBoard logs or metrics.jsonl under workdir."""
+    for _, dirs, files in tf.io.gfile.walk(workdir):
+        if set(_TRAINED) & (set(dirs) | set(files)):
+            return
+    for name in ("config.json", "corpus_scan.json"):
+        path = os.path.join(workdir, name)
+        if tf.io.gfile.exists(path):
+            tf.io.gfile.remove(path)
+    if created and not tf.io.gfile.listdir(workdir):
+        tf.io.gfile.rmtree(workdir)

@@ -2,7 +2,7 @@
 
 `make(config)` is the launcher's one entry: a backend-neutral distribution context with `.scope()`
 (models, optimizers and projections are built under it), `num_replicas_in_sync` and a name
-(`name_of`). On TensorFlow it is the `tf.distribute.Strategy` itself (`make_strategy`); on JAX
+(`name_of`). On TensorFlow it is the `tf.distribute.Strategy` itself (`tf_strategy`); on JAX
 there is no strategy: `JaxContext` (the default device, a no-op scope), or for `data_parallel`
 the context of `tinybert_tf.launch.distribution` (keras.distribution.DataParallel +
 jax.distributed), called from `_jax_data_parallel` only.
@@ -18,14 +18,13 @@ from absl import logging
 
 from tinybert_tf.errors import LaunchError
 from tinybert_tf.launch import distribution
-from tinybert_tf.launch.distribution import check_batch_size  # noqa: F401  (the launcher's one)
 
 STRATEGIES = ("cpu", "one_device", "mirrored", "multi_worker", "tpu")
 JAX_STRATEGIES = ("cpu", "one_device", "data_parallel")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
-def make_strategy(name, tpu=""):
+def tf_strategy(name, tpu=""):
     """A `tf.distribute.Strategy` by name. `tpu` is a TPU name, `grpc://` address, or `local`."""
     if name == "cpu":
         return tf.distribute.OneDeviceStrategy("/cpu:0")
@@ -62,11 +61,15 @@ def _tpu_strategy(tpu):
             tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
         return tf.distribute.TPUStrategy(resolver)
-    except (ValueError, RuntimeError, tf.errors.OpError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    except (ValueError, RuntimeError, OSError, tf.errors.OpError) as err:
+        # OSError: urllib's URLError, when the GCE metadata server that resolves a TPU name
+        # cannot be reached (off Cloud).
+        text = str(getattr(err, "reason", None) or err).strip()
+        first = text.splitlines()[0] if text else type(err).__name__
         raise LaunchError(
-            f"TPU {tpu!r} not reachable ({first}); on a TPU VM use --config.tpu=local, "
-            "otherwise pass the TPU name from `gcloud compute tpus tpu-vm list`."
+            f"TPU {tpu!r} not reachable ({first}); a TPU name is looked up through the GCE "
+            "metadata server: on a TPU VM use --config.tpu=local, elsewhere the TPU name from "
+            "`gcloud compute tpus tpu-vm list` or grpc://host:port."
         ) from None
 
 
@@ -95,7 +98,7 @@ def make(c):
             f"tinybert_tf.main --config.backend={c.backend} ...")
     _check_processes(c)
     if backend == "tensorflow":
-        return make_strategy(c.strategy, c.tpu)
+        return tf_strategy(c.strategy, c.tpu)
     if backend != "jax":
         raise LaunchError(f"Keras backend {backend!r} is not supported; use KERAS_BACKEND=jax "
                           "or tensorflow.")
@@ -141,10 +144,17 @@ def name_of(dist):
     return getattr(dist, "name", None) or type(dist).__name__
 
 
+def check_precision(precision, auto=True):
+    """`precision` names a policy of PRECISIONS (or, with `auto`, is "auto": resolved per
+    machine by `hardware.resolve`); else a one-line error."""
+    if not (precision in PRECISIONS or (auto and precision == "auto")):
+        names = ", ".join((*(["auto"] if auto else []), *PRECISIONS))
+        raise LaunchError(f"Unknown precision {precision!r}; use one of {names}.")
+
+
 def set_precision(policy):
     """Set the global Keras dtype policy (float32 | mixed_bfloat16 | mixed_float16)."""
-    if policy not in PRECISIONS:
-        raise LaunchError(f"Unknown precision {policy!r}; use one of {', '.join(PRECISIONS)}.")
+    check_precision(policy, auto=False)
     keras.mixed_precision.set_global_policy(policy)
 
 

@@ -11,6 +11,7 @@ the labelled train split (or alone, `transfer_only`); the `hard` term counts lab
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -19,22 +20,31 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from tinybert_tf.distill.distiller import CACHED_LOGITS, Distiller
+from tinybert_tf import evaluate
+from tinybert_tf.distill.distiller import CACHED_LOGITS
+from tinybert_tf.errors import LaunchError
 from tinybert_tf.launch import builders as b
 from tinybert_tf.launch import config_lib, distribution, teachers, train
 from tinybert_tf.launch.selection import EvalSelector
-from tinybert_tf.launch.strategy import LaunchError, check_batch_size
 
 
-def run_stage(model, data, workdir, c, total_steps, callbacks=(), label="", per_epoch=0):
-    """`train.run` with the config's logging and checkpoint settings; an `EvalSelector` among
-    `callbacks` makes chunks end at its evaluation steps (an epoch's end: its last step).
-    label, per_epoch: the stage's name and steps per epoch, for the progress display."""
-    every = next((cb.every for cb in callbacks if isinstance(cb, EvalSelector)), 0)
-    train.run(model, data, workdir, total_steps, log_every=c.log_every,
-              checkpoint_every=c.checkpoint_every, max_to_keep=c.keep_checkpoints,
-              callbacks=callbacks, stall_intervals=c.stall_intervals, eval_every=every,
-              steps_per_epoch=per_epoch, label=label)
+@dataclasses.dataclass(frozen=True)
+class _Task:
+    """What every stage of a task run reads, built once: the task, the teacher's tokenizer, the
+    training batches of one epoch and the transfer set (`transfer_set`, or None)."""
+
+    spec: object
+    tokenizer: object
+    per_epoch: int
+    transfer: tuple | None = None
+
+
+def _task(c, spec, tokenizer, transfer=None):
+    """The run's `_Task`, with one epoch of training batches counted over the labelled split
+    plus the transfer set (`builders.epoch_batches`)."""
+    per_epoch = b.epoch_batches(c, spec, spec.train_split, tokenizer,
+                                **_transfer_kwargs(c, transfer))
+    return _Task(spec, tokenizer, per_epoch, transfer)
 
 
 # ---- selection on the eval split ------------------------------------------------------------------
@@ -43,7 +53,6 @@ def run_stage(model, data, workdir, c, total_steps, callbacks=(), label="", per_
 def task_scores(model, dataset, spec):
     """{metric: value} of a task model on a labelled `(x, y[, w])` dataset (Keras predict, so it
     runs under the model's distribution strategy)."""
-    from tinybert_tf import evaluate
     from tinybert_tf.data import metrics
 
     outputs = model.predict(dataset.map(lambda *batch: batch[0]), verbose=0)
@@ -52,21 +61,21 @@ def task_scores(model, dataset, spec):
     return metrics.compute(spec, predictions, labels)
 
 
-def _selector(c, spec, tokenizer, trainer, model, run_dir, per_epoch, total, save,
-              score=None, patience=0):
+def _selector(c, task, trainer, model, run_dir, total, save, score=None, patience=0):
     """An EvalSelector on the task's first eval split, or None (no eval split, or eval_every<0).
 
     trainer: the model being fit (its optimizer counts the steps); model: the task model scored
     (default score: its task metrics) and saved. Selection is on the task's first metric, or on
     `loss` (lower is better) when `score(eval_data)` is given.
     """
+    spec = task.spec
     if c.eval_every < 0 or not spec.eval_splits:
         print("No model selection (no eval split or eval_every < 0): the output is the last model.")
         return None
     from tinybert_tf.data import metrics
 
-    data = b.task_data(c, spec, spec.eval_splits[0], tokenizer, training=False)
-    every = c.eval_every or per_epoch
+    data = b.task_data(c, spec, spec.eval_splits[0], task.tokenizer, training=False)
+    every = c.eval_every or task.per_epoch
     if score is None:
         return EvalSelector(trainer, run_dir, lambda: task_scores(model, data, spec), save,
                             spec.metrics[0], every, total, patience=patience,
@@ -100,12 +109,7 @@ def transfer_set(c, spec, workdir, tokenizer=None):
     reads them: an uncased teacher cannot tell "Café" from "café", so neither can the checks."""
     paths = ",".join(p for p in (c.transfer_file, c.augmented_train_file) if p)
     if not paths:
-        if c.transfer_only:
-            raise LaunchError("transfer_only=True needs --config.transfer_file=<files or globs>.")
         return None
-    if spec.kind == "token_classification":
-        raise LaunchError("transfer sets are for sentence and sentence-pair tasks; drop "
-                          "--config.transfer_file for a token-classification task.")
     from tinybert_tf.data import transfer
 
     if tokenizer is None and c.teacher:
@@ -191,16 +195,17 @@ def cached_logits_data(c, spec, tokenizer, teacher_dirs, strategy, transfer=None
 # ---- modes ----------------------------------------------------------------------------------------
 
 
-def finetune(c, workdir, strategy):
+def finetune(c, workdir, launch):
     """Fine-tune the teacher (preset + new head) on the task; writes workdir/teacher (best on
     eval) and workdir/teacher_last. With `finetune.members` N > 1: N teachers from the same
     preset with seeds seed..seed+N-1 into workdir/teacher/member_K (run dirs
     workdir/finetune/member_K; a restart resumes the member it stopped in) and
-    workdir/teacher/members.txt, so `--config.teacher=workdir/teacher` is the whole ensemble."""
-    check_batch_size(strategy, c.batch_size)
+    workdir/teacher/members.txt, so `--config.teacher=workdir/teacher` is the whole ensemble.
+    launch: the dispatcher's (strategy, the teacher's tokenizer)."""
+    task = _task(c, b.task_spec(c), launch.tokenizer)
     members = int(c.finetune.members)
     if members <= 1:
-        return _finetune_one(c, os.path.join(workdir, "finetune"), strategy,
+        return _finetune_one(c, task, os.path.join(workdir, "finetune"), launch.strategy,
                              os.path.join(workdir, "teacher"))
     out, names = os.path.join(workdir, "teacher"), [f"member_{k}" for k in range(members)]
     for k, name in enumerate(names):
@@ -208,7 +213,7 @@ def finetune(c, workdir, strategy):
         member.seed = c.seed + k
         keras.utils.set_random_seed(member.seed)  # as a run started with this seed
         print(f"[finetune] member {k + 1} of {members} (seed {member.seed})")
-        _finetune_one(member, os.path.join(workdir, "finetune", name), strategy,
+        _finetune_one(member, task, os.path.join(workdir, "finetune", name), launch.strategy,
                       os.path.join(out, name))
     if distribution.is_chief():
         teachers.write_members(out, names)
@@ -216,46 +221,50 @@ def finetune(c, workdir, strategy):
     return out
 
 
-def _finetune_one(c, run_dir, strategy, out):
-    """One fine-tuned teacher (seed `c.seed`) trained in `run_dir`, its best-on-eval in `out`."""
-    spec = b.task_spec(c)
-    tokenizer = b.load_tokenizer(c.teacher)
+def _finetune_one(c, task, run_dir, strategy, out):
+    """One fine-tuned teacher (seed `c.seed`) trained in `run_dir`, its best-on-eval in `out`.
+    Its training batches are built here, once (the seed orders them); the epoch's batch count,
+    the same for every seed, comes with `task`."""
+    spec, tokenizer = task.spec, task.tokenizer
     data = b.task_data(c, spec, spec.train_split, tokenizer, training=True)
-    per_epoch = b.epoch_batches(c, spec, spec.train_split, tokenizer)
     epochs, patience = config_lib.stage_budget(c, "finetune")
-    total = per_epoch * epochs
+    total = task.per_epoch * epochs
     with strategy.scope():
         token_level = spec.kind == "token_classification"
         model = b.load_classifier(c.teacher, spec.num_classes, token_level=token_level)
         loaded_with = model.optimizer  # keras-hub's default: what the saved preset carries
         if token_level:
             _freeze_pooler(model)
-        accuracy = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-        if spec.kind == "regression":
-            kwargs = dict(loss=keras.losses.MeanSquaredError(), metrics=[])
-        elif token_level:  # labels -100 off first word pieces; weighted by sample_weight [B, S]
-            from tinybert_tf.distill import heads
-
-            kwargs = dict(loss=heads.token_loss(), weighted_metrics=accuracy)
-        else:
-            kwargs = dict(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                          metrics=accuracy)
-        b.compile_model(model, strategy, c, total, c.finetune, **kwargs)
+        b.compile_model(model, strategy, c, total, c.finetune, **_finetune_loss(spec))
 
     def save(path):
         b.save_model(model, tokenizer, path, optimizer=loaded_with)
         if distribution.is_chief():
             teachers.write_labels(path, spec.label_names)
 
-    selector = _selector(c, spec, tokenizer, model, model, run_dir, per_epoch, total, save,
-                         patience=patience)
-    print(f"[finetune] {_plan(epochs, patience, per_epoch, selector)}")
-    run_stage(model, data, run_dir, c, total, [selector] if selector else [], "finetune",
-              per_epoch)
+    selector = _selector(c, task, model, model, run_dir, total, save, patience=patience)
+    print(f"[finetune] {_plan(epochs, patience, task.per_epoch, selector)}")
+    train.run_stage(model, data, run_dir, c, total, [selector] if selector else [], "finetune",
+                    task.per_epoch)
     if selector is None:
         save(out)
         return out
     return selector.finish(out)
+
+
+def _finetune_loss(spec):
+    """`compile` arguments of a fine-tuned task model: MSE for regression, else cross-entropy
+    with accuracy (token tasks: over first word pieces, labels -100 off them, weighted by the
+    `[B, S]` sample weights)."""
+    accuracy = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    if spec.kind == "regression":
+        return dict(loss=keras.losses.MeanSquaredError(), metrics=[])
+    if spec.kind == "token_classification":
+        from tinybert_tf.distill import heads
+
+        return dict(loss=heads.token_loss(), weighted_metrics=accuracy)
+    return dict(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=accuracy)
 
 
 def _freeze_pooler(model):
@@ -268,67 +277,61 @@ def _freeze_pooler(model):
         pass
 
 
-def _stage_recipe(c, spec, stage):
-    if stage == "intermediate":
-        return b.make_recipe(c.intermediate.recipe, c.layer_map,
-                             **b.relation_kwargs(c.intermediate.relation_heads))
-    p = c.prediction
-    weights = {"pred": 1.0, "hard": float(p.hard_weight)}
-    return b.make_recipe("tinybert_task_prediction", regression=spec.kind == "regression",
-                         temperature=p.temperature, weights=weights)
-
-
-def task_distill(c, workdir, strategy):
+def task_distill(c, workdir, launch):
     """TinyBERT task distillation: step 1 intermediate layers, step 2 prediction layer; each
-    step's output (`<step>/student`) is its best-on-eval model, `<step>/student_last` beside."""
-    if c.stages not in ("intermediate", "prediction", "both"):
-        raise LaunchError(f"stages must be intermediate, prediction or both; got {c.stages!r}.")
-    check_batch_size(strategy, c.batch_size)
+    step's output (`<step>/student`) is its best-on-eval model, `<step>/student_last` beside.
+    launch: the dispatcher's (strategy, step 1's teacher's tokenizer)."""
     spec = b.task_spec(c)
-    transfer = transfer_set(c, spec, workdir)
+    task = _task(c, spec, launch.tokenizer,
+                 transfer_set(c, spec, workdir, launch.tokenizer))
     teacher_dirs = teachers.resolve(c.teacher)
-    lead = teacher_dirs[c.intermediate.teacher]  # step 1's teacher: its layers start the student
-    tokenizer = b.load_tokenizer(lead)
-    per_epoch = b.epoch_batches(c, spec, spec.train_split, tokenizer,
-                                **_transfer_kwargs(c, transfer))
-    stage_one = os.path.join(workdir, "intermediate", "student")
-    token_level = spec.kind == "token_classification"
     out = None
-    for stage in ["intermediate", "prediction"] if c.stages == "both" else [c.stages]:
-        settings = c.intermediate if stage == "intermediate" else c.prediction
-        epochs, patience = config_lib.stage_budget(c, stage)
-        total = per_epoch * epochs
-        recipe = _stage_recipe(c, spec, stage)
-        with strategy.scope():
-            teacher = b.load_classifier(lead, token_level=token_level, dtype=c.teacher_dtype)
-            if stage == "prediction" and tf.io.gfile.isdir(stage_one):
-                # carries step 1's weights
-                student = b.load_classifier(stage_one, what="student", token_level=token_level)
-            else:
-                student = b.new_task_model(spec, b.student_backbone(c.student, teacher))
-            b.set_dropout(student, c.student_dropout)
-            distiller = Distiller(teacher, student, recipe)
-            b.compile_model(distiller, strategy, c, total, settings)
-        if stage == "prediction" and c.prediction.cache_teacher_logits:
-            data = cached_logits_data(c, spec, tokenizer, teacher_dirs, strategy, transfer,
-                                      loaded={lead: teacher})
-        else:
-            data = _train_data(c, spec, tokenizer, transfer, training=True)
-        print(f"[{stage}] {_plan(epochs, patience, per_epoch)}, recipe {recipe.name} "
-              f"{dict(recipe.weights)}")
-        stage_dir = os.path.join(workdir, stage)
-
-        def save(path, student=student):
-            b.save_model(student, tokenizer, path)
-
-        def eval_loss(data, distiller=distiller):
-            return distiller.evaluate(data, verbose=0, return_dict=True)
-
-        selector = _selector(c, spec, tokenizer, distiller, student, stage_dir, per_epoch, total,
-                             save,
-                             score=eval_loss if stage == "intermediate" else None,
-                             patience=patience)
-        run_stage(distiller, data, stage_dir, c, total, [selector] if selector else [], stage,
-                  per_epoch)
-        out = _finish(selector, student, tokenizer, os.path.join(stage_dir, "student"))
+    for stage in config_lib.stages(c):
+        out = _distill_step(c, workdir, launch.strategy, stage, task, teacher_dirs)
     return out
+
+
+def _distill_step(c, workdir, strategy, stage, task, teacher_dirs):
+    """One step of task distillation (`intermediate` or `prediction`) in `<workdir>/<stage>`;
+    returns its student preset dir."""
+    epochs, patience = config_lib.stage_budget(c, stage)
+    total = task.per_epoch * epochs
+    recipe = b.config_recipe(c, stage, regression=task.spec.kind == "regression")
+    lead = teacher_dirs[c.intermediate.teacher]  # step 1's teacher: its layers start the student
+    with strategy.scope():
+        teacher, student = _step_models(c, workdir, stage, task.spec, lead)
+        distiller = b.make_distiller(teacher, student, recipe)
+        b.compile_model(distiller, strategy, c, total, c[stage])
+    if stage == "prediction" and c.prediction.cache_teacher_logits:
+        data = cached_logits_data(c, task.spec, task.tokenizer, teacher_dirs, strategy,
+                                  task.transfer, loaded={lead: teacher})
+    else:
+        data = _train_data(c, task.spec, task.tokenizer, task.transfer, training=True)
+    print(f"[{stage}] {_plan(epochs, patience, task.per_epoch)}, recipe {recipe.name} "
+          f"{dict(recipe.weights)}")
+    stage_dir = os.path.join(workdir, stage)
+
+    def save(path):
+        b.save_model(student, task.tokenizer, path)
+
+    def eval_loss(data):
+        return distiller.evaluate(data, verbose=0, return_dict=True)
+
+    selector = _selector(c, task, distiller, student, stage_dir, total, save,
+                         score=eval_loss if stage == "intermediate" else None, patience=patience)
+    train.run_stage(distiller, data, stage_dir, c, total, [selector] if selector else [], stage,
+                    task.per_epoch)
+    return _finish(selector, student, task.tokenizer, os.path.join(stage_dir, "student"))
+
+
+def _step_models(c, workdir, stage, spec, lead):
+    """(frozen teacher, student) of a task distillation step, under the current scope: the
+    prediction step's student carries step 1's weights when step 1 wrote its student."""
+    token_level = spec.kind == "token_classification"
+    teacher = b.load_classifier(lead, token_level=token_level, dtype=c.teacher_dtype)
+    stage_one = os.path.join(workdir, "intermediate", "student")
+    if stage == "prediction" and tf.io.gfile.isdir(stage_one):
+        student = b.load_classifier(stage_one, what="student", token_level=token_level)
+    else:
+        student = b.new_task_model(spec, b.student_backbone(c.student, teacher))
+    return teacher, b.set_dropout(student, c.student_dropout)

@@ -1,4 +1,4 @@
-"""The training loop: workdir, preemption-safe checkpoints, TensorBoard scalars, NaN guard, `fit`.
+"""The training loop: preemption-safe checkpoints, TensorBoard scalars, NaN guard, `fit`.
 
 A run is a sequence of chunks (one Keras "epoch" each, so metrics.jsonl and TensorBoard show each
 loss term averaged over the chunk) that end at every multiple of `log_every`, at every multiple of
@@ -22,6 +22,8 @@ Early stopping: a callback that sets `model.stop_training` at a chunk end (`Eval
 callback whose `stopped` attribute is true after the restore (the run stopped early before a
 restart) makes `run` train no further.
 
+The modes call `run_stage`: `run` with a config's log, checkpoint and stall settings.
+
 Backend-neutral: `checkpoints.make` picks TF's or orbax's checkpointer (JAX), the step is read
 with `current_step`, and on JAX Keras' trainer re-attaches its state to the variables before any
 callback reads `self.model` (and when a fit ends, an exception included).
@@ -43,72 +45,13 @@ from absl import logging
 
 from tinybert_tf import errors
 from tinybert_tf.launch import checkpoints, distribution
-from tinybert_tf.launch.checkpoints import Checkpointer  # noqa: F401  (train.Checkpointer: TF)
 from tinybert_tf.launch.progress import Progress
-from tinybert_tf.launch.strategy import LaunchError
-
-
-def _atomic_write(path, text):
-    tmp = path + ".tmp"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        f.write(text)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
+from tinybert_tf.launch.selection import EvalSelector
 
 
 def current_step(model):
     """The optimizer's step counter as an int, on any backend."""
     return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
-
-
-# Fields a restart may change: how this process joins the run, not what the run is.
-LAUNCH_ONLY = ("overwrite", "coordinator_address", "process_id")
-
-
-def _differ(old, new):
-    return sorted(k for k in set(old) | set(new) if k not in LAUNCH_ONLY and json.dumps(
-        old.get(k), sort_keys=True, default=str) != json.dumps(new.get(k), sort_keys=True,
-                                                                default=str))
-
-
-def prepare_workdir(workdir, config, overwrite=False, write=True):
-    """Create `workdir` and write the resolved `config.json`; refuse a different earlier run.
-
-    `config` is a plain dict; the same config again (a restart) leaves the workdir as it is.
-    `write=False` (a multi-process run's other processes): only the refusal, nothing written.
-    """
-    if not write:
-        path = os.path.join(workdir, "config.json")
-        if overwrite or not tf.io.gfile.exists(path):
-            return
-        with tf.io.gfile.GFile(path) as f:
-            old = json.load(f)
-        differ = _differ(old, config)
-        if differ:
-            raise LaunchError(
-                f"workdir {workdir} holds a run with a different config (differs in: "
-                f"{', '.join(differ)}); use a new --workdir or pass --config.overwrite=True.")
-        return
-    tf.io.gfile.makedirs(workdir)
-    path = os.path.join(workdir, "config.json")
-    text = json.dumps(config, indent=2, sort_keys=True, default=str)
-    if tf.io.gfile.exists(path):
-        with tf.io.gfile.GFile(path) as f:
-            old = json.load(f)
-        differ = _differ(old, config)
-        if not differ:
-            return
-        if not overwrite:
-            raise LaunchError(
-                f"workdir {workdir} holds a run with a different config (differs in: "
-                f"{', '.join(differ)}); use a new --workdir or pass --config.overwrite=True."
-            )
-        for sub in ("checkpoints", "tensorboard", "metrics.jsonl"):
-            target = os.path.join(workdir, sub)
-            if tf.io.gfile.isdir(target):
-                tf.io.gfile.rmtree(target)
-            elif tf.io.gfile.exists(target):
-                tf.io.gfile.remove(target)
-    _atomic_write(path, text)
 
 
 class StepLogger(keras.callbacks.Callback):
@@ -247,20 +190,27 @@ class SignalStop(keras.callbacks.Callback):
             raise _Stop()
 
 
+def check_intervals(log_every, checkpoint_every):
+    """Checkpoints are written at chunk ends, so `checkpoint_every` must be a multiple of
+    `log_every` (at least 1, as the run uses it); returns that `log_every`."""
+    log_every = max(1, int(log_every))
+    if checkpoint_every % log_every:
+        raise errors.LaunchError(
+            f"checkpoint_every ({checkpoint_every}) must be a multiple of log_every ({log_every})."
+        )
+    return log_every
+
+
 def chunk_ends(model, total_steps, log_every, checkpoint_every, eval_every=0):
     """The steps at which the run's chunks end: every multiple of `log_every` and of `eval_every`
     (so an evaluation every epoch falls at the epoch's last step, not at the next log), and the
     run's last step, `total_steps` (the length of the learning-rate schedule). `log_every` is
-    checked against `checkpoint_every` (checkpoints are written at chunk ends) and every end is
-    rounded up to a multiple of `steps_per_execution` (chunk ends are its step boundaries)."""
-    log_every, eval_every = max(1, int(log_every)), max(0, int(eval_every or 0))
-    if checkpoint_every % log_every:
-        raise LaunchError(
-            f"checkpoint_every ({checkpoint_every}) must be a multiple of log_every ({log_every})."
-        )
+    checked against `checkpoint_every` (`check_intervals`) and every end is rounded up to a multiple of `steps_per_execution` (chunk ends are its step boundaries)."""
+    log_every = check_intervals(log_every, checkpoint_every)
+    eval_every = max(0, int(eval_every or 0))
     per_call = int(getattr(model, "steps_per_execution", 1) or 1)
     if log_every % per_call:
-        raise LaunchError(
+        raise errors.LaunchError(
             f"log_every ({log_every}) must be a multiple of steps_per_execution ({per_call})."
         )
     marks = {*range(log_every, total_steps, log_every), max(1, int(total_steps))}
@@ -287,6 +237,17 @@ def _segments(start, ends):
     return segments
 
 
+def run_stage(model, data, workdir, c, total_steps, callbacks=(), label="", per_epoch=0):
+    """`run` with config `c`'s logging, checkpoint and stall settings; an `EvalSelector` among
+    `callbacks` makes chunks end at its evaluation steps (an epoch's end: its last step).
+    label, per_epoch: the stage's name and steps per epoch, for the progress display."""
+    every = next((cb.every for cb in callbacks if isinstance(cb, EvalSelector)), 0)
+    run(model, data, workdir, total_steps, log_every=c.log_every,
+        checkpoint_every=c.checkpoint_every, max_to_keep=c.keep_checkpoints,
+        callbacks=callbacks, stall_intervals=c.stall_intervals, eval_every=every,
+        steps_per_epoch=per_epoch, label=label)
+
+
 def run(model, dataset, workdir, total_steps, log_every=100, checkpoint_every=1000,
         max_to_keep=3, callbacks=(), stall_intervals=0, eval_every=0, steps_per_epoch=0,
         label=""):
@@ -304,40 +265,53 @@ def run(model, dataset, workdir, total_steps, log_every=100, checkpoint_every=10
     the last chunk (which then ends as usual).
     """
     ends = chunk_ends(model, total_steps, log_every, checkpoint_every, eval_every)
-    end = ends[-1]
-    strategy = getattr(model, "distribute_strategy", None)  # TF; none on JAX
-    with strategy.scope() if strategy is not None else contextlib.nullcontext():
-        model.optimizer.build(model.trainable_variables)
-        checkpointer = checkpoints.make(os.path.join(workdir, "checkpoints"), model, max_to_keep)
-    restored = checkpointer.restore()
+    checkpointer = _restore(model, workdir, max_to_keep, ends[-1])
     start = current_step(model)
-    if restored:
-        logging.info("Resumed from %s at step %d.", restored, start)
-        print(f"Resuming from {restored} (step {start} of {end}).")
-    if start >= end:
-        print(f"Run already complete at step {start}.")
+    if _nothing_left(start, ends[-1], callbacks):
         return
-    if any(getattr(cb, "stopped", False) for cb in callbacks):
-        print(f"Run already stopped early at step {start}.")
-        return
-    stopper = SignalStop()
-    # orbax checkpoints: every process (orbax's multi-host save); metrics, TensorBoard, the
-    # console: the chief. The chunk's record before its checkpoint: a kill between the two
-    # re-runs the chunk, whose record then replaces the first (read_metrics), rather than
-    # leaving the chunk without one.
+    # Metrics, TensorBoard and the console: the chief; orbax checkpoints: every process.
     chief = distribution.is_chief()
-    shown = Progress(end, start, steps_per_epoch, label, model.optimizer) if chief else None
-    logger = [StepLogger(workdir)] if chief else []
+    shown = Progress(ends[-1], start, steps_per_epoch, label, model.optimizer) if chief else None
+    stopper = SignalStop()
     stall = [StallCheck(stall_intervals)] if stall_intervals and start == 0 else []
-    callbacks = [*([shown] if shown else []), NanGuard(checkpointer), *stall, *callbacks,
-                 *logger, SaveEvery(checkpointer, checkpoint_every), stopper]
+    # The chunk's record before its checkpoint: a kill between the two re-runs the chunk, whose
+    # record then replaces the first (read_metrics), rather than leaving the chunk without one.
+    every_chunk = [*([shown] if shown else []), NanGuard(checkpointer), *stall, *callbacks,
+                   *([StepLogger(workdir)] if chief else []),
+                   SaveEvery(checkpointer, checkpoint_every), stopper]
     with stopper, shown or contextlib.nullcontext():
-        step = _fit(model, dataset, _segments(start, ends), callbacks, checkpointer)
+        step = _fit(model, dataset, _segments(start, ends), every_chunk, checkpointer)
     if stopper.signum is not None:
         raise errors.Interrupted(
             f"stopped at step {step}, checkpoint written; re-run the same command to resume.",
             128 + stopper.signum,
         )
+
+
+def _restore(model, workdir, max_to_keep, end):
+    """The run's checkpointer (the optimizer built under the model's strategy, as the variables
+    a checkpoint holds must be), after restoring the latest checkpoint into `model`."""
+    strategy = getattr(model, "distribute_strategy", None)  # TF; none on JAX
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        model.optimizer.build(model.trainable_variables)
+        checkpointer = checkpoints.make(os.path.join(workdir, "checkpoints"), model, max_to_keep)
+    restored = checkpointer.restore()
+    if restored:
+        start = current_step(model)
+        logging.info("Resumed from %s at step %d.", restored, start)
+        print(f"Resuming from {restored} (step {start} of {end}).")
+    return checkpointer
+
+
+def _nothing_left(start, end, callbacks):
+    """True (and says why) when a restored run has reached its last step or stopped early."""
+    if start >= end:
+        print(f"Run already complete at step {start}.")
+        return True
+    if any(getattr(cb, "stopped", False) for cb in callbacks):
+        print(f"Run already stopped early at step {start}.")
+        return True
+    return False
 
 
 def _fit(model, dataset, segments, callbacks, checkpointer):

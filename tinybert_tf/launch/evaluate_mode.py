@@ -1,0 +1,139 @@
+"""The `evaluate` mode: a config's teacher(s) and student(s) side by side on one task split.
+
+Reads config.teacher (one preset dir, several, or an ensemble dir: `launch.teachers`),
+config.student (`parse_students`), config.task / config.data.*, config.eval_split (default the
+task's first eval split), config.batch_size (evaluation batches) and config.latency_runs
+(default 20); writes `report.json` + `report.md` into the workdir (`tinybert_tf.evaluate`, the
+library that scores, times and formats). Several teachers: a row per teacher (`teacher K`), an
+`ensemble` row, every share taken of the ensemble and, in a second column, of the best single
+teacher chosen on the dev split.
+"""
+
+from __future__ import annotations
+
+import os
+
+import tensorflow as tf
+
+from tinybert_tf import evaluate
+from tinybert_tf.distill import students
+from tinybert_tf.errors import LaunchError
+from tinybert_tf.launch import builders, teachers
+
+RESERVED = ("teacher", "ensemble")  # row names a student cannot take (and "teacher K")
+
+
+def parse_students(value):
+    """`config.student` -> {name: preset dir}.
+
+    A comma-separated list; each item is `name=dir` or a bare `dir`. Bare dirs are named
+    `student` when alone, else `student1`, `student2`, ... by position. A name is the text before
+    the first `=` when it holds no `/` (so `runs/lr=3e-5/student` is a bare dir) and may contain
+    spaces, e.g. `TinyBERT-4: (b) two-step=/runs/b/prediction/student`; `teacher`, `teacher K`
+    and `ensemble` are reserved. Names and dirs cannot contain commas.
+    """
+    items = [item.strip() for item in str(value or "").split(",") if item.strip()]
+    if not items:
+        raise LaunchError("No student given; pass --config.student=<preset dir> or "
+                          "name=dir,name=dir.")
+    out = {}
+    for i, item in enumerate(items, 1):
+        name, sep, path = item.partition("=")
+        name = name.strip()
+        if not (sep and name and "/" not in name and path.strip()):
+            name, path = ("student" if len(items) == 1 else f"student{i}"), item
+        if name in RESERVED or name.startswith("teacher ") or name in out:
+            raise LaunchError(f"Student name {name!r} is reserved or repeated in "
+                              f"--config.student={value}; give each student a unique name=dir.")
+        out[name] = path.strip()
+    return out
+
+
+def _student_value(config, workdir):
+    """config.student, or this workdir's task-distilled student when it names an architecture."""
+    value = str(config.get("student", "") or "")
+    if value in students.PRESETS or value.startswith("from_teacher:") or not value:
+        default = os.path.join(workdir, "prediction", "student")
+        if tf.io.gfile.isdir(default):
+            print(f"Evaluating the student task_distill wrote: {default}")
+            return default
+        raise LaunchError(f"--config.student={value!r} is not a preset dir; pass the dir(s) "
+                          "task_distill wrote, e.g. <workdir>/prediction/student or a=dir,b=dir.")
+    return value
+
+
+def _check_tokenizers(tokenizer, dirs):
+    """A student dir that carries a tokenizer must carry the teacher's vocabulary."""
+    import keras_hub
+    from keras_hub.src.utils import preset_utils
+
+    vocab = tokenizer.get_vocabulary()
+    for name, path in dirs.items():
+        if not preset_utils.check_file_exists(path, preset_utils.TOKENIZER_CONFIG_FILE):
+            continue
+        other = keras_hub.tokenizers.Tokenizer.from_preset(path)
+        if other.get_vocabulary() != vocab:
+            raise LaunchError(f"{name} ({path}) has a different tokenizer vocabulary from the "
+                              "teacher's; distil and evaluate it against a teacher with its vocab.")
+
+
+def _split(config, spec):
+    """The split to evaluate on: config.eval_split, else the task's first eval split."""
+    split = config.get("eval_split") or (spec.eval_splits[0] if spec.eval_splits else None)
+    known = (*spec.eval_splits, *spec.test_splits)
+    if split is None or split not in known:
+        raise LaunchError(f"Task {spec.name!r} has no split {split!r} to evaluate on (it has "
+                          f"{list(known)}); pass --config.eval_split=<one of them> or "
+                          "--config.data.eval_file=<labelled file>.")
+    return split
+
+
+def _presets(config, workdir):
+    """(teacher dirs, {student name: dir}), each a checked preset; teachers compatible."""
+    teacher_dirs = teachers.resolve(config.teacher)
+    for path in teacher_dirs:
+        builders.check_preset(path, "teacher")
+    teachers.check_compatible(teacher_dirs)
+    student_dirs = parse_students(_student_value(config, workdir))
+    for path in student_dirs.values():
+        builders.check_preset(path, "student")
+    return teacher_dirs, student_dirs
+
+
+def _dev_scores(config, spec, tokenizer, models, names, split):
+    """{teacher name: first metric on the task's first eval split}, or None when `split` is it."""
+    if len(names) < 2 or not spec.eval_splits or split == spec.eval_splits[0]:
+        return None
+    dev = builders.task_data(config, spec, spec.eval_splits[0], tokenizer, training=False)
+    return {n: evaluate.evaluate_model(models[n][0], dev, spec)[spec.metrics[0]] for n in names}
+
+
+def run_from_config(config, workdir, launch=None):
+    """Evaluate mode: teacher(s) + student(s) on one split; returns the report dict (as written
+    to `<workdir>/report.json`, with `split`). `launch` (what the dispatcher built) is unused:
+    nothing here runs under a strategy, and the tokenizer is the first teacher's."""
+    teacher_dirs, student_dirs = _presets(config, workdir)
+    spec = builders.task_spec(config)
+    split = _split(config, spec)
+    tokenizer = builders.load_tokenizer(teacher_dirs[0])
+    _check_tokenizers(tokenizer, student_dirs)
+    names = ["teacher"] if len(teacher_dirs) == 1 else [
+        f"teacher {k}" for k in range(len(teacher_dirs))]
+    models = {name: (builders.load_task_model(path, name), path)
+              for name, path in zip(names, teacher_dirs)}
+    for name, path in student_dirs.items():
+        models[name] = (builders.load_task_model(path, f"student {name}"), path)
+    dataset = builders.task_data(config, spec, split, tokenizer, training=False)
+    kwargs = dict(reference="teacher")
+    if len(names) > 1:
+        kwargs = dict(ensembles={"ensemble": names}, reference="ensemble")
+    report = evaluate.compare(models, spec, dataset, config.data.seq_len,
+                              runs=int(config.get("latency_runs", 20)), **kwargs)
+    report["split"] = split
+    if len(names) > 1:  # every row's share of the best single teacher (on dev) too
+        report = evaluate.with_best_teacher(report, names, _dev_scores(
+            config, spec, tokenizer, models, names, split))
+    json_path, md_path = evaluate.write_report(report, workdir)
+    print(evaluate.format_markdown(report))
+    print(f"Wrote {json_path} and {md_path}")
+    return report
