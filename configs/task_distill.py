@@ -35,7 +35,7 @@ def get_config(variant=None):
     del c.optimizer["learning_rate"]
     # members: N > 1 fine-tunes N teachers (seeds seed..seed+N-1) into workdir/teacher/member_K
     # + members.txt; --config.teacher=<that workdir>/teacher then means the whole ensemble.
-    # epochs / patience of every stage: None = the task's default (`builders.stage_budget`:
+    # epochs / patience of every stage: None = the task's default (`config_lib.stage_budget`:
     # GLUE/CoNLL the paper's fixed schedules; file tasks up to 10 epochs, stopping 3 evaluations
     # after the eval score last improved). epochs is the most a stage trains; patience 0 = never
     # stop early.

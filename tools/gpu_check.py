@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The general-distillation step on one GPU, on the Keras JAX backend, without TensorFlow.
 
-Measures, on the machine it runs on (meant for the lent NVIDIA device: CUDA, JAX, PyTorch,
+Measures, on the machine it runs on (meant for an NVIDIA GPU machine: CUDA, JAX, PyTorch,
 transformers, no TensorFlow; keras and keras-hub carried as wheels):
 
   * our step: `tinybert_tf.Distiller`, recipe `tinybert_general`, AdamW, KERAS_BACKEND=jax (jit),
@@ -26,9 +26,9 @@ fallbacks), and it uses only TensorFlow-free modules of tinybert_tf and tools/be
     python tools/gpu_check.py --json=gpu.json           # the device run (BERT-base -> TinyBERT-4)
     python tools/gpu_check.py --tiny --json=/tmp/g.json  # 2-layer models, seq 16, batch 4: CPU, < 60 s
 
-On the lent device: carry keras/keras-hub wheels (.whl/, git-ignored) as the device README says,
+On a GPU machine without internet: carry keras/keras-hub wheels (.whl/, git-ignored) as the device README says,
 `pip install --target /tmp/site .whl/*.whl`, PYTHONPATH=/tmp/site, then the first command above
-(the exact line: README, "Many devices and hosts").
+(the exact line: docs/distributed.md, "The GPU check").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The real-data proof of task distillation (README "Task distillation on real data"), re-run
+"""The real-data proof of task distillation (docs/proof.md), re-run
 fairly: every model trained to its dev peak under the same rule.
 
 Task: stdlib docstrings labelled by library area (examples.stdlib.stdlib_task.build_task, split by
