@@ -94,3 +94,28 @@ def test_training_epochs_with_buckets_are_seeded(tmp_path):
 
     assert first(12, 0) == first(12, 0)
     assert first(12, 0) != first(12, 1)
+
+
+def test_counted_training_data_is_the_same_data_with_one_epochs_batches(tmp_path):
+    """`count=True` returns the pipeline unchanged beside the batches of one epoch: the batches
+    an epoch of the repeated pipeline yields before its rows come round again."""
+    spec = _task(tmp_path)
+    tok = tiny.tokenizer()
+
+    def build(count):
+        return tasks.task_dataset(spec, "train", tok, seq_len=SEQ, batch_size=4, shuffle=True,
+                                  seed=3, repeat=True, drop_remainder=True, buckets=(8, 16, SEQ),
+                                  extra={"row": np.arange(41)}, count=count)
+
+    counted, per_epoch = build(True)
+    plain = [x["row"].numpy().tolist() for x, _ in build(False).take(3 * per_epoch)]
+    assert [x["row"].numpy().tolist() for x, _ in counted.take(3 * per_epoch)] == plain
+    seen, epoch_ends = set(), []
+    for i, rows in enumerate(plain):
+        if seen & set(rows):  # a row seen again: a new epoch started at batch i
+            epoch_ends.append(i)
+            seen = set()
+        seen |= set(rows)
+    assert epoch_ends[0] == per_epoch
+    # each bucket drops its own remainder: fewer batches than 41 // 4 without buckets
+    assert 0 < per_epoch <= 41 // 4

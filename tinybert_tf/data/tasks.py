@@ -90,6 +90,7 @@ def task_dataset(
     extra_examples=None,
     labelled=True,
     buckets=None,
+    count=False,
 ):
     """Tokenised, packed, batched dataset for a TASKS name or a file TaskSpec (see module doc).
 
@@ -104,6 +105,7 @@ def task_dataset(
     each batch is cut to the smallest bucket that holds it (`task_batches.batch_rows`), so short
     texts are not padded to `seq_len`. Batch order then follows the buckets, not the rows: map
     per-row outputs back with a row index, not by position.
+    count: return `(dataset, batches of one epoch)` (`seeded_epochs`), the split read once.
     """
     spec = get_task(task)
     ds, what = _examples(spec, split, shuffle and extra is None, seed, data_dir, extra_examples,
@@ -121,10 +123,13 @@ def task_dataset(
     ds = seeded_epochs(
         ds, shuffle, seed, repeat,
         lambda examples: batch_rows(rows_of(examples), batch_size, drop_remainder, buckets),
+        count=count,
     )
+    ds, batches = ds if count else (ds, None)
     options = tf.data.Options()
     options.deterministic = True
-    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+    ds = ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+    return (ds, batches) if count else ds
 
 
 def _examples(spec, split, shuffle_files, seed, data_dir, extra_examples, labelled):

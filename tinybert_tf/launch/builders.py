@@ -14,6 +14,7 @@ import keras_hub
 import numpy as np
 import tensorflow as tf
 
+from tinybert_tf.data.task_batches import count_batches
 from tinybert_tf.distill import distiller as distiller_lib
 from tinybert_tf.distill import dtypes, heads, optim, recipes, students
 from tinybert_tf.errors import LaunchError
@@ -230,11 +231,13 @@ def buckets(c):
                           "e.g. '16,32,64,128'; '' pads every batch to seq_len.") from None
 
 
-def task_data(c, spec, split, tokenizer, training, extra=None, repeat=None, **kwargs):
+def task_data(c, spec, split, tokenizer, training, extra=None, repeat=None, count=False,
+              **kwargs):
     """Batched task data; training batches shuffle (seeded), drop the remainder and repeat
     (`repeat=False`: one epoch of them, as trained). Data read once (`training=False`) carries
     its batch count as its cardinality, so Keras' predict / evaluate stop at its end instead of
     running into it ("Your input ran out of data", a warning at every evaluation).
+    count (training data): return `(dataset, epoch_batches)`, the split read once for both.
     kwargs pass through to `tasks.task_dataset` (e.g. a transfer set's `extra_examples`)."""
     from tinybert_tf.data import tasks
 
@@ -242,11 +245,11 @@ def task_data(c, spec, split, tokenizer, training, extra=None, repeat=None, **kw
         spec, split, tokenizer, seq_len=c.data.seq_len, batch_size=c.batch_size,
         shuffle=training, seed=c.seed, data_dir=c.data.tfds_data_dir or None,
         drop_remainder=training, repeat=training if repeat is None else repeat, extra=extra,
-        buckets=buckets(c), **kwargs,
+        buckets=buckets(c), count=training and count, **kwargs,
     )
     if training:
-        return dataset
-    return dataset.apply(tf.data.experimental.assert_cardinality(_batches(dataset)))
+        return (dataset[0], _check_steps(c, dataset[1])) if count else dataset
+    return dataset.apply(tf.data.experimental.assert_cardinality(count_batches(dataset)))
 
 
 def epoch_batches(c, spec, split, tokenizer, **kwargs):
@@ -255,18 +258,16 @@ def epoch_batches(c, spec, split, tokenizer, **kwargs):
     as many (each bucket drops its own remainder, whatever the order), so with buckets an epoch
     has fewer steps than `ceil(rows / batch_size)`; the stage plan, its learning-rate schedule
     and the steps it runs are this times the epochs. kwargs: as `task_data`'s."""
-    steps = _batches(task_data(c, spec, split, tokenizer, training=True, repeat=False,
-                               **kwargs))
+    return task_data(c, spec, split, tokenizer, training=True, repeat=False, count=True,
+                     **kwargs)[1]
+
+
+def _check_steps(c, steps):
     if steps == 0:
         raise LaunchError(f"the training data gives no full batch of batch_size {c.batch_size} "
                           "(the last partial batch of each length bucket is dropped); lower "
                           "--config.batch_size or add rows.")
     return steps
-
-
-def _batches(dataset):
-    n = int(dataset.cardinality())
-    return n if n >= 0 else int(dataset.reduce(0, lambda acc, _: acc + 1))
 
 
 # ---- savers -------------------------------------------------------------------------------------

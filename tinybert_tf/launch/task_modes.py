@@ -31,19 +31,20 @@ from tinybert_tf.launch.selection import EvalSelector
 @dataclasses.dataclass(frozen=True)
 class _Task:
     """What every stage of a task run reads, built once: the task, the teacher's tokenizer, the
-    training batches of one epoch and the transfer set (`transfer_set`, or None)."""
+    training batches of one epoch (None where the stage counts them as it builds its data) and
+    the transfer set (`transfer_set`, or None)."""
 
     spec: object
     tokenizer: object
-    per_epoch: int
+    per_epoch: int | None
     transfer: tuple | None = None
 
 
-def _task(c, spec, tokenizer, transfer=None):
+def _task(c, spec, tokenizer, transfer=None, count=True):
     """The run's `_Task`, with one epoch of training batches counted over the labelled split
-    plus the transfer set (`builders.epoch_batches`)."""
+    plus the transfer set (`builders.epoch_batches`) unless `count` is False."""
     per_epoch = b.epoch_batches(c, spec, spec.train_split, tokenizer,
-                                **_transfer_kwargs(c, transfer))
+                                **_transfer_kwargs(c, transfer)) if count else None
     return _Task(spec, tokenizer, per_epoch, transfer)
 
 
@@ -202,7 +203,7 @@ def finetune(c, workdir, launch):
     workdir/finetune/member_K; a restart resumes the member it stopped in) and
     workdir/teacher/members.txt, so `--config.teacher=workdir/teacher` is the whole ensemble.
     launch: the dispatcher's (strategy, the teacher's tokenizer)."""
-    task = _task(c, b.task_spec(c), launch.tokenizer)
+    task = _task(c, b.task_spec(c), launch.tokenizer, count=False)
     members = int(c.finetune.members)
     if members <= 1:
         return _finetune_one(c, task, os.path.join(workdir, "finetune"), launch.strategy,
@@ -223,12 +224,13 @@ def finetune(c, workdir, launch):
 
 def _finetune_one(c, task, run_dir, strategy, out):
     """One fine-tuned teacher (seed `c.seed`) trained in `run_dir`, its best-on-eval in `out`.
-    Its training batches are built here, once (the seed orders them); the epoch's batch count,
-    the same for every seed, comes with `task`."""
+    Its training batches are built here, once (the seed orders them), and counted as they are
+    built (one epoch's batches: the plan and the schedule)."""
     spec, tokenizer = task.spec, task.tokenizer
-    data = b.task_data(c, spec, spec.train_split, tokenizer, training=True)
+    data, per_epoch = b.task_data(c, spec, spec.train_split, tokenizer, training=True, count=True)
+    task = dataclasses.replace(task, per_epoch=per_epoch)
     epochs, patience = config_lib.stage_budget(c, "finetune")
-    total = task.per_epoch * epochs
+    total = per_epoch * epochs
     with strategy.scope():
         token_level = spec.kind == "token_classification"
         model = b.load_classifier(c.teacher, spec.num_classes, token_level=token_level)
@@ -243,9 +245,9 @@ def _finetune_one(c, task, run_dir, strategy, out):
             teachers.write_labels(path, spec.label_names)
 
     selector = _selector(c, task, model, model, run_dir, total, save, patience=patience)
-    print(f"[finetune] {_plan(epochs, patience, task.per_epoch, selector)}")
+    print(f"[finetune] {_plan(epochs, patience, per_epoch, selector)}")
     train.run_stage(model, data, run_dir, c, total, [selector] if selector else [], "finetune",
-                    task.per_epoch)
+                    per_epoch)
     if selector is None:
         save(out)
         return out
