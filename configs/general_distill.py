@@ -18,6 +18,9 @@ def get_config(variant=None):
     c.layer_map = ""  # "" = the recipe's (uniform); or last, or teacher layers e.g. "1,2,4,5"
     c.loss_weights = ""  # "" = the recipe's; or "term=weight,...", e.g. "att=0.5,pooled_rel=10"
     c.relation_heads = 0  # minilm_v2: relation heads (0 = the recipe's 48); must divide both widths
+    # minilm / minilm_v2: the teacher layer distilled (-1 = the last). MiniLMv2 takes an upper-middle
+    # one for large teachers; the teacher then runs only that deep.
+    c.teacher_layer = -1
     c.save_initial = False  # also write workdir/student_init (the student before training)
     c.steps = 100_000
     c.batch_size = 256

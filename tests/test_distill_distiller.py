@@ -10,7 +10,7 @@ import tensorflow as tf
 import tiny
 
 import tinybert_tf
-from tinybert_tf.distill import features, losses, recipes
+from tinybert_tf.distill import features, losses, recipes, students
 
 _dataset = tiny.dataset
 
@@ -147,7 +147,7 @@ def test_prediction_recipe_requires_heads():
 
 def test_distilbert_recipe_with_masked_lm_models():
     teacher = keras_hub.models.BertMaskedLM(tiny.backbone(num_layers=4, seed=0), preprocessor=None)
-    student_backbone = tinybert_tf.distill.students.init_from_teacher(teacher, 2)
+    student_backbone = students.init_from_teacher(teacher, 2)
     student = keras_hub.models.BertMaskedLM(student_backbone, preprocessor=None)
 
     def mlm_targets(x):
@@ -266,8 +266,8 @@ def test_saved_student_round_trip_without_teacher(tmp_path):
     np.testing.assert_array_equal(reloaded(x), student(x))
     assert keras_hub.tokenizers.BertTokenizer.from_preset(path).vocabulary_size() == len(tiny.VOCAB)
     n_saved = sum(int(np.prod(w.shape)) for w in reloaded.weights)
-    assert n_saved == tinybert_tf.distill.students.count_params(student)
+    assert n_saved == students.count_params(student)
     size = sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path))
-    teacher_bytes = 4 * tinybert_tf.distill.students.count_params(teacher)
+    teacher_bytes = 4 * students.count_params(teacher)
     assert size < teacher_bytes  # the teacher (4 layers, 32 wide) is never written
     assert not any("projection" in w.path for w in reloaded.weights)

@@ -140,6 +140,11 @@ class Distiller(keras.Model):
         self.teacher.trainable = False
         self.student = student
         self.layer_map = check_fit(self.recipe, Shape.of(teacher), Shape.of(student))
+        # The teacher runs only as deep as the recipe's terms read it (its upper layers' matmuls
+        # are skipped); `teacher_layer` resolved to a 0-based index into the shorter lists.
+        t_layers = feature_view.num_layers(teacher)
+        self.teacher_depth = self.recipe.teacher_depth(self.layer_map, t_layers)
+        self.teacher_layer = self.recipe.teacher_layer % t_layers
         t_dim, s_dim = feature_view.hidden_dim(teacher), feature_view.hidden_dim(student)
         # Student -> teacher width projections (TinyBERT's W_h); built here so that they are created
         # under the strategy scope the Distiller is constructed in.
@@ -165,8 +170,8 @@ class Distiller(keras.Model):
 
     # ---- features -------------------------------------------------------------------------------
 
-    def _model_features(self, model, x, training):
-        feats = feature_view.encoder_features(model, x, training=training)
+    def _model_features(self, model, x, training, depth=None):
+        feats = feature_view.encoder_features(model, x, training=training, depth=depth)
         if self.recipe.needs_logits and feature_view.backbone_of(model) is not model:
             head_inputs = x
             if hasattr(model, "masked_lm_head") and self.recipe.kd_positions == "all":
@@ -178,7 +183,8 @@ class Distiller(keras.Model):
 
     def teacher_features(self, x):
         """Teacher feature view in inference mode, with gradients stopped."""
-        feats = self._model_features(self.teacher, _model_inputs(x), training=False)
+        feats = self._model_features(self.teacher, _model_inputs(x), training=False,
+                                     depth=self.teacher_depth)
         return keras.tree.map_structure(ops.stop_gradient, feats)
 
     def student_features(self, x, training=True):

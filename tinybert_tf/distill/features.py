@@ -117,7 +117,7 @@ def _encoder_block(layer, x, padding_mask, training):
 _ATTENTION_VIEW = ("attention_scores", "attention_probs", "queries", "keys", "values")
 
 
-def encoder_features(model, inputs, training=False):
+def encoder_features(model, inputs, training=False, depth=None):
     """Run a keras-hub encoder once and return its feature view.
 
     inputs: keras-hub dict `{"token_ids", "segment_ids", "padding_mask"}`, each [B, S] int.
@@ -125,6 +125,9 @@ def encoder_features(model, inputs, training=False):
     L x [B,heads,S,S] (scaled q.k, before masking), "attention_probs": L x [B,heads,S,S],
     "queries"/"keys"/"values": L x [B,S,heads,d] (unscaled), "sequence_output": [B,S,H]}` plus
     `"pooled_output": [B,H]` for backbones with a pooler.
+    depth: run the embeddings and the first `depth` layers only (the lists then hold `depth`
+    entries, and there is no `sequence_output` / `pooled_output`, which are the last layer's);
+    None or the layer count: every layer.
     """
     backbone = backbone_of(model)
     family = _family(backbone)
@@ -132,11 +135,14 @@ def encoder_features(model, inputs, training=False):
     x = _EMBEDDERS[family](backbone, inputs, training)
     features = {"embeddings": x, "hidden_states": []}
     features.update({key: [] for key in _ATTENTION_VIEW})
-    for layer in backbone.transformer_layers:
+    layers = backbone.transformer_layers
+    for layer in layers[:depth]:
         x, view = _encoder_block(layer, x, padding_mask, training)
         features["hidden_states"].append(x)
         for key in _ATTENTION_VIEW:
             features[key].append(view[key])
+    if depth is not None and depth < len(layers):
+        return features
     features["sequence_output"] = x
     if family in _POOLERS:
         features["pooled_output"] = _POOLERS[family](backbone, x)

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 #   layer_map       the student -> teacher layer map (`Recipe.layer_map`)
 #   projection      student -> teacher width projections (TinyBERT's W_h), indexed by the map
 #   teacher_layers  the teacher's layer features (cached teacher logits do not suffice)
+#   teacher_output  the teacher's last hidden state: the teacher runs every layer
 #   logits          the task heads' logits
 #   teacher_head, student_head   a task model (not a bare backbone) on that side
 #   labels          task labels `y` (or masked-LM `mask_ids`) and their `sample_weight`
@@ -41,9 +42,9 @@ NEEDS = {
     "kd": _SOFT_TARGETS,
     "mlm": _SOFT_TARGETS | {"labels", "mask_positions"},
     # The sentence terms compare the (projected) last hidden states.
-    "cos": _TINYBERT,
-    "pooled_cos": _TINYBERT,
-    "pooled_rel": _TINYBERT,
+    "cos": _TINYBERT | {"teacher_output"},
+    "pooled_cos": _TINYBERT | {"teacher_output"},
+    "pooled_rel": _TINYBERT | {"teacher_output"},
     "hard": frozenset({"logits", "student_head", "labels"}),
     "minilm_att": _MINILM | {"same_heads"},
     "minilm_val": _MINILM | {"same_heads"},
@@ -136,6 +137,18 @@ class Recipe:
     @property
     def needs_logits(self):
         return self._uses("logits")
+
+    def teacher_depth(self, layer_map, teacher_layers):
+        """How many of the teacher's `teacher_layers` layers (from the first) this recipe reads:
+        all of them for a term on its head or its last hidden state; else as deep as the layer
+        map (`layer_map`: the resolved map, `()` when none) and MiniLM's `teacher_layer` reach,
+        so a teacher whose upper layers no loss reads does not run them."""
+        if self._uses("teacher_head") or self._uses("teacher_output"):
+            return teacher_layers
+        deepest = max(layer_map, default=-1) if self.needs_layer_map else -1
+        if self.needs_relations:
+            deepest = max(deepest, self.teacher_layer % teacher_layers)
+        return deepest + 1
 
     @property
     def needs_teacher(self):

@@ -98,21 +98,23 @@ def pooled_rel(inp):
 
 
 # ---- MiniLM: teacher layer `recipe.teacher_layer` -> the student's last layer ------------------
+# (`distiller.teacher_layer`: that layer as a 0-based index, valid in a teacher run only as deep
+# as the recipe reads, `Distiller.teacher_depth`)
 
 
 def minilm_att(inp):
     return losses.attention_kl(inp.s["attention_probs"][-1],
-                               inp.t["attention_probs"][inp.recipe.teacher_layer], inp.mask)
+                               inp.t["attention_probs"][inp.distiller.teacher_layer], inp.mask)
 
 
 def minilm_val(inp):
-    return losses.relation_kl(inp.s["values"][-1], inp.t["values"][inp.recipe.teacher_layer],
+    return losses.relation_kl(inp.s["values"][-1], inp.t["values"][inp.distiller.teacher_layer],
                               inp.mask, feature_view.num_heads(inp.distiller.student))
 
 
 def _relation(key):
     def term(inp):
-        return losses.relation_kl(inp.s[key][-1], inp.t[key][inp.recipe.teacher_layer], inp.mask,
+        return losses.relation_kl(inp.s[key][-1], inp.t[key][inp.distiller.teacher_layer], inp.mask,
                                   inp.recipe.relation_heads)
 
     term.__name__ = f"relation_{key}"

@@ -142,19 +142,21 @@ def make_recipe(name, layer_map="", loss_weights="", **overrides):
         raise LaunchError(str(err)) from None
 
 
-def _relation_kwargs(relation_heads):
-    """Recipe override for a config's `relation_heads` (0 keeps the recipe's)."""
-    return {"relation_heads": int(relation_heads)} if relation_heads else {}
+def _relation_kwargs(relation_heads, teacher_layer=-1):
+    """Recipe overrides for a config's `relation_heads` (0 keeps the recipe's) and MiniLM's
+    `teacher_layer` (-1, the last, is the recipe's)."""
+    out = {"relation_heads": int(relation_heads)} if relation_heads else {}
+    return {**out, "teacher_layer": int(teacher_layer)} if int(teacher_layer) != -1 else out
 
 
 def config_recipe(c, stage="general", regression=False):
     """The recipe a step of config `c` trains with: general distillation's (`recipe`, `layer_map`,
-    `loss_weights`, `relation_heads`), task distillation's `intermediate` step (its `recipe` and
+    `loss_weights`, `relation_heads`, `teacher_layer`), task distillation's `intermediate` step (its `recipe` and
     `relation_heads`, the config's `layer_map`) or its `prediction` step (soft targets at
     `prediction.temperature` plus `prediction.hard_weight` x the labels; MSE when `regression`)."""
     if stage == "general":
         return make_recipe(c.recipe, c.layer_map, c.loss_weights,
-                           **_relation_kwargs(c.relation_heads))
+                           **_relation_kwargs(c.relation_heads, c.teacher_layer))
     if stage == "intermediate":
         return make_recipe(c.intermediate.recipe, c.layer_map,
                            **_relation_kwargs(c.intermediate.relation_heads))

@@ -9,6 +9,7 @@ worker processes it starts). Modules by job:
   flops           FLOP counts and measured matmul FLOP/s
   keras_step      the Keras Distiller step timed per variant; the cached-logits step
   step            --bench=step (ours vs the PyTorch peer)
+  truncated       the step with the teacher run only as deep as the recipe reads (in --bench=step)
   torch_peer      the PyTorch / transformers peer of the step (worker process)
   input_pipeline  --bench=input
   serve           --bench=serve

@@ -107,8 +107,9 @@ def _RepeatPyDataset(batch):
 
 
 def time_distiller_step(cfg, precision, jit, spe, teacher_weights=None, student_weights=None,
-                        exact_features=None):
-    """seq/s of one Distiller variant (fit, AdamW); also the teacher-feature error vs fp32."""
+                        exact_features=None, recipe="tinybert_general"):
+    """seq/s of one Distiller variant (fit, AdamW) with `recipe` (a name or a `Recipe`); also
+    the teacher-feature error vs fp32."""
     import keras
 
     from tinybert_tf import Distiller
@@ -119,11 +120,12 @@ def time_distiller_step(cfg, precision, jit, spe, teacher_weights=None, student_
     if teacher_weights is not None:
         load_weights(teacher, teacher_weights)
         load_weights(student, student_weights)
-    distiller = Distiller(teacher, student, "tinybert_general")
+    distiller = Distiller(teacher, student, recipe)
     distiller.compile(optimizer=keras.optimizers.AdamW(learning_rate=1e-4), jit_compile=jit,
                       steps_per_execution=spe)
     batch = random_batch(cfg)
-    result = {"precision": precision, "jit_compile": jit, "steps_per_execution": spe}
+    result = {"precision": precision, "jit_compile": jit, "steps_per_execution": spe,
+              "teacher_depth": distiller.teacher_depth}
     if exact_features is not None and precision != "fp32":
         result.update(feature_errors(numpy_features(distiller.teacher_features(batch)),
                                      exact_features))

@@ -18,6 +18,7 @@ from .keras_step import (
 from .options import FLAGS
 from .report import fmt, print_table
 from .spawn import peer_env, run_worker
+from .truncated import bench_truncated
 
 
 def bench_step(cfg):
@@ -112,8 +113,9 @@ def bench_step(cfg):
               f"{out['fastest_ratio']:.2f}x; fp32 vs fp32 = {fmt(out['fp32_ratio'])}x; "
               f"FLOP/s {out['flops_fraction']:.0%} of matmul")
 
+    precision, jit, spe = parse_variant(fastest)
+    out["truncated_teacher"] = bench_truncated(cfg, fastest, precision, jit, spe)
     if FLAGS.cached_logits:
-        precision, jit, _ = parse_variant(fastest)
         cached = bench_cached_logits(cfg, precision, jit)
         out["cached_logits"] = cached
         print_table("task prediction step: teacher every step vs cached teacher logits",
