@@ -7,6 +7,7 @@ JAX run is a fresh `python -m tinybert_tf.main` process (KERAS_BACKEND=jax, or -
 which re-executes the launcher once with KERAS_BACKEND set).
 """
 
+import ast
 import json
 import math
 import os
@@ -127,6 +128,20 @@ def test_sigkill_and_damaged_checkpoint_resume_bit_identical(assets, tmp_path):
     for a, b in zip(_weights(str(tmp_path / "full" / "student")),
                     _weights(str(killed / "student")), strict=True):
         np.testing.assert_array_equal(a, b)
+    _assert_no_teacher(killed / "checkpoints", assets["teacher"])
+
+
+def _assert_no_teacher(checkpoints, teacher):
+    """The orbax checkpoints hold no teacher entry: their only non-trainable entries are the
+    student's dropout seed states (the frozen teacher's weights would be non-trainable), and
+    teacher.json beside them names the teacher."""
+    for step in _steps(checkpoints):
+        with open(checkpoints / str(step) / "default" / "_METADATA") as f:
+            keys = [ast.literal_eval(k) for k in json.load(f)["tree_metadata"]]
+        frozen = [k for k in keys if k[:2] == ("state", "non_trainable_variables")]
+        assert frozen and all(k[-1] == "seed_generator_state" for k in frozen), frozen
+    with open(checkpoints / "teacher.json") as f:
+        assert json.load(f)["teacher"] == teacher
 
 
 @pytest.fixture(scope="module")

@@ -53,7 +53,7 @@ def test_benchmark_tiny_writes_finite_figures(tmp_path):
     peer_keys = ["step.fastest_ratio", "step.fp32_ratio"]
     keys = ["step.flops_fraction", "step.seq_per_s", "step.matmul_flops.fp32_peak",
             "step.matmul_flops.bf16_peak", "step.flops_per_step.total",
-            "step.cached_logits.speedup", "input.ratio", "input.examples_per_s",
+            "step.cached_logits.speedup", "step.truncated_teacher.speedup", "input.ratio", "input.examples_per_s",
             "serve.latency_ratio", "memory.tensorflow.fp32"]
     if peer_ran:
         keys += peer_keys + ["memory.torch.fp32", "step.peer.variants.fp32.seq_per_s"]
@@ -66,6 +66,8 @@ def test_benchmark_tiny_writes_finite_figures(tmp_path):
         for field in ("seq_per_s", "step_ms", "teacher_rel_err", "flops_fraction"):
             _finite(variant[field], f"step.variants.{name}.{field}")
     assert _get(results, "machine_start.uptime")
+    depths = [run["teacher_depth"] for run in _get(results, "step.truncated_teacher.runs").values()]
+    assert depths[0] == _get(results, "config.teacher.num_layers") > depths[1] > 0
 
 
 @pytest.mark.slow
@@ -95,3 +97,24 @@ def test_task_bench_tiny(tmp_path):
     for step in ("intermediate", "prediction", "finetune"):
         _finite(_get(task, f"summary.32.{step}.vs_unbucketed"), step)
     assert _get(task, "auto.variant").split("_")[0] in ("fp32", "bf16", "mixed")
+
+
+@pytest.mark.slow
+def test_checkpoint_bench_tiny(tmp_path):
+    """--bench=checkpoint on tiny models: a Checkpointer checkpoint is the trained state (student,
+    projections, optimizer) and little more; the whole one (teacher included) is larger."""
+    out = tmp_path / "bench.json"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow")
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tools", "benchmark.py"), "--tiny",
+         "--bench=checkpoint", f"--json={out}"],
+        env=env, capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "checkpoint ratio: Checkpointer / trained state" in proc.stdout, proc.stdout[-3000:]
+    result = json.loads(out.read_text())["checkpoint"]
+    for key in ("teacher_mb", "trained_state_mb", "whole.mb", "whole.save_s", "checkpointer.mb",
+                "checkpointer.save_s", "fingerprint_s", "ratio"):
+        _finite(_get(result, key), key)
+    assert 1.0 <= result["ratio"] <= result["target_ratio"]
+    assert result["whole"]["mb"] > result["checkpointer"]["mb"] + 0.9 * result["teacher_mb"]

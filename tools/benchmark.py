@@ -9,13 +9,16 @@ Benchmarks (`--bench`, comma-separated; all by default):
   step    The TinyBERT general-distillation step (Distiller, recipe `tinybert_general`, AdamW) in
           several precision/compilation variants vs the PyTorch peer (HF transformers `BertModel`,
           same losses, run in a subprocess); achieved FLOP/s vs measured matmul FLOP/s; and a
-          task-prediction step with cached teacher logits vs running the teacher.
+          task-prediction step with cached teacher logits vs running the teacher; and MiniLMv2
+          with the teacher run to its last layer vs to 2/3 of its depth (truncated teacher).
   input   tf.data pipeline (keras-hub BertTokenizer, packing to --seq, batching) examples/s vs the
           fastest step's sequences/s.
   serve   SavedModel latency at batch 1 and --serve_batch for the teacher vs the student.
   memory  Peak RSS of a fresh process running the step, per framework and precision (Linux
           VmHWM; ru_maxrss is recorded too but counts the parent's pages at fork).
   jax     The same Distiller step on the Keras JAX backend (subprocess with KERAS_BACKEND=jax).
+  checkpoint  One Distiller checkpoint: size and save time with the frozen teacher inside (a
+          plain tf.train.Checkpoint of every variable) vs the package's (teacher left out).
 
 Every benchmark uses the same thread count (--threads: TF intra-op threads, torch.set_num_threads,
 XLA's CPU thread pool; --inter_op_threads for TF inter-op and torch inter-op); the peer runs with

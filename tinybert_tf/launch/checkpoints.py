@@ -7,11 +7,19 @@ orbax-checkpoint (each checkpoint is written to a temporary directory renamed in
 complete) and restored with `model.set_state_tree`. Both keep `max_to_keep` checkpoints, skip a
 damaged newest one for the next older one with one line on stderr, raise a one-line error when
 none restores, and record `good_step` (the step of the checkpoint restored or written last).
+
+A model's `teacher` (a `Distiller`'s) is left out: frozen, and loaded from its preset by every
+run, it would only add its size (BERT-base: ~440 MB) to each checkpoint. `teacher.json` beside the
+checkpoints records its path and `teacher_fingerprint`; a restore beside another teacher is a
+one-line `LaunchError` before any variable is assigned. Checkpoints without that file (written
+with the teacher inside) are restored and continued as they were written.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import re
 import sys
@@ -23,13 +31,18 @@ import tensorflow as tf
 from absl import logging
 
 from tinybert_tf.errors import LaunchError
+from tinybert_tf.launch import distribution
+
+TEACHER_FILE = "teacher.json"  # in the checkpoint directory: the teacher the checkpoints go with
 
 
-def make(directory, model, max_to_keep=3):
-    """The checkpointer of this process's Keras backend for `model` (compiled, optimizer built)."""
+def make(directory, model, max_to_keep=3, teacher_path=""):
+    """The checkpointer of this process's Keras backend for `model` (compiled, optimizer built).
+    teacher_path: the teacher's preset path or name (`--config.teacher`), recorded beside the
+    checkpoints of a model with a `teacher` so that a mismatch can name the one to pass."""
     if keras.backend.backend() == "jax":
-        return OrbaxCheckpointer(directory, model, max_to_keep)
-    return Checkpointer(directory, model, model.optimizer, max_to_keep)
+        return OrbaxCheckpointer(directory, model, max_to_keep, teacher_path)
+    return Checkpointer(directory, model, model.optimizer, max_to_keep, teacher_path)
 
 
 def latest_path(checkpointer):
@@ -62,17 +75,121 @@ def _none_restores(directory, names):
         f" move that directory away or delete it to train this run from step 0.")
 
 
+def teacher_fingerprint(model):
+    """sha256 (hex) of a teacher's weights in `teacher.weights` order, each as its shape, dtype
+    and numpy bytes: equal only for the same weights loaded in the same dtype. `model`: a model
+    with a `teacher` (a Distiller), or the teacher itself."""
+    digest = hashlib.sha256()
+    for weight in getattr(model, "teacher", model).weights:
+        value = np.ascontiguousarray(keras.ops.convert_to_numpy(weight))
+        digest.update(repr((value.shape, str(value.dtype))).encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+class _TeacherRecord:
+    """What a checkpointer leaves out (a model's `teacher`) and `teacher.json` (the teacher's path,
+    dtypes, fingerprint), written before a process's first checkpoint, checked before a restore.
+    Checkpoints without `teacher.json` hold the teacher: those runs are kept whole, as before."""
+
+    def __init__(self, directory, model, teacher_path, has_checkpoints):
+        self.file = os.path.join(directory, TEACHER_FILE)
+        self.directory, self.model, self.path = directory, model, teacher_path or ""
+        self.teacher = getattr(model, "teacher", None)
+        whole = has_checkpoints and not tf.io.gfile.exists(self.file)  # checkpoints of old runs
+        self.active = self.teacher is not None and not whole  # False: nothing is left out
+        self._fingerprint, self._written = None, False
+
+    def fingerprint(self):
+        if self._fingerprint is None:
+            self._fingerprint = teacher_fingerprint(self.teacher)
+        return self._fingerprint
+
+    def dtypes(self):
+        return ",".join(sorted({keras.backend.standardize_dtype(w.dtype)
+                                for w in self.teacher.weights}))
+
+    def kept(self, variables):
+        """`variables` without the teacher's (by identity), in their order."""
+        if not self.active:
+            return list(variables)
+        teacher = {id(v) for v in self.teacher.variables}
+        return [v for v in variables if id(v) not in teacher]
+
+    def strip(self, tree):
+        """A `get_state_tree` without the teacher's entries (found by `v.path` in each group; a
+        path that a variable of the group outside the teacher shares stays)."""
+        if not self.active:
+            return tree
+        teacher, out = {id(v) for v in self.teacher.variables}, dict(tree)
+        for group, variables in (("trainable_variables", self.model.trainable_variables),
+                                 ("non_trainable_variables", self.model.non_trainable_variables)):
+            drop = ({v.path for v in variables if id(v) in teacher}
+                    - {v.path for v in variables if id(v) not in teacher})
+            if group in tree and drop:
+                out[group] = _nest({p: v for p, v in _flat(tree[group]).items() if p not in drop})
+        return out
+
+    def check(self):
+        """A one-line `LaunchError` when `teacher.json` records another teacher (unreadable: said
+        on stderr, not checked)."""
+        if not self.active or not tf.io.gfile.exists(self.file):
+            return
+        try:
+            with tf.io.gfile.GFile(self.file) as f:
+                recorded = json.load(f)
+            fingerprint = str(recorded["fingerprint"])
+        except Exception as err:  # truncated, not JSON, unreadable
+            print(f"Teacher record {self.file} is unreadable ({_short(err)}); the teacher is not"
+                  " checked.", file=sys.stderr, flush=True)
+            return
+        if fingerprint != self.fingerprint():
+            raise _other_teacher(self.directory, recorded, self.path, self.fingerprint(),
+                                 self.dtypes())
+
+    def write(self):
+        """`teacher.json`, once per process, by the chief, atomically (a temporary file renamed)."""
+        if not self.active or self._written:
+            return
+        if distribution.is_chief():
+            record = {"teacher": self.path, "fingerprint": self.fingerprint(),
+                      "dtypes": self.dtypes(), "weights": len(self.teacher.weights)}
+            tf.io.gfile.makedirs(self.directory)
+            with tf.io.gfile.GFile(self.file + ".tmp", "w") as f:
+                json.dump(record, f, indent=1)
+            tf.io.gfile.rename(self.file + ".tmp", self.file, overwrite=True)
+        self._written = True
+
+
+def _other_teacher(directory, recorded, path, fingerprint, dtypes):
+    """The one-line error of checkpoints written with another teacher than this run's."""
+    was, was_dtypes = recorded.get("teacher") or "", recorded.get("dtypes") or "?"
+    head = (f"checkpoints in {directory} were written with teacher {was or '(not recorded)'} "
+            f"(fingerprint {str(recorded.get('fingerprint'))[:8]}, {was_dtypes})")
+    fix = f"pass --config.teacher={was}" if was else "pass the teacher they were written with"
+    if was and was == path:
+        fix = (f"pass --config.teacher_dtype={was_dtypes}" if was_dtypes != dtypes
+               else f"restore the weights of {was} that they were written with")
+    ours = f"teacher {path}" if path else "teacher"
+    return LaunchError(f"{head}; this run's {ours} differs ({fingerprint[:8]}, {dtypes}): {fix},"
+                       f" or move {directory} away to train from step 0.")
+
+
 class Checkpointer:
-    """Every model variable + the optimizer in a `tf.train.CheckpointManager` (gs:// works).
+    """Every model variable (but a teacher's) + the optimizer in a `tf.train.CheckpointManager`
+    (gs:// works).
 
     TF writes the data files first and then atomically replaces the `checkpoint` index, so a kill
     during a write leaves the previous checkpoint as the latest usable one. `restore` falls back
     from a damaged checkpoint to the next older one it keeps.
     """
 
-    def __init__(self, directory, model, optimizer, max_to_keep=3):
+    def __init__(self, directory, model, optimizer, max_to_keep=3, teacher_path=""):
         self.directory, self.max_to_keep = directory, max_to_keep
-        self.variables = {"model": list(model.variables), "optimizer": list(optimizer.variables)}
+        self.record = _TeacherRecord(directory, model, teacher_path, bool(
+            tf.io.gfile.glob(os.path.join(directory, "ckpt-*.index"))))
+        self.variables = {"model": self.record.kept(model.variables),
+                          "optimizer": list(optimizer.variables)}
         self.checkpoint = tf.train.Checkpoint(**self.variables)
         self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep)
         self.good_step = None  # the step of the checkpoint this process restored or wrote last
@@ -101,8 +218,11 @@ class Checkpointer:
         Each damaged one is skipped with one line on stderr naming it and why; if none restores,
         a `UserError` names the directory. Every try restores into a fresh `tf.train.Checkpoint`
         and must pass `assert_consumed`, so a successful one overwrites every variable that a
-        failed try may have half-assigned."""
+        failed try may have half-assigned. Checkpoints of another teacher: `_TeacherRecord.check`,
+        before any variable is assigned."""
         candidates, from_state = self._candidates()
+        if candidates:
+            self.record.check()
         for path in candidates:
             attempt = tf.train.Checkpoint(**self.variables)
             _ = attempt.save_counter  # made now, so a failed try leaves no restore pending
@@ -129,13 +249,16 @@ class Checkpointer:
         return None
 
     def save(self, step):
+        self.record.write()
         self.manager.save(checkpoint_number=step)
         self.good_step = step
 
 
 class OrbaxCheckpointer:
     """JAX backend: `{"state": model.get_state_tree(), "step": step}` per checkpoint in an orbax
-    `CheckpointManager` (directory `<directory>/<step>`; local paths and gs:// work).
+    `CheckpointManager` (directory `<directory>/<step>`; local paths and gs:// work), the state
+    tree without a teacher's entries (Keras' `set_state_tree` assigns the entries it is given
+    and leaves the variables without one, the teacher's, as they are).
 
     orbax writes a checkpoint into a temporary directory and renames it when it is complete, so a
     kill during a write leaves the previous checkpoint as the latest usable one (the temporary
@@ -147,11 +270,13 @@ class OrbaxCheckpointer:
     writes its part behind barriers, process 0 renames it; the state tree holds replicated numpy
     arrays, which orbax's NumpyHandler writes from process 0 only; every process reads them)."""
 
-    def __init__(self, directory, model, max_to_keep=3):
+    def __init__(self, directory, model, max_to_keep=3, teacher_path=""):
         import orbax.checkpoint as ocp
 
         self.ocp, self.model, self.max_to_keep = ocp, model, max_to_keep
         self.directory = directory if "://" in directory else os.path.abspath(directory)
+        self.record = _TeacherRecord(self.directory, model, teacher_path,
+                                     has_checkpoint(self.directory))
         with _quiet():
             self.manager = ocp.CheckpointManager(
                 self.directory, options=ocp.CheckpointManagerOptions(
@@ -166,10 +291,14 @@ class OrbaxCheckpointer:
         step = self.manager.latest_step()
         return None if step is None else self._path(step)
 
+    def _state(self):
+        """What a checkpoint holds of the model: its state tree (numpy) without the teacher."""
+        return self.record.strip(self.model.get_state_tree("numpy_array"))
+
     def _check(self, state):
-        """The restored tree covers exactly this model's variables (metric variables: those it
-        has now; Keras builds a compiled model's metrics at its first fit)."""
-        now = self.model.get_state_tree("numpy_array")
+        """The restored tree covers exactly the variables this checkpointer saves (metric
+        variables: those it has now; Keras builds a compiled model's metrics at its first fit)."""
+        now = self._state()
         for group in ("trainable_variables", "non_trainable_variables", "optimizer_variables"):
             want, got = _flat(now.get(group, {})), _flat(state.get(group, {}))
             if set(want) != set(got):
@@ -186,8 +315,11 @@ class OrbaxCheckpointer:
 
     def restore(self):
         """Restore the newest checkpoint that restores cleanly; returns its path or None (see
-        `Checkpointer.restore`: damaged ones are skipped with one line each)."""
+        `Checkpointer.restore`: damaged ones are skipped with one line each; another teacher's
+        are a `LaunchError` before any variable is assigned)."""
         steps = sorted(self.manager.all_steps(), reverse=True)
+        if steps:
+            self.record.check()
         for step in steps:
             path = self._path(step)
             try:
@@ -217,8 +349,8 @@ class OrbaxCheckpointer:
         return self._check(tree["state"]), int(np.asarray(tree["step"]))
 
     def save(self, step):
-        tree = {"state": self.model.get_state_tree("numpy_array"),
-                "step": np.asarray(step, np.int64)}
+        tree = {"state": self._state(), "step": np.asarray(step, np.int64)}
+        self.record.write()
         with _quiet():
             if step in self.manager.all_steps():  # a damaged one that restore skipped
                 self.manager.delete(step)

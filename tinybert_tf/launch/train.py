@@ -5,10 +5,11 @@ loss term averaged over the chunk) that end at every multiple of `log_every`, at
 the evaluation interval (`eval_every`: an evaluation at an epoch's end falls at its last step) and
 at the run's last step, `total_steps`, the length of the learning-rate schedule. The console is
 `progress.Progress`: one bar (or, off a terminal, one line per chunk) counting the run's steps. Checkpoints are written at chunk
-ends every `checkpoint_every` steps and hold every model variable (weights, dropout seed states)
-and the optimizer (step counter, moments). On restart the latest checkpoint is restored and the
-deterministic input pipeline skips the batches already consumed, so a killed run ends with the
-same weights as an uninterrupted one.
+ends every `checkpoint_every` steps and hold every model variable (weights, dropout seed states;
+not a Distiller's frozen teacher, which every run loads from its preset) and the optimizer (step
+counter, moments). On restart the latest checkpoint is restored and the deterministic input
+pipeline skips the batches already consumed, so a killed run ends with the same weights as an
+uninterrupted one.
 
 SIGINT / SIGTERM (Ctrl-C, a preempted VM) during `run` only set a flag; the run stops at the next
 step boundary (after the chunk end when the signal came during a chunk's last step), writes a
@@ -245,12 +246,12 @@ def run_stage(model, data, workdir, c, total_steps, callbacks=(), label="", per_
     run(model, data, workdir, total_steps, log_every=c.log_every,
         checkpoint_every=c.checkpoint_every, max_to_keep=c.keep_checkpoints,
         callbacks=callbacks, stall_intervals=c.stall_intervals, eval_every=every,
-        steps_per_epoch=per_epoch, label=label)
+        steps_per_epoch=per_epoch, label=label, teacher_path=c.get("teacher", ""))
 
 
 def run(model, dataset, workdir, total_steps, log_every=100, checkpoint_every=1000,
         max_to_keep=3, callbacks=(), stall_intervals=0, eval_every=0, steps_per_epoch=0,
-        label=""):
+        label="", teacher_path=""):
     """Train `model` (compiled, optimizer built or not) on an infinite `dataset` for `total_steps`.
 
     Resumes from `workdir/checkpoints` if present. `callbacks` run after each chunk before the
@@ -262,10 +263,11 @@ def run(model, dataset, workdir, total_steps, log_every=100, checkpoint_every=10
     further segment); one whose `stopped` is true after the restore (a run that stopped early)
     means there is nothing left to train. On SIGINT / SIGTERM raises `errors.Interrupted` after
     writing a checkpoint at the step reached (see SignalStop), also when the signal came during
-    the last chunk (which then ends as usual).
+    the last chunk (which then ends as usual). `teacher_path`: the preset of a Distiller's
+    teacher, recorded beside its checkpoints (which leave the teacher out: `checkpoints`).
     """
     ends = chunk_ends(model, total_steps, log_every, checkpoint_every, eval_every)
-    checkpointer = _restore(model, workdir, max_to_keep, ends[-1])
+    checkpointer = _restore(model, workdir, max_to_keep, ends[-1], teacher_path)
     start = current_step(model)
     if _nothing_left(start, ends[-1], callbacks):
         return
@@ -288,13 +290,14 @@ def run(model, dataset, workdir, total_steps, log_every=100, checkpoint_every=10
         )
 
 
-def _restore(model, workdir, max_to_keep, end):
+def _restore(model, workdir, max_to_keep, end, teacher_path=""):
     """The run's checkpointer (the optimizer built under the model's strategy, as the variables
     a checkpoint holds must be), after restoring the latest checkpoint into `model`."""
     strategy = getattr(model, "distribute_strategy", None)  # TF; none on JAX
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         model.optimizer.build(model.trainable_variables)
-        checkpointer = checkpoints.make(os.path.join(workdir, "checkpoints"), model, max_to_keep)
+        checkpointer = checkpoints.make(os.path.join(workdir, "checkpoints"), model, max_to_keep,
+                                        teacher_path)
     restored = checkpointer.restore()
     if restored:
         start = current_step(model)

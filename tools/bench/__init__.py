@@ -15,6 +15,7 @@ worker processes it starts). Modules by job:
   serve           --bench=serve
   memory          --bench=memory
   jax_step        --bench=jax
+  checkpoint      --bench=checkpoint (a Distiller checkpoint with and without its teacher)
   task            --bench=task (ours; the flags' settings)
   task_peer       the PyTorch peer of --bench=task (worker process)
 """

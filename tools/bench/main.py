@@ -8,6 +8,7 @@ import json
 
 from absl import app
 
+from .checkpoint import bench_checkpoint
 from .common import parse_variant
 from .input_pipeline import bench_input
 from .jax_step import bench_jax
@@ -60,6 +61,8 @@ def main(argv):
         guarded(results, "jax", bench_jax, cfg, step)
     if "task" in FLAGS.bench:
         guarded(results, "task", run_task_bench, cfg)
+    if "checkpoint" in FLAGS.bench:
+        guarded(results, "checkpoint", bench_checkpoint, cfg)
     failed = [k for k, v in results.items() if isinstance(v, dict) and "error" in v]
     results["machine_end"] = machine_info(cfg.threads)
     print(f"\nmachine at the end: {results['machine_end']['uptime']}")

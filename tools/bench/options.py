@@ -8,7 +8,7 @@ import os
 
 from absl import flags
 
-BENCHES = ("step", "input", "serve", "memory", "jax", "task")
+BENCHES = ("step", "input", "serve", "memory", "jax", "task", "checkpoint")
 FLAGS = flags.FLAGS
 flags.DEFINE_list("bench", list(BENCHES), f"Benchmarks to run, from {BENCHES}.")
 flags.DEFINE_string("json", None, "Write all figures to this JSON file.")
