@@ -2,7 +2,8 @@
 
 * Trainable weights (students, heads, projections) are float32 under every policy; computation
   follows the run's policy (`mixed_bfloat16`, `mixed_float16`, `float32`). Only a frozen teacher
-  may be pure `bfloat16`. `check_trainable` refuses anything else before training starts.
+  may be pure `bfloat16`, or float32 with int8 kernels (`load_preset(..., "int8")`,
+  `quantize`). `check_trainable` refuses anything else before training starts.
 * Presets store a plain float dtype (`save_preset`): the run's precision is a run setting
   (config.json), not a property of the weights, so plain `keras_hub ... from_preset(dir)` loads
   them anywhere. A stored `mixed_*` policy (what Keras writes under a mixed policy, and what
@@ -18,6 +19,10 @@ import os
 
 import keras
 
+from tinybert_tf.distill import quantize
+
+INT8 = "int8"  # the teacher_dtype of a frozen teacher with int8 kernels (`quantize`)
+
 # The preset files keras-hub writes whose JSON can hold a layer's dtype policy.
 _CONFIG_FILES = ("config.json", "task.json")
 _FLOAT_VARIABLES = ("float32", "float64")
@@ -30,7 +35,13 @@ def run_policy():
 
 def load_preset(cls, preset, dtype=None, **kwargs):
     """`cls.from_preset(preset, dtype=..., **kwargs)` with an explicit dtype policy: `dtype`
-    (e.g. "bfloat16" for a frozen teacher), else the run's. Works for presets storing any policy."""
+    (e.g. "bfloat16" for a frozen teacher), else the run's. Works for presets storing any policy.
+    `dtype="int8"` (a frozen teacher only): loaded in float32, then its kernels quantised to int8
+    with the fidelity to the float32 ones printed (`quantize.quantize_checked`)."""
+    if dtype == INT8:
+        model = cls.from_preset(preset, dtype="float32", **kwargs)
+        quantize.quantize_checked(model)
+        return model
     return cls.from_preset(preset, dtype=dtype or run_policy(), **kwargs)
 
 

@@ -18,8 +18,6 @@ with the teacher inside) are restored and continued as they were written.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import re
 import sys
@@ -31,9 +29,7 @@ import tensorflow as tf
 from absl import logging
 
 from tinybert_tf.errors import LaunchError
-from tinybert_tf.launch import distribution
-
-TEACHER_FILE = "teacher.json"  # in the checkpoint directory: the teacher the checkpoints go with
+from tinybert_tf.launch.teacher_record import TeacherRecord, flat, nest
 
 
 def make(directory, model, max_to_keep=3, teacher_path=""):
@@ -75,106 +71,6 @@ def _none_restores(directory, names):
         f" move that directory away or delete it to train this run from step 0.")
 
 
-def teacher_fingerprint(model):
-    """sha256 (hex) of a teacher's weights in `teacher.weights` order, each as its shape, dtype
-    and numpy bytes: equal only for the same weights loaded in the same dtype. `model`: a model
-    with a `teacher` (a Distiller), or the teacher itself."""
-    digest = hashlib.sha256()
-    for weight in getattr(model, "teacher", model).weights:
-        value = np.ascontiguousarray(keras.ops.convert_to_numpy(weight))
-        digest.update(repr((value.shape, str(value.dtype))).encode())
-        digest.update(value.tobytes())
-    return digest.hexdigest()
-
-
-class _TeacherRecord:
-    """What a checkpointer leaves out (a model's `teacher`) and `teacher.json` (the teacher's path,
-    dtypes, fingerprint), written before a process's first checkpoint, checked before a restore.
-    Checkpoints without `teacher.json` hold the teacher: those runs are kept whole, as before."""
-
-    def __init__(self, directory, model, teacher_path, has_checkpoints):
-        self.file = os.path.join(directory, TEACHER_FILE)
-        self.directory, self.model, self.path = directory, model, teacher_path or ""
-        self.teacher = getattr(model, "teacher", None)
-        whole = has_checkpoints and not tf.io.gfile.exists(self.file)  # checkpoints of old runs
-        self.active = self.teacher is not None and not whole  # False: nothing is left out
-        self._fingerprint, self._written = None, False
-
-    def fingerprint(self):
-        if self._fingerprint is None:
-            self._fingerprint = teacher_fingerprint(self.teacher)
-        return self._fingerprint
-
-    def dtypes(self):
-        return ",".join(sorted({keras.backend.standardize_dtype(w.dtype)
-                                for w in self.teacher.weights}))
-
-    def kept(self, variables):
-        """`variables` without the teacher's (by identity), in their order."""
-        if not self.active:
-            return list(variables)
-        teacher = {id(v) for v in self.teacher.variables}
-        return [v for v in variables if id(v) not in teacher]
-
-    def strip(self, tree):
-        """A `get_state_tree` without the teacher's entries (found by `v.path` in each group; a
-        path that a variable of the group outside the teacher shares stays)."""
-        if not self.active:
-            return tree
-        teacher, out = {id(v) for v in self.teacher.variables}, dict(tree)
-        for group, variables in (("trainable_variables", self.model.trainable_variables),
-                                 ("non_trainable_variables", self.model.non_trainable_variables)):
-            drop = ({v.path for v in variables if id(v) in teacher}
-                    - {v.path for v in variables if id(v) not in teacher})
-            if group in tree and drop:
-                out[group] = _nest({p: v for p, v in _flat(tree[group]).items() if p not in drop})
-        return out
-
-    def check(self):
-        """A one-line `LaunchError` when `teacher.json` records another teacher (unreadable: said
-        on stderr, not checked)."""
-        if not self.active or not tf.io.gfile.exists(self.file):
-            return
-        try:
-            with tf.io.gfile.GFile(self.file) as f:
-                recorded = json.load(f)
-            fingerprint = str(recorded["fingerprint"])
-        except Exception as err:  # truncated, not JSON, unreadable
-            print(f"Teacher record {self.file} is unreadable ({_short(err)}); the teacher is not"
-                  " checked.", file=sys.stderr, flush=True)
-            return
-        if fingerprint != self.fingerprint():
-            raise _other_teacher(self.directory, recorded, self.path, self.fingerprint(),
-                                 self.dtypes())
-
-    def write(self):
-        """`teacher.json`, once per process, by the chief, atomically (a temporary file renamed)."""
-        if not self.active or self._written:
-            return
-        if distribution.is_chief():
-            record = {"teacher": self.path, "fingerprint": self.fingerprint(),
-                      "dtypes": self.dtypes(), "weights": len(self.teacher.weights)}
-            tf.io.gfile.makedirs(self.directory)
-            with tf.io.gfile.GFile(self.file + ".tmp", "w") as f:
-                json.dump(record, f, indent=1)
-            tf.io.gfile.rename(self.file + ".tmp", self.file, overwrite=True)
-        self._written = True
-
-
-def _other_teacher(directory, recorded, path, fingerprint, dtypes):
-    """The one-line error of checkpoints written with another teacher than this run's."""
-    was, was_dtypes = recorded.get("teacher") or "", recorded.get("dtypes") or "?"
-    head = (f"checkpoints in {directory} were written with teacher {was or '(not recorded)'} "
-            f"(fingerprint {str(recorded.get('fingerprint'))[:8]}, {was_dtypes})")
-    fix = f"pass --config.teacher={was}" if was else "pass the teacher they were written with"
-    if was and was == path:
-        fix = (f"pass --config.teacher_dtype={was_dtypes}" if was_dtypes != dtypes
-               else f"restore the weights of {was} that they were written with")
-    ours = f"teacher {path}" if path else "teacher"
-    return LaunchError(f"{head}; this run's {ours} differs ({fingerprint[:8]}, {dtypes}): {fix},"
-                       f" or move {directory} away to train from step 0.")
-
-
 class Checkpointer:
     """Every model variable (but a teacher's) + the optimizer in a `tf.train.CheckpointManager`
     (gs:// works).
@@ -186,7 +82,7 @@ class Checkpointer:
 
     def __init__(self, directory, model, optimizer, max_to_keep=3, teacher_path=""):
         self.directory, self.max_to_keep = directory, max_to_keep
-        self.record = _TeacherRecord(directory, model, teacher_path, bool(
+        self.record = TeacherRecord(directory, model, teacher_path, bool(
             tf.io.gfile.glob(os.path.join(directory, "ckpt-*.index"))))
         self.variables = {"model": self.record.kept(model.variables),
                           "optimizer": list(optimizer.variables)}
@@ -275,7 +171,7 @@ class OrbaxCheckpointer:
 
         self.ocp, self.model, self.max_to_keep = ocp, model, max_to_keep
         self.directory = directory if "://" in directory else os.path.abspath(directory)
-        self.record = _TeacherRecord(self.directory, model, teacher_path,
+        self.record = TeacherRecord(self.directory, model, teacher_path,
                                      has_checkpoint(self.directory))
         with _quiet():
             self.manager = ocp.CheckpointManager(
@@ -300,7 +196,7 @@ class OrbaxCheckpointer:
         variables: those it has now; Keras builds a compiled model's metrics at its first fit)."""
         now = self._state()
         for group in ("trainable_variables", "non_trainable_variables", "optimizer_variables"):
-            want, got = _flat(now.get(group, {})), _flat(state.get(group, {}))
+            want, got = flat(now.get(group, {})), flat(state.get(group, {}))
             if set(want) != set(got):
                 missing = sorted(set(want) - set(got)) or sorted(set(got) - set(want))
                 raise ValueError(f"{group} differ from the model's (e.g. {missing[0]})")
@@ -308,10 +204,10 @@ class OrbaxCheckpointer:
                 if np.shape(value) != np.shape(want[path]):
                     raise ValueError(f"{group}/{path} has shape {np.shape(value)}, the model's "
                                      f"{np.shape(want[path])}")
-        metrics = _flat(now.get("metrics_variables", {}))
+        metrics = flat(now.get("metrics_variables", {}))
         state = dict(state, metrics_variables={
-            k: v for k, v in _flat(state.get("metrics_variables", {})).items() if k in metrics})
-        return {group: _nest(_flat(tree)) for group, tree in state.items()}
+            k: v for k, v in flat(state.get("metrics_variables", {})).items() if k in metrics})
+        return {group: nest(flat(tree)) for group, tree in state.items()}
 
     def restore(self):
         """Restore the newest checkpoint that restores cleanly; returns its path or None (see
@@ -377,24 +273,3 @@ def _quiet():
         gc.collect()
         aio.setLevel(aio_level)
         logging.set_verbosity(level)
-
-
-def _flat(tree, prefix=""):
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}/"))
-        else:
-            out[prefix + key] = value
-    return out
-
-
-def _nest(flat):
-    out = {}
-    for path, value in flat.items():
-        *parents, last = path.split("/")
-        node = out
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = value
-    return out

@@ -38,7 +38,8 @@ def base(mode):
     # computes bf16 natively (avx512_bf16/amx_bf16 CPUs, TPU, NVIDIA cc >= 8.0), else float32.
     c.precision = "auto"
     # Frozen teacher's dtype policy: auto (bfloat16 where native, else the precision's), "" (the
-    # precision's) or e.g. "bfloat16" (fastest measured step on a bf16 CPU, features ~1-2 % off).
+    # precision's), e.g. "bfloat16" (fastest measured step on a bf16 CPU, features ~1-2 % off), or
+    # "int8" (float32 with int8 kernels, Keras' quantize; needs XLA on CPU; never chosen by auto).
     c.teacher_dtype = "auto"
     c.jit_compile = "auto"  # auto (XLA where it measured faster: fp32 CPU, TPU, GPU) | True | False
     c.steps_per_execution = 1

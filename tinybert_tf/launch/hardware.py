@@ -174,8 +174,18 @@ def resolve(precision, teacher_dtype, jit_compile, kind, flags, backend="tensorf
     """Resolve "auto" settings. Returns (precision, teacher_dtype, jit_compile, one-line reason).
 
     precision auto -> mixed_bfloat16 where bf16 is native, else float32; teacher_dtype auto ->
-    bfloat16 where native, else "" (the precision's); jit_compile auto -> see module doc.
-    Explicit values pass through unchanged, except jit_compile on JAX (always True).
+    bfloat16 where native, else "" (the precision's); jit_compile auto -> see module doc, and on
+    for an int8 teacher. Explicit values pass through unchanged, except jit_compile on JAX
+    (always True).
+
+    teacher_dtype auto never picks "int8" (`distill.quantize`), not even with avx512_vnni/AMX:
+    on a 2-core avx512_vnni/avx512_bf16 CPU (shared, so ranges of medians over runs) the int8
+    BERT-base teacher forward (batch 8 x 128) measured at best on par with the bfloat16 one: int8
+    with XLA 516-811 ms, bfloat16 on oneDNN without XLA 345-734 ms, float32 590-1085 ms; without
+    XLA int8 took 4.7-5.3 s (TensorFlow's int8 MatMul kernel is not oneDNN's). Its features are
+    also further off (MiniLM-L6 min hidden-state cosine to float32 0.9971, bfloat16's 0.9999).
+    An explicit int8 teacher turns jit_compile auto on (its matmuls then run as XLA int8 dots),
+    which slows a bf16 student (XLA's bf16 dot runs at half oneDNN's rate).
     """
     bf16, why = native_bf16(kind, flags)
     if backend == "jax":
@@ -190,7 +200,9 @@ def resolve(precision, teacher_dtype, jit_compile, kind, flags, backend="tensorf
         teacher_dtype = "bfloat16" if bf16 else ""
     if jit_compile == "auto":
         uses_bf16 = precision == "mixed_bfloat16" or teacher_dtype == "bfloat16"
-        jit_compile = kind != "cpu" or not uses_bf16
+        jit_compile = kind != "cpu" or not uses_bf16 or teacher_dtype == "int8"
+        if kind == "cpu" and uses_bf16 and teacher_dtype == "int8":
+            why += "; XLA for the int8 teacher (TensorFlow's own int8 matmul is ~8x slower)"
     jit_compile = as_bool(jit_compile)
     reason = (f"precision {precision}, teacher {teacher_dtype or 'as precision'}, "
               f"jit_compile {jit_compile}: {why}")

@@ -30,6 +30,7 @@ def check_launch(c, workdir):
     _check_numbers(c, workdir)
     check_workdir(workdir)
     teacher_dirs = check_teachers(c)
+    check_teacher_dtype(c)
     lead = teacher_dirs[c.intermediate.teacher] if c.mode == "task_distill" else teacher_dirs[0]
     if c.mode != "finetune":
         check_student(c.student)
@@ -189,6 +190,25 @@ def check_teachers(c):
                           "soft targets are combined once, over the cached logits).")
     teachers.check_compatible(dirs)
     return dirs
+
+
+# "" = the precision's; int8 = float32 with int8 kernels (`distill.quantize`); auto: `hardware`.
+TEACHER_DTYPES = ("auto", "", "float32", "bfloat16", "float16", "mixed_bfloat16",
+                  "mixed_float16", "int8")
+
+
+def check_teacher_dtype(c):
+    """`teacher_dtype` names a TEACHER_DTYPES entry; an int8 teacher (its kernels int8) cannot
+    be the copy a `from_teacher:N` student starts from. `precision` (the student's) is checked
+    apart and never int8."""
+    if c.teacher_dtype not in TEACHER_DTYPES:
+        names = ", ".join(repr(d) for d in TEACHER_DTYPES)
+        raise LaunchError(f"Unknown teacher_dtype {c.teacher_dtype!r}; use one of {names}.")
+    if (c.teacher_dtype == "int8" and c.mode != "finetune"
+            and c.student.startswith("from_teacher:")):
+        raise LaunchError(f"student {c.student!r} copies the teacher's weights, which "
+                          "teacher_dtype=int8 quantises; pass --config.teacher_dtype=float32 "
+                          "(or bfloat16), or a student preset.")
 
 
 def check_student(spec):

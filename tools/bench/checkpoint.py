@@ -30,7 +30,7 @@ def bench_checkpoint(cfg):
 
     from tinybert_tf.distill import recipes
     from tinybert_tf.distill.distiller import Distiller
-    from tinybert_tf.launch import checkpoints
+    from tinybert_tf.launch import checkpoints, teacher_record
 
     teacher, student = build_backbones(cfg)
     recipe = recipes.get("tinybert_general")
@@ -43,7 +43,7 @@ def bench_checkpoint(cfg):
     trained = [v for v in distiller.variables if id(v) not in in_teacher]
     trained += list(distiller.optimizer.variables)
     start = time.perf_counter()
-    checkpoints.teacher_fingerprint(distiller)
+    teacher_record.teacher_fingerprint(distiller)
     fingerprint_s = time.perf_counter() - start
 
     root = tempfile.mkdtemp(prefix="bench_checkpoint_")
@@ -59,7 +59,7 @@ def bench_checkpoint(cfg):
 
         times, sizes = _saves({"whole": lambda i: whole.write(os.path.join(root, "whole", f"{i}")),
                                "checkpointer": save})
-        record_bytes = os.path.getsize(os.path.join(root, "ours", checkpoints.TEACHER_FILE))
+        record_bytes = os.path.getsize(os.path.join(root, "ours", teacher_record.TEACHER_FILE))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     out = {

@@ -21,7 +21,7 @@ import tiny
 from tinybert_tf.distill import dtypes
 from tinybert_tf.distill.distiller import Distiller
 from tinybert_tf.errors import LaunchError
-from tinybert_tf.launch import checkpoints, config_lib
+from tinybert_tf.launch import checkpoints, config_lib, teacher_record
 from tinybert_tf.launch.modes import run as run_mode
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -81,12 +81,12 @@ def test_checkpoint_holds_no_teacher_variable(saved, assets):
     assert len(values) == len(kept) == len(model.variables) + len(model.optimizer.variables) \
         - len(model.teacher.variables)
     assert sum(int(np.prod(s)) for s in values.values()) == sum(int(np.prod(v.shape)) for v in kept)
-    with open(os.path.join(directory, checkpoints.TEACHER_FILE)) as f:
+    with open(os.path.join(directory, teacher_record.TEACHER_FILE)) as f:
         record = json.load(f)
     assert record["teacher"] == assets["teacher"]
-    assert record["fingerprint"] == checkpoints.teacher_fingerprint(model)
-    assert record["fingerprint"] == checkpoints.teacher_fingerprint(model.teacher)
-    assert record["fingerprint"] != checkpoints.teacher_fingerprint(
+    assert record["fingerprint"] == teacher_record.teacher_fingerprint(model)
+    assert record["fingerprint"] == teacher_record.teacher_fingerprint(model.teacher)
+    assert record["fingerprint"] != teacher_record.teacher_fingerprint(
         keras_hub.models.Backbone.from_preset(assets["other"]))
 
 
@@ -138,7 +138,7 @@ def test_other_teacher_is_one_line_error_and_assigns_nothing(saved, assets, tmp_
 
 
 def _record(directory, **fields):
-    path = os.path.join(directory, checkpoints.TEACHER_FILE)
+    path = os.path.join(directory, teacher_record.TEACHER_FILE)
     with open(path) as f:
         record = json.load(f)
     with open(path, "w") as f:
@@ -158,7 +158,7 @@ def test_checkpoints_with_the_teacher_inside_restore_as_before(assets, tmp_path)
     _assert_equal(_values([*fresh.variables, *fresh.optimizer.variables]),
                   _values([*model.variables, *model.optimizer.variables]))
     ck.save(3)
-    assert not (tmp_path / checkpoints.TEACHER_FILE).exists()
+    assert not (tmp_path / teacher_record.TEACHER_FILE).exists()
     assert len(tf.train.list_variables(str(tmp_path / "ckpt-3"))) == len(
         tf.train.list_variables(str(tmp_path / "ckpt-2")))
 
@@ -201,7 +201,7 @@ def test_resume_from_a_checkpoint_without_teacher_is_bit_identical(assets, tmp_p
         shapes = [tuple(s) for k, s in tf.train.list_variables(str(ckpt / name))
                   if k.startswith("model/")]
         assert sorted(shapes) == sorted(tuple(v.shape) for v in student.variables)
-    with open(ckpt / checkpoints.TEACHER_FILE) as f:
+    with open(ckpt / teacher_record.TEACHER_FILE) as f:
         assert json.load(f)["teacher"] == assets["teacher"]
 
 
@@ -214,9 +214,9 @@ _JAX_SCRIPT = """
 import sys
 sys.path.insert(0, sys.argv[1])
 import keras, numpy as np
-from test_launch_checkpoint_teacher import _distiller, _kept, _values, _assert_equal
+from test_launch_teacher_record import _distiller, _kept, _values, _assert_equal
 from tinybert_tf.errors import LaunchError
-from tinybert_tf.launch import checkpoints
+from tinybert_tf.launch import checkpoints, teacher_record
 phase, teacher, other, directory = sys.argv[2:6]
 assert keras.backend.backend() == "jax"
 if phase == "save":
@@ -225,7 +225,7 @@ if phase == "save":
     assert isinstance(ck, checkpoints.OrbaxCheckpointer)
     ck.save(2)
     tree = ck.manager.restore(2, args=ck.ocp.args.StandardRestore())["state"]
-    flat = {g: checkpoints._flat(t) for g, t in tree.items()}
+    flat = {g: teacher_record.flat(t) for g, t in tree.items()}
     assert all(k.endswith("seed_generator_state") for k in flat["non_trainable_variables"]), flat
     assert sum(len(flat[g]) for g in ("trainable_variables", "non_trainable_variables",
                                       "optimizer_variables")) == len(_kept(model)), flat.keys()
