@@ -12,6 +12,9 @@ POLICIES = {
     "mixed": ("mixed_bfloat16", "mixed_bfloat16"),
     "bf16t": ("bfloat16", "float32"),  # only the teacher in bfloat16
     "mixedt": ("mixed_bfloat16", "float32"),
+    # teacher_dtype=int8: a float32 teacher with int8 kernels (`tinybert_tf.distill.quantize`)
+    "int8": ("int8", "mixed_bfloat16"),
+    "int8t": ("int8", "float32"),
 }
 
 
@@ -49,17 +52,26 @@ def auto_variant(kind="cpu", flags=None):
 
 def build_backbones(vocab, max_len, teacher_arch, student_arch, precision="fp32"):
     """(teacher, student) keras-hub backbones of one precision (a POLICIES name), random weights;
-    the student is `tinybert_tf.distill.students.build` of `student_arch` beside the teacher."""
+    the student is `tinybert_tf.distill.students.build` of `student_arch` beside the teacher.
+    An int8 teacher is built in float32: `quantize_if_int8` after its weights are set."""
     import keras_hub
 
     from tinybert_tf.distill import students
 
     t_dtype, s_dtype = POLICIES[precision]
     teacher = keras_hub.models.BertBackbone(
-        vocabulary_size=vocab, max_sequence_length=max(512, max_len), dtype=t_dtype,
-        **teacher_arch,
+        vocabulary_size=vocab, max_sequence_length=max(512, max_len),
+        dtype="float32" if t_dtype == "int8" else t_dtype, **teacher_arch,
     )
     return teacher, students.build(student_arch, teacher=teacher, dtype=s_dtype)
+
+
+def quantize_if_int8(teacher, precision):
+    """Quantise the teacher's kernels to int8 (Keras' quantize) when `precision` asks for it."""
+    if POLICIES[precision][0] == "int8":
+        from tinybert_tf.distill import quantize
+
+        quantize.quantize_teacher(teacher)
 
 
 def median(xs):

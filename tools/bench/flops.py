@@ -35,8 +35,9 @@ def ideal_seconds(flops, precision, matmul):
     """Step time if every FLOP ran at the measured matmul rate of its precision (teacher and
     student may differ); `ideal / measured` is the step's fraction of matmul FLOP/s."""
     t_dtype, s_dtype = POLICIES[precision]
+    # int8 teacher: against the bf16 rate (no int8 matmul rate is measured)
     peak = {"float32": matmul["fp32_peak"], "bfloat16": matmul["bf16_peak"],
-            "mixed_bfloat16": matmul["bf16_peak"]}
+            "mixed_bfloat16": matmul["bf16_peak"], "int8": matmul["bf16_peak"]}
     student = 3 * (flops["student_forward"] + flops["projections_forward"])
     return flops["teacher_forward"] / peak[t_dtype] + student / peak[s_dtype]
 

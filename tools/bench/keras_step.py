@@ -120,6 +120,7 @@ def time_distiller_step(cfg, precision, jit, spe, teacher_weights=None, student_
     if teacher_weights is not None:
         load_weights(teacher, teacher_weights)
         load_weights(student, student_weights)
+    common.quantize_if_int8(teacher, precision)
     distiller = Distiller(teacher, student, recipe)
     distiller.compile(optimizer=keras.optimizers.AdamW(learning_rate=1e-4), jit_compile=jit,
                       steps_per_execution=spe)

@@ -113,6 +113,7 @@ def bench_step(cfg):
               f"{out['fastest_ratio']:.2f}x; fp32 vs fp32 = {fmt(out['fp32_ratio'])}x; "
               f"FLOP/s {out['flops_fraction']:.0%} of matmul")
 
+    out["int8"] = _int8_summary(variants, fastest, peer if not peer.get("skipped") else None)
     precision, jit, spe = parse_variant(fastest)
     out["truncated_teacher"] = bench_truncated(cfg, fastest, precision, jit, spe)
     if FLAGS.cached_logits:
@@ -123,4 +124,23 @@ def bench_step(cfg):
                     [[cached["variant"], cached["teacher_seq_per_s"], cached["cached_seq_per_s"],
                       cached["speedup"]]])
         print(f"cached-logits ratio: {cached['speedup']:.2f}x")
+    return out
+
+
+def _int8_summary(variants, fastest, peer):
+    """The fastest int8-teacher variant (whatever its teacher error) against our fastest within
+    the error bound and the peer's fastest, with its teacher-feature error beside it."""
+    int8 = {k: v for k, v in variants.items() if k.startswith("int8")}
+    if not int8:
+        return None
+    best = max(int8, key=lambda k: int8[k]["seq_per_s"])
+    rate = int8[best]["seq_per_s"]
+    out = {"variant": best, "seq_per_s": rate, "teacher_rel_err": int8[best]["teacher_rel_err"],
+           "teacher_rel_err_max": int8[best]["teacher_rel_err_max"],
+           "vs_fastest": rate / variants[fastest]["seq_per_s"], "vs_peer_fastest": None}
+    if peer:
+        out["vs_peer_fastest"] = rate / peer["variants"][peer["fastest"]]["seq_per_s"]
+    print(f"int8 teacher: {best} {rate:.3g} seq/s = {out['vs_fastest']:.2f}x our {fastest}, "
+          f"{fmt(out['vs_peer_fastest'])}x the peer's fastest; teacher features "
+          f"{out['teacher_rel_err']:.2%} mean / {out['teacher_rel_err_max']:.2%} max error")
     return out
