@@ -29,7 +29,7 @@ import os
 import random
 import time
 
-from .common import POLICIES, auto_variant, build_backbones, parse_variant
+from .common import POLICIES, auto_variant, build_backbones, parse_variant, quantize_if_int8
 from .options import FLAGS
 from .report import print_table
 from .spawn import peer_env, run_worker
@@ -114,8 +114,10 @@ def keras_models(cfg, teacher_arch, precision_name, num_classes):
     backbone, s_backbone = build_backbones(cfg["vocab"], 512, teacher_arch, cfg["student"],
                                            precision_name)
     t_dtype, s_dtype = POLICIES[precision_name]
-    teacher = keras_hub.models.BertTextClassifier(backbone, num_classes=num_classes,
-                                                  preprocessor=None, dtype=t_dtype)
+    teacher = keras_hub.models.BertTextClassifier(
+        backbone, num_classes=num_classes, preprocessor=None,
+        dtype="float32" if t_dtype == "int8" else t_dtype)
+    quantize_if_int8(teacher, precision_name)
     student = keras_hub.models.BertTextClassifier(s_backbone, num_classes=num_classes,
                                                   preprocessor=None, dtype=s_dtype)
     return teacher, student
