@@ -178,14 +178,11 @@ def resolve(precision, teacher_dtype, jit_compile, kind, flags, backend="tensorf
     for an int8 teacher. Explicit values pass through unchanged, except jit_compile on JAX
     (always True).
 
-    teacher_dtype auto never picks "int8" (`distill.quantize`), not even with avx512_vnni/AMX:
-    on a 2-core avx512_vnni/avx512_bf16 CPU (shared, so ranges of medians over runs) the int8
-    BERT-base teacher forward (batch 8 x 128) measured at best on par with the bfloat16 one: int8
-    with XLA 516-811 ms, bfloat16 on oneDNN without XLA 345-734 ms, float32 590-1085 ms; without
-    XLA int8 took 4.7-5.3 s (TensorFlow's int8 MatMul kernel is not oneDNN's). Its features are
-    also further off (MiniLM-L6 min hidden-state cosine to float32 0.9971, bfloat16's 0.9999).
-    An explicit int8 teacher turns jit_compile auto on (its matmuls then run as XLA int8 dots),
-    which slows a bf16 student (XLA's bf16 dot runs at half oneDNN's rate).
+    teacher_dtype auto never picks "int8" (`distill.quantize`), not even with avx512_vnni/AMX: on
+    the avx512_vnni + avx512_bf16 CPUs measured, the int8 BERT-base teacher under XLA was at best
+    level with the bfloat16 one on oneDNN, without XLA ~8x slower (TensorFlow's own int8 MatMul),
+    and its features are further from float32 (bench/RESULTS.md). An explicit int8 teacher turns
+    jit_compile auto on (its matmuls then run as XLA int8 dots).
     """
     bf16, why = native_bf16(kind, flags)
     if backend == "jax":
