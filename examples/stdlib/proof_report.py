@@ -172,9 +172,10 @@ def _teachers(p, scorer):
 
 
 def _row(p, scorer, start, variant, key, choice):
-    """One summary row: the per-seed dev/test values of the runs that exist, their mean and
-    sd, the seed-0 stage's wall-clock; None when no seed has run."""
-    seeds = [seed for seed in rows_lib.seeds_of(p.s, key, choice)
+    """One summary row: the per-seed dev/test values of the runs that exist (every seed that
+    ran, also of a row that is not the best distilled one), their mean and sd, the seed-0
+    stage's wall-clock; None when no seed has run."""
+    seeds = [seed for seed in range(p.s.seeds)
              if os.path.exists(rows_lib.model_dir(p.w, start, key, seed))]
     if not seeds:
         return None

@@ -236,7 +236,7 @@ def run_seeds(p, start, choice):
     """(a) and the start's best distilled row (`choice["best"]`, chosen on dev) at seeds
     1..seeds-1 (seed 0 is the row itself)."""
     for key in ("a", choice["best"]):
-        for seed in range(1, p.s.seeds):
+        for seed in seeds_of(p.s, key, choice)[1:]:
             run_row(p, start, key, seed)
 
 
