@@ -106,16 +106,14 @@ def _RepeatPyDataset(batch):
     return Repeat()
 
 
-def time_distiller_step(cfg, precision, jit, spe, teacher_weights=None, student_weights=None,
-                        exact_features=None, recipe="tinybert_general"):
-    """seq/s of one Distiller variant (fit, AdamW) with `recipe` (a name or a `Recipe`); also
-    the teacher-feature error vs fp32."""
+def build_distiller(cfg, precision, jit, spe, recipe="tinybert_general", teacher_weights=None,
+                    student_weights=None):
+    """A compiled Distiller (AdamW) of one precision variant with `recipe` (a name or a
+    `Recipe`), random weights or the given ones; an int8 teacher quantised after they are set."""
     import keras
 
     from tinybert_tf import Distiller
 
-    keras.backend.clear_session()
-    gc.collect()
     teacher, student = build_backbones(cfg, precision)
     if teacher_weights is not None:
         load_weights(teacher, teacher_weights)
@@ -124,6 +122,19 @@ def time_distiller_step(cfg, precision, jit, spe, teacher_weights=None, student_
     distiller = Distiller(teacher, student, recipe)
     distiller.compile(optimizer=keras.optimizers.AdamW(learning_rate=1e-4), jit_compile=jit,
                       steps_per_execution=spe)
+    return distiller
+
+
+def time_distiller_step(cfg, precision, jit, spe, teacher_weights=None, student_weights=None,
+                        exact_features=None):
+    """seq/s of one Distiller variant (fit, AdamW, recipe tinybert_general); also the
+    teacher-feature error vs fp32."""
+    import keras
+
+    keras.backend.clear_session()
+    gc.collect()
+    distiller = build_distiller(cfg, precision, jit, spe, teacher_weights=teacher_weights,
+                                student_weights=student_weights)
     batch = random_batch(cfg)
     result = {"precision": precision, "jit_compile": jit, "steps_per_execution": spe,
               "teacher_depth": distiller.teacher_depth}
@@ -137,7 +148,7 @@ def time_distiller_step(cfg, precision, jit, spe, teacher_weights=None, student_
     step_s = median(times)
     result.update(step_ms=step_s * 1e3, seq_per_s=cfg.batch / step_s, timed_steps=len(times) * spe,
                   step_ms_min=min(times) * 1e3)
-    del distiller, teacher, student
+    del distiller
     return result
 
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import math
 
-from .common import median, quantize_if_int8
-from .keras_step import build_backbones, random_batch, repeat_dataset, time_fit
+from .common import median
+from .keras_step import build_distiller, random_batch, repeat_dataset, time_fit
 from .report import print_table
 
 ROUNDS = 3
@@ -20,22 +20,6 @@ def relation_heads(cfg):
     return max(r for r in range(1, 13) if common % r == 0)
 
 
-def _distiller(cfg, precision, jit, spe, teacher_layer):
-    import keras
-
-    from tinybert_tf import Distiller
-    from tinybert_tf.distill import recipes
-
-    teacher, student = build_backbones(cfg, precision)
-    quantize_if_int8(teacher, precision)
-    recipe = recipes.get("minilm_v2", relation_heads=relation_heads(cfg),
-                         teacher_layer=teacher_layer)
-    distiller = Distiller(teacher, student, recipe)
-    distiller.compile(optimizer=keras.optimizers.AdamW(learning_rate=1e-4), jit_compile=jit,
-                      steps_per_execution=spe)
-    return distiller
-
-
 def bench_truncated(cfg, variant, precision, jit, spe):
     """seq/s of minilm_v2 with teacher_layer = last vs 2/3 depth, one variant, side by side."""
     import keras
@@ -44,7 +28,11 @@ def bench_truncated(cfg, variant, precision, jit, spe):
     layers = int(cfg.teacher["num_layers"])
     upper_middle = max(1, round(layers * 2 / 3)) - 1
     named = {"last layer": -1, f"layer {upper_middle + 1} of {layers}": upper_middle}
-    models = {k: _distiller(cfg, precision, jit, spe, layer) for k, layer in named.items()}
+    from tinybert_tf.distill import recipes
+
+    models = {k: build_distiller(cfg, precision, jit, spe, recipes.get(
+        "minilm_v2", relation_heads=relation_heads(cfg), teacher_layer=layer))
+        for k, layer in named.items()}
     data = repeat_dataset(random_batch(cfg))
     calls = max(1, math.ceil(cfg.repeats / spe))
     times = {k: [] for k in models}
