@@ -1,6 +1,7 @@
 """Evaluate mode: teacher vs students on a local TSV task and a mocked CoNLL, report consistency."""
 
 import json
+import logging
 import os
 import shutil
 
@@ -223,3 +224,25 @@ def test_eval_split_picks_the_test_file_and_unknown_splits_name_the_fix(tsv_run,
     assert all(abs(a * 7 - round(a * 7)) < 1e-6 for a in acc), acc
     with pytest.raises(LaunchError, match="pass --config.eval_split=<one of them>"):
         run_mode(_config(**fields, eval_split="nope"), str(tmp_path / "n"))
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def test_timing_many_models_does_not_warn_about_retracing():
+    records, logger = _Records(), logging.getLogger("tensorflow")
+    logger.addHandler(records)
+    try:
+        for seed in range(4):  # 4 models x 2 batch sizes: TF warns from the 5th trace of one code
+            model = _classifier(1, seed)
+            for batch_size in evaluate.BATCH_SIZES:
+                assert evaluate.measure_latency(model, SEQ, batch_size, runs=1) > 0
+    finally:
+        logger.removeHandler(records)
+    assert not [m for m in records.messages if "retracing" in m]
