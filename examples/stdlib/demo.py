@@ -24,11 +24,11 @@ import sys
 import time
 
 _STARTED = time.time()  # the budget counts from process start (TensorFlow's import included)
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from examples.stdlib import demo_budget  # noqa: E402  (no TensorFlow import)
 from tinybert_tf.launch import hardware  # noqa: E402
 
 hardware.enable_onednn()
+hardware.import_tensorflow_quietly()
 
 from absl import app, flags  # noqa: E402
 

@@ -34,11 +34,11 @@ from __future__ import annotations
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 from tinybert_tf.launch import hardware  # noqa: E402  (os only: before TensorFlow is imported)
 
 hardware.enable_onednn()
+hardware.import_tensorflow_quietly()
 
 from absl import app, flags, logging  # noqa: E402
 

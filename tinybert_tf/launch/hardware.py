@@ -109,6 +109,13 @@ def native_start_up_filtered(quiet=True):
                 os.write(2, "".join(kept).encode())
 
 
+def import_tensorflow_quietly():
+    """For scripts: `quiet_tensorflow` and import TensorFlow with its libraries' start-up lines
+    dropped (`native_start_up_filtered`), as the CLI does, so a run shows only its own lines."""
+    with native_start_up_filtered(quiet_tensorflow()):
+        import tensorflow  # noqa: F401
+
+
 def device_kind(tf=None, backend="tensorflow"):
     """"tpu", "gpu:<major>.<minor>" (compute capability) or "cpu" for the visible devices (of
     JAX's default device with `backend="jax"`)."""
