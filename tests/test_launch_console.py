@@ -184,18 +184,21 @@ def test_start_up_filter_drops_tensorflow_lines_only(capfd):
     assert capfd.readouterr().err == lines[1]
 
 
+def _shell_env():
+    """This process's environment without TF_CPP_MIN_LOG_LEVEL, as a user's shell has it."""
+    return {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+
+
 @pytest.mark.parametrize("script", ["examples.stdlib.demo", "examples.stdlib.task_proof"])
 def test_example_scripts_start_without_tensorflow_lines(script):
-    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as a shell
-    out = subprocess.run([sys.executable, "-c", f"import {script}, tensorflow"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run([sys.executable, "-c", f"import {script}, tensorflow"], cwd=ROOT,
+                         env=_shell_env(), capture_output=True, text=True, timeout=600)
     assert out.returncode == 0 and out.stderr == "", out.stderr[-2000:]
 
 
 def _launch(args):
-    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as a shell
-    return subprocess.run([sys.executable, "-m", "tinybert_tf.main", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "tinybert_tf.main", *args], cwd=ROOT,
+                          env=_shell_env(), capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
