@@ -24,8 +24,10 @@ def base(mode):
     # Keras backend: tensorflow | jax (or KERAS_BACKEND=jax with this default); fixed per process,
     # set by tinybert_tf.main before Keras is imported; config.json records the one that ran.
     c.backend = "tensorflow"
-    c.strategy = "cpu"  # cpu | one_device | mirrored | multi_worker | tpu (TF); cpu | one_device |
-    #   data_parallel (JAX)
+    # auto: the TPU, else every local GPU, else the CPU (JAX: every local device, every process of
+    # a cluster); or by name: cpu | one_device | mirrored | multi_worker | tpu (TF); cpu |
+    # one_device | data_parallel (JAX). The choice is printed in one line (launch.devices).
+    c.strategy = "auto"
     c.tpu = ""  # TPU name, grpc:// address, or "local" on a TPU VM
     # Multi-process data parallelism (backend jax, strategy data_parallel; jax.distributed):
     # coordinator_address is HOST:PORT of process 0, the same on every process ("auto" on a

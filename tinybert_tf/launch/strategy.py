@@ -97,6 +97,9 @@ def make(c):
             f"imported); start a fresh process with KERAS_BACKEND={c.backend}, e.g. python -m "
             f"tinybert_tf.main --config.backend={c.backend} ...")
     _check_processes(c)
+    if c.strategy == "auto":  # placeholder until launch.devices chooses
+        c = dict(c.items(), strategy="cpu")
+        c = type("C", (), c)
     if backend == "tensorflow":
         return tf_strategy(c.strategy, c.tpu)
     if backend != "jax":
