@@ -16,7 +16,9 @@ AMX = AVX2 | {"avx512f", "amx_bf16", "amx_tile"}
     ("tpu", frozenset(), ("mixed_bfloat16", "bfloat16", True)),
     ("gpu:9.0", AVX2, ("mixed_bfloat16", "bfloat16", True)),
     ("gpu:8.0", AVX2, ("mixed_bfloat16", "bfloat16", True)),
-    ("gpu:7.5", AVX512_BF16, ("float32", "", True)),
+    ("gpu:7.5", AVX512_BF16, ("mixed_float16", "", True)),
+    ("gpu:7.0", AVX2, ("mixed_float16", "", True)),
+    ("gpu:6.0", AVX2, ("float32", "", True)),
 ])
 def test_auto_resolution(kind, flags, expected):
     *got, reason = hardware.resolve("auto", "auto", "auto", kind, flags)

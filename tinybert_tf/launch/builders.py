@@ -222,9 +222,10 @@ def task_spec(c):
 
 
 def buckets(c):
-    """Length buckets from `data.buckets` ("16,32,64"), none on TPU (one static shape)."""
+    """Length buckets from `data.buckets` ("16,32,64"), none on a TPU (one static shape: a
+    resolved config's `device_kind`, TF or JAX, or strategy tpu)."""
     text = str(c.data.buckets).strip()
-    if c.strategy == "tpu" or not text:
+    if c.strategy == "tpu" or c.get("device_kind") == "tpu" or not text:
         return None
     try:
         return tuple(int(b) for b in text.split(","))

@@ -37,7 +37,7 @@ import keras
 
 from tinybert_tf.errors import LaunchError
 
-AUTO = "auto"  # coordinator_address that asks jax.distributed to find the cluster (Cloud TPU)
+AUTO = "auto"  # coordinator_address that asks jax.distributed to find the cluster itself
 _TPU_HOST_VARIABLES = ("TPU_PROCESS_ADDRESSES", "TPU_WORKER_HOSTNAMES")
 _state = {"mode": None}  # what initialize() did in this process (jax allows it once)
 
@@ -74,6 +74,42 @@ def _tpu_present(environ):
                 or glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*"))
 
 
+def on_tpu_vm(environ=None):
+    """Is this a Cloud TPU VM (strategy auto on TensorFlow: the local TPU)? Both a TPU library
+    (libtpu, TPU_LIBRARY_PATH) and TPU device files (/dev/accel*, /dev/vfio/N): device files
+    alone are other accelerators' too."""
+    import glob
+    import importlib.util
+
+    environ = os.environ if environ is None else environ
+    library = environ.get("TPU_LIBRARY_PATH") or importlib.util.find_spec("libtpu")
+    return bool(library and (glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*")))
+
+
+def _count(environ, name):
+    try:
+        return int(environ.get(name, "") or 0)
+    except ValueError:
+        return 0
+
+
+# A cluster environment jax.distributed.initialize() reads by itself: the variables it checks.
+_SLURM = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID")
+
+
+def cluster_processes(environ=None):
+    """How many processes the environment's cluster names (0 when none): a Cloud TPU slice of
+    several hosts (`cloud_tpu_hosts`), a SLURM job step (`SLURM_NTASKS`), or an Open MPI launch
+    (`OMPI_COMM_WORLD_SIZE`) - the environments jax.distributed.initialize() joins with no
+    arguments. strategy=auto on JAX then runs data_parallel over every process."""
+    environ = os.environ if environ is None else environ
+    if all(v in environ for v in _SLURM):
+        return _count(environ, "SLURM_NTASKS")
+    if "OMPI_MCA_orte_hnp_uri" in environ:
+        return _count(environ, "OMPI_COMM_WORLD_SIZE")
+    return cloud_tpu_hosts(environ)
+
+
 def _check(coordinator_address, num_processes, process_id):
     """The one-line errors of `initialize`'s argument combinations."""
     if isinstance(num_processes, bool) or not isinstance(num_processes, int) or num_processes < 1:
@@ -102,14 +138,14 @@ def _check(coordinator_address, num_processes, process_id):
 
 
 def initialize(coordinator_address="", num_processes=1, process_id=0, environ=None):
-    """Join a multi-process JAX run; returns what it did: "single", "explicit" or "cloud_tpu".
+    """Join a multi-process JAX run; returns what it did: "single", "explicit" or "cluster".
 
     * `num_processes > 1`: `jax.distributed.initialize(coordinator_address, num_processes,
       process_id)` with the arguments given (every process passes the same coordinator
       `HOST:PORT` and count, and its own `process_id`);
-    * one process and `coordinator_address="auto"`, or one process on a Cloud TPU VM whose
-      environment names several hosts (`cloud_tpu_hosts`): `jax.distributed.initialize()` with no
-      arguments, which reads the TPU cluster itself;
+    * one process and `coordinator_address="auto"`, or a cluster environment of several
+      processes (`cluster_processes`: Cloud TPU hosts, SLURM, Open MPI):
+      `jax.distributed.initialize()` with no arguments, which reads the cluster itself;
     * otherwise ("single"): nothing.
 
     Multi-process runs use gloo for cross-process collectives on CPU devices (it only affects the
@@ -121,8 +157,8 @@ def initialize(coordinator_address="", num_processes=1, process_id=0, environ=No
     _check(coordinator_address, num_processes, process_id)
     if num_processes > 1:
         mode = "explicit"
-    elif coordinator_address == AUTO or cloud_tpu_hosts(environ) > 1:
-        mode = "cloud_tpu"
+    elif coordinator_address == AUTO or cluster_processes(environ) > 1:
+        mode = "cluster"
     else:
         return "single"
     if _state["mode"] is not None:

@@ -2,7 +2,10 @@
 
 bfloat16 only pays where the hardware computes it natively: CPUs with `avx512_bf16` or
 `amx_bf16` (on AVX2-only CPUs a bf16 matmul runs at the fp32 rate plus casts), TPUs, and NVIDIA
-GPUs of compute capability >= 8.0. XLA (`jit_compile`) measured faster for float32 CPU steps and
+GPUs of compute capability >= 8.0. NVIDIA GPUs of capability 7.x (Volta, Turing) have float16
+tensor cores and no bf16 ones: auto = mixed_float16 there (Keras wraps the optimizer in a
+LossScaleOptimizer; TensorFlow's mixed-precision guide: 7.0+ is where float16 pays); older GPUs
+float32. XLA (`jit_compile`) measured faster for float32 CPU steps and
 slower for bfloat16 ones (bench/RESULTS.md: XLA's CPU dot runs bf16 at half oneDNN's rate), so
 auto = on for float32 and off for bfloat16 on CPU, on for TPU/GPU. TensorFlow turns its oneDNN
 kernels on by default only on CPUs with AVX-512 VNNI/BF16 or AMX; on AVX2-only CPUs a training
@@ -15,8 +18,9 @@ every step, so `jit_compile` is always True there (an explicit False would run t
 op); on a JAX CPU everything is XLA, whose bf16 dot measured slower than fp32 (bench/RESULTS.md:
 JAX fp32 11.2 vs bf16 9.75 seq/s), so auto precision is float32 on a JAX CPU whatever its flags.
 
-Everything here is a pure function of given CPU flags / device kinds (tested), plus two
-readers of this machine (`cpu_flags`, `device_kind`) and the console set-up done before
+Everything here is a pure function of given CPU flags / device kinds (tested; the kind is that of
+the devices the run chose, `devices.Choice.kind`), plus a reader of this machine (`cpu_flags`)
+and the console set-up done before
 TensorFlow is imported (`quiet_tensorflow`, `native_start_up_filtered`: its C++ log lines off
 unless --verbose).
 """
@@ -116,36 +120,6 @@ def import_tensorflow_quietly():
         import tensorflow  # noqa: F401
 
 
-def device_kind(tf=None, backend="tensorflow"):
-    """"tpu", "gpu:<major>.<minor>" (compute capability) or "cpu" for the visible devices (of
-    JAX's default device with `backend="jax"`)."""
-    if backend == "jax":
-        return jax_device_kind()
-    if tf is None:
-        import tensorflow as tf
-    if tf.config.list_logical_devices("TPU"):
-        return "tpu"
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        cc = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability")
-        return f"gpu:{cc[0]}.{cc[1]}" if cc else "gpu:0.0"
-    return "cpu"
-
-
-def jax_device_kind(device=None):
-    """device_kind of a JAX device (default: JAX's default device)."""
-    if device is None:
-        import jax
-
-        device = jax.devices()[0]
-    if device.platform == "tpu":
-        return "tpu"
-    if device.platform in ("gpu", "cuda", "rocm"):
-        cc = str(getattr(device, "compute_capability", "") or "0.0")
-        return f"gpu:{cc}" if "." in cc else f"gpu:{cc}.0"
-    return "cpu"
-
-
 def keep_tf_on_cpu(tf=None):
     """On the JAX backend TensorFlow only runs the tf.data input pipeline: hide GPUs from it so
     it does not reserve their memory (Keras' advice). Call before TF's first op; later it is a
@@ -172,6 +146,10 @@ def native_bf16(kind, flags):
     return False, "CPU without avx512_bf16/amx_bf16 (bf16 runs at the fp32 rate here)"
 
 
+def _float16_gpu(kind):
+    return kind.startswith("gpu:") and int(kind.split(":")[1].split(".")[0]) == 7
+
+
 def as_bool(value):
     """A config flag given as a bool or as text ("True", "false", "1"): absl passes strings."""
     return value in (True, 1, "True", "true", "1")
@@ -180,9 +158,9 @@ def as_bool(value):
 def resolve(precision, teacher_dtype, jit_compile, kind, flags, backend="tensorflow"):
     """Resolve "auto" settings. Returns (precision, teacher_dtype, jit_compile, one-line reason).
 
-    precision auto -> mixed_bfloat16 where bf16 is native, else float32; teacher_dtype auto ->
-    bfloat16 where native, else "" (the precision's); jit_compile auto -> see module doc, and on
-    for an int8 teacher. Explicit values pass through unchanged, except jit_compile on JAX
+    precision auto -> mixed_bfloat16 where bf16 is native, mixed_float16 on NVIDIA 7.x GPUs,
+    else float32; teacher_dtype auto -> bfloat16 where native, else "" (the precision's);
+    jit_compile auto -> see module doc, and on for an int8 teacher. Explicit values pass through unchanged, except jit_compile on JAX
     (always True).
 
     teacher_dtype auto never picks "int8" (`distill.quantize`), not even with avx512_vnni/AMX: on
@@ -200,6 +178,9 @@ def resolve(precision, teacher_dtype, jit_compile, kind, flags, backend="tensorf
         jit_compile = True
     if precision == "auto":
         precision = "mixed_bfloat16" if bf16 else "float32"
+        if not bf16 and _float16_gpu(kind):
+            precision = "mixed_float16"
+            why += "; float16 tensor cores: mixed_float16 with loss scaling"
     if teacher_dtype == "auto":
         teacher_dtype = "bfloat16" if bf16 else ""
     if jit_compile == "auto":

@@ -22,6 +22,7 @@ from tinybert_tf import cli
 from tinybert_tf.errors import LaunchError
 from tinybert_tf.launch import (
     builders,
+    devices,
     distribution,
     evaluate_mode,
     export_mode,
@@ -50,10 +51,12 @@ _TRAINED = ("checkpoints", "tensorboard", "metrics.jsonl")
 @dataclasses.dataclass
 class Launch:
     """What the dispatcher built for a mode: the distribution context (`strategy.make`; on JAX
-    data-parallel runs it joins the processes), the teacher's tokenizer (training modes) and
-    general distillation's corpus scan record (`validate.check_corpus`)."""
+    data-parallel runs it joins the processes) and the devices chosen for it, the teacher's
+    tokenizer (training modes) and general distillation's corpus scan record
+    (`validate.check_corpus`)."""
 
     strategy: object
+    devices: devices.Choice
     tokenizer: object = None
     corpus_scan: dict | None = None
 
@@ -66,7 +69,7 @@ def run(config, workdir):
         raise LaunchError(f"Unknown mode {config.mode!r}; use one of {', '.join(MODES)}.")
     if config.mode in _READ_ONLY:  # read a run's outputs; leave its config alone
         tf.io.gfile.makedirs(workdir)
-        return _start(config, workdir, Launch(strategy.make(config)))
+        return _start(config, workdir, Launch(*strategy.make(config)))
     launch = _prepare(config, workdir)
     chief = distribution.is_chief()  # a multi-process run: process 0 writes the workdir's files
     created = not tf.io.gfile.exists(workdir)
@@ -88,9 +91,9 @@ def _prepare(config, workdir):
     teacher = validate.check_launch(config, workdir)
     tokenizer = builders.load_tokenizer(teacher)
     scan = validate.check_corpus(config, tokenizer) if config.mode == "general_distill" else None
-    dist = strategy.make(config)
+    dist, choice = strategy.make(config)
     distribution.check_batch_size(dist, config.batch_size)
-    return Launch(dist, tokenizer, scan)
+    return Launch(dist, choice, tokenizer, scan)
 
 
 def _start(config, workdir, launch):
@@ -98,26 +101,33 @@ def _start(config, workdir, launch):
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:  # TF's ops (on JAX: the tf.data pipeline's)
         tf.config.experimental.enable_op_determinism()
-    config = resolve_auto(config)
+    choice = launch.devices
+    batch = None if config.mode in _READ_ONLY else config.batch_size
+    print(devices.launch_line(choice, keras.backend.backend(),
+                              launch.strategy.num_replicas_in_sync, batch))
+    unused = devices.unused_line(choice)
+    if unused:
+        print(unused)
+    config = resolve_auto(config, choice)
     strategy.set_precision(config.precision)
-    dist = launch.strategy
-    print(f"Keras backend {keras.backend.backend()}, strategy {strategy.name_of(dist)} with "
-          f"{dist.num_replicas_in_sync} replicas.")
     return MODES[config.mode](config, workdir, launch)
 
 
-def resolve_auto(config):
-    """A copy of `config` with precision / teacher_dtype / jit_compile "auto" resolved for this
-    machine (`hardware.resolve`), printed in one line; the workdir keeps the config as given."""
+def resolve_auto(config, choice):
+    """A copy of `config` for the devices `choice` (a `devices.Choice`): its strategy by name,
+    and precision / teacher_dtype / jit_compile "auto" resolved for those devices
+    (`hardware.resolve`), printed in one line; the workdir keeps the config as given."""
     import ml_collections
 
     backend = keras.backend.backend()
     precision, teacher_dtype, jit, reason = hardware.resolve(
         config.precision, config.teacher_dtype, config.jit_compile,
-        hardware.device_kind(backend=backend), hardware.cpu_flags(), backend=backend)
+        choice.kind, hardware.cpu_flags(), backend=backend)
     resolved = ml_collections.ConfigDict(config.to_dict(), type_safe=False)
     ignored = jit != hardware.as_bool(config.jit_compile) and config.jit_compile != "auto"
     resolved.precision, resolved.teacher_dtype, resolved.jit_compile = precision, teacher_dtype, jit
+    resolved.strategy = choice.strategy
+    resolved.device_kind = choice.kind  # what builders.buckets reads: one shape on a TPU
     if "auto" in (config.precision, config.teacher_dtype, config.jit_compile) or ignored:
         print(f"Hardware: {reason}")
     return resolved

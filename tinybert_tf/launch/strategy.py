@@ -1,8 +1,8 @@
 """Distribution and precision set-up from a config (CPU, GPUs, multi-worker, Cloud TPU; JAX).
 
 `make(config)` is the launcher's one entry: a backend-neutral distribution context with `.scope()`
-(models, optimizers and projections are built under it), `num_replicas_in_sync` and a name
-(`name_of`). On TensorFlow it is the `tf.distribute.Strategy` itself (`tf_strategy`); on JAX
+(models, optimizers and projections are built under it) and `num_replicas_in_sync`, and the
+`devices.Choice` behind it (`strategy=auto`: by the devices present). On TensorFlow it is the `tf.distribute.Strategy` itself (`tf_strategy`); on JAX
 there is no strategy: `JaxContext` (the default device, a no-op scope), or for `data_parallel`
 the context of `tinybert_tf.launch.distribution` (keras.distribution.DataParallel +
 jax.distributed), called from `_jax_data_parallel` only.
@@ -17,22 +17,26 @@ import tensorflow as tf
 from absl import logging
 
 from tinybert_tf.errors import LaunchError
-from tinybert_tf.launch import distribution
+from tinybert_tf.launch import devices, distribution
 
 STRATEGIES = ("cpu", "one_device", "mirrored", "multi_worker", "tpu")
 JAX_STRATEGIES = ("cpu", "one_device", "data_parallel")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
-def tf_strategy(name, tpu=""):
-    """A `tf.distribute.Strategy` by name. `tpu` is a TPU name, `grpc://` address, or `local`."""
+def tf_strategy(name, tpu="", devices=()):
+    """A `tf.distribute.Strategy` by name. `tpu` is a TPU name, `grpc://` address, or `local`;
+    `devices` (`devices.Device`s, from `devices.choose`) are the ones `one_device` and
+    `mirrored` use (default: the first GPU / every GPU, else the CPU)."""
+    addresses = [d.address for d in devices if d.address]
     if name == "cpu":
         return tf.distribute.OneDeviceStrategy("/cpu:0")
     if name == "one_device":
         gpus = tf.config.list_logical_devices("GPU")
-        return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+        default = gpus[0].name if gpus else "/cpu:0"
+        return tf.distribute.OneDeviceStrategy(addresses[0] if addresses else default)
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        return tf.distribute.MirroredStrategy(addresses or None)
     if name == "multi_worker":
         # keras-team/keras#20585 and #20329: Keras 3 `fit` under MultiWorkerMirroredStrategy can
         # hang or diverge. Refuse loudly rather than ship a silent hang.
@@ -88,8 +92,9 @@ class JaxContext:
 
 
 def make(c):
-    """The distribution context of config `c` for this process's Keras backend (see module
-    doc); `c.backend` must be the backend Keras runs (tinybert_tf.main sees to it)."""
+    """(distribution context, `devices.Choice`) of config `c` for this process's Keras backend
+    (see module doc); `c.backend` must be the backend Keras runs (tinybert_tf.main sees to it).
+    `strategy=auto` chooses by the devices present (`devices.choose`)."""
     backend = keras.backend.backend()
     if c.backend != backend:
         raise LaunchError(
@@ -97,54 +102,84 @@ def make(c):
             f"imported); start a fresh process with KERAS_BACKEND={c.backend}, e.g. python -m "
             f"tinybert_tf.main --config.backend={c.backend} ...")
     _check_processes(c)
-    if c.strategy == "auto":  # placeholder until launch.devices chooses
-        c = dict(c.items(), strategy="cpu")
-        c = type("C", (), c)
     if backend == "tensorflow":
-        return tf_strategy(c.strategy, c.tpu)
+        return _tf(c)
     if backend != "jax":
         raise LaunchError(f"Keras backend {backend!r} is not supported; use KERAS_BACKEND=jax "
                           "or tensorflow.")
-    if c.strategy == "data_parallel":
-        return _jax_data_parallel(c)
-    if c.strategy in ("cpu", "one_device"):
-        if c.strategy == "cpu":
-            import jax
+    return _jax(c)
 
-            jax.config.update("jax_default_device", jax.devices("cpu")[0])
-        return JaxContext(c.strategy)
-    raise LaunchError(f"strategy={c.strategy} is not available on the JAX backend; use one of "
-                      f"{', '.join(JAX_STRATEGIES)} (or --config.backend=tensorflow for "
-                      f"{', '.join(s for s in STRATEGIES if s not in JAX_STRATEGIES)}).")
+
+def _tf(c):
+    """TensorFlow: the strategy `devices.choose` picks from TF's devices (auto on a TPU VM:
+    the local TPU)."""
+    tpu_vm = c.strategy == "auto" and distribution.on_tpu_vm()
+    choice = devices.choose("tensorflow", c.strategy, devices.tf_devices(tf), tpu=c.tpu,
+                            tpu_vm=tpu_vm)
+    tpu = c.tpu or ("local" if tpu_vm else "")
+    key = (choice.strategy, tpu, choice.devices)
+    if key not in _TF_STRATEGIES:
+        _TF_STRATEGIES[key] = tf_strategy(choice.strategy, tpu, choice.devices)
+    return _TF_STRATEGIES[key], choice
+
+
+# One strategy per device set and process: a second MirroredStrategy over the same devices in
+# one process (a notebook's second run) reuses its collective keys, and the two runs' all-reduces
+# then meet in one rendezvous ("Shape mismatch in the collective instance").
+_TF_STRATEGIES = {}
+
+
+def _jax(c):
+    """JAX: `data_parallel` for a multi-process run (joined before JAX lists any device) or, with
+    auto, over 2+ local devices; else one device (`cpu`: the host CPU even beside a GPU)."""
+    if c.strategy not in (*JAX_STRATEGIES, "auto"):
+        raise LaunchError(f"strategy={c.strategy} is not available on the JAX backend; use one "
+                          f"of auto, {', '.join(JAX_STRATEGIES)} (or --config.backend=tensorflow "
+                          f"for {', '.join(s for s in STRATEGIES if s not in JAX_STRATEGIES)}).")
+    import jax
+
+    cluster = c.strategy == "auto" and distribution.cluster_processes() > 1
+    if c.strategy == "data_parallel" or cluster or _multi_process(c):
+        context = _jax_data_parallel(c, cluster)
+        found = devices.jax_devices(jax)
+        return context, devices.choose("jax", "data_parallel", found,
+                                       processes=jax.process_count())
+    choice = devices.choose("jax", c.strategy, devices.jax_devices(jax))
+    if choice.strategy == "data_parallel":
+        return _jax_data_parallel(c, False), choice
+    if choice.strategy == "cpu":
+        jax.config.update("jax_default_device", jax.devices("cpu")[0])
+    return JaxContext(choice.strategy), choice
+
+
+def _multi_process(c):
+    return c.strategy == "auto" and (c.num_processes > 1 or bool(c.coordinator_address))
 
 
 def _check_processes(c):
     """coordinator_address / num_processes / process_id (read on every launch) are the JAX
     data-parallel run's; anywhere else a value other than the one-process default is refused."""
     address, processes, index = c.coordinator_address, c.num_processes, c.process_id
-    if c.backend == "jax" and c.strategy == "data_parallel":
+    if c.backend == "jax" and c.strategy in ("data_parallel", "auto"):
         return
     if address or processes != 1 or index != 0:
         raise LaunchError(
             f"coordinator_address={address!r} num_processes={processes} process_id={index} are "
-            "for multi-process JAX runs; add --config.backend=jax --config.strategy=data_parallel"
-            " or leave them unset (one process).")
+            "for multi-process JAX runs; add --config.backend=jax and --config.strategy=auto or "
+            "--config.strategy=data_parallel, or leave them unset (one process).")
 
 
-def _jax_data_parallel(c):
+def _jax_data_parallel(c, cluster=False):
     """THE place where `strategy=data_parallel` on JAX is set up, by
     `tinybert_tf/launch/distribution.py`: `initialize(coordinator_address, num_processes,
     process_id)` (jax.distributed; the config's fields of those names, config_lib.base) then
     `data_parallel()` (keras.distribution.DataParallel over every device), whose
     context has `.scope()` and `num_replicas_in_sync` (the global device count, which batch_size
-    is checked against). Called from `make`, so before any model is built."""
-    distribution.initialize(c.coordinator_address, c.num_processes, c.process_id)
+    is checked against). Called from `make`, so before any model is built. `cluster`: auto found
+    a cluster environment (Cloud TPU, SLURM, Open MPI): jax.distributed reads it itself."""
+    address = distribution.AUTO if cluster and not c.coordinator_address else c.coordinator_address
+    distribution.initialize(address, c.num_processes, c.process_id)
     return distribution.data_parallel()
-
-
-def name_of(dist):
-    """A distribution context's name for the launch line (a strategy's class name on TF)."""
-    return getattr(dist, "name", None) or type(dist).__name__
 
 
 def check_precision(precision, auto=True):
