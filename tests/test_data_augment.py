@@ -245,14 +245,13 @@ def test_augment_file_csv_quoted_input_and_stray_tabs(model_and_tokenizer, tmp_p
 
 
 def test_augment_cli_writes_labelled_copies(model_and_tokenizer, tmp_path):
-    """tools/augment.py end to end: a saved MaskedLM preset + a TSV -> augmented.tsv with every
+    """tinybert_tf.tools.augment end to end: a saved MaskedLM preset + a TSV -> augmented.tsv with every
     row's label kept; a preset without a masked-LM head is one `Error:` line, exit 1."""
     import subprocess
     import sys
 
     from tinybert_tf.data import task_files
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     masked_lm, tokenizer = model_and_tokenizer
     preset = tmp_path / "mlm"
     masked_lm.save_to_preset(str(preset))
@@ -260,7 +259,7 @@ def test_augment_cli_writes_labelled_copies(model_and_tokenizer, tmp_path):
     tsv = tmp_path / "train.tsv"  # GLUE-style plain TSV: quotes are text
     texts = [f'"{SENTENCES[0]}," says all', f"it's {SENTENCES[1]}", f'{SENTENCES[2]} "']
     tsv.write_text("text\tlabel\n" + "".join(f"{s}\t{i % 2}\n" for i, s in enumerate(texts)))
-    cmd = [sys.executable, os.path.join(root, "tools", "augment.py"), f"--input={tsv}",
+    cmd = [sys.executable, "-m", "tinybert_tf.tools.augment", f"--input={tsv}",
            f"--masked_lm_preset={preset}", "--n_aug=2", "--num_candidates=4", "--seq_len=64"]
     done = subprocess.run([*cmd, f"--output_dir={tmp_path / 'out'}"], capture_output=True,
                           text=True, timeout=600)
@@ -273,7 +272,7 @@ def test_augment_cli_writes_labelled_copies(model_and_tokenizer, tmp_path):
     backbone_only = tmp_path / "backbone"
     masked_lm.backbone.save_to_preset(str(backbone_only))
     tokenizer.save_to_preset(str(backbone_only))
-    cmd[3] = f"--masked_lm_preset={backbone_only}"
+    cmd[4] = f"--masked_lm_preset={backbone_only}"
     bad = subprocess.run([*cmd, f"--output_dir={tmp_path / 'o2'}"], capture_output=True,
                          text=True, timeout=600)
     assert bad.returncode == 1

@@ -1,14 +1,14 @@
 """The documentation names only what exists (README.md, docs/*.md, bench/RESULTS.md, tests/README.md).
 
 * Repository paths: `tinybert_tf/launch/train.py`, `launch/distribution.py`, `distill/terms.py`,
-  `tools/export.py`, `configs/task_distill.py`, `examples/stdlib/demo.py`, `tests/test_layout.py`,
+  `tools/benchmark.py`, `configs/task_distill.py`, `examples/stdlib/demo.py`, `tests/test_layout.py`,
   `bench/results.json`, folders such as `tools/bench/`, and bare `name.py` file names. A path
   under tinybert_tf/ may be written from its subpackage (`launch/x.py`). Flag values
   (`--json=bench/new.json`: a file a command writes) are not paths to check.
 * Dotted module names (`tinybert_tf.distill.optim`, `examples.stdlib.demo`) and the name after
   the module (`tinybert_tf.launch.modes.run`): the module exists and defines it.
 * Relative links and images, and their `#anchors` (GitHub's heading slugs).
-* Every `--config.key` is a key of configs/general_distill.py or configs/task_distill.py.
+* Every `--config.key` is a key of the packaged configs general_distill or task_distill.
 * docs/ARCHITECTURE.md names every user-error class (the subclasses of errors.UserError).
 * tests/README.md's table lists every module of tinybert_tf/ without a test file of its own name,
   and names only modules and test files that exist.

@@ -354,7 +354,8 @@ def test_cli_reports_bad_student_in_one_line(tmp_path):
     proc = subprocess.run(
         [
             sys.executable,
-            os.path.join(REPO, "tools", "export.py"),
+            "-m",
+            "tinybert_tf.tools.export",
             f"--student={tmp_path}/nope",
             f"--export_dir={tmp_path}/srv",
         ],

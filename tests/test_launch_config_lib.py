@@ -1,4 +1,5 @@
-"""configs/ and `config_lib`: every config leaf is read by a mode its file serves; the savers'
+"""tinybert_tf/configs/ and `config_lib`: `--config` names a packaged config or a file from any
+directory; every config leaf is read by a mode its file serves; the savers'
 width projections (`builders.save_model` / `builders.load_projections`) round-trip.
 
 The leaf test runs each mode of each config file end to end on tiny models (tests/tiny.py) and
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 import tiny
 
+from tinybert_tf.errors import LaunchError
 from tinybert_tf.launch import builders, config_lib
 from tinybert_tf.launch.modes import run as run_mode
 
@@ -86,7 +88,7 @@ class Reads:
 
 
 def _run(name, workdir, monkeypatch, **overrides):
-    """Run the tiny variant of configs/<name>.py with overrides; returns (output, leaves read)."""
+    """Run the tiny variant of packaged config <name> with overrides; returns (output, leaves read)."""
     c = config_lib.load(name, "tiny", **overrides)
     with monkeypatch.context() as patch:
         reads = Reads(patch)
@@ -99,20 +101,41 @@ def _check(name, read):
         config = config_lib.load(name, variant)
         assert leaves(config) == leaves(config_lib.load(name, "tiny")), variant
         unread = sorted(leaves(config) - read - ALLOWED_UNREAD[name])
-        assert not unread, (f"configs/{name}.py (variant {variant}): no mode reads "
+        assert not unread, (f"tinybert_tf/configs/{name}.py (variant {variant}): no mode reads "
                             f"{', '.join(unread)}; remove them or make them mean something.")
     stale = sorted(ALLOWED_UNREAD[name] & read)
     assert not stale, f"allow-listed but read: {stale}; drop them from ALLOWED_UNREAD."
 
 
 def test_every_config_file_is_covered():
-    names = sorted(f[:-3] for f in os.listdir(config_lib.CONFIG_DIR) if f.endswith(".py"))
-    assert names == sorted(VARIANTS)
+    assert config_lib.packaged_names() == sorted(VARIANTS)
     for name, variants in VARIANTS.items():
         with pytest.raises(ValueError, match="Unknown variant"):
             config_lib.load(name, "no_such_variant")
         for variant in variants:
             config_lib.load(name, variant)
+
+
+def test_config_names_and_paths_resolve_from_any_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no configs/ here: packaged names and the configs/ spelling
+    packaged = os.path.join(config_lib.CONFIG_DIR, "task_distill.py")
+    assert config_lib.resolve_path("task_distill") == (packaged, None)
+    assert config_lib.resolve_path("task_distill:tiny") == (packaged, "tiny")
+    assert config_lib.resolve_path("configs/task_distill.py:tiny") == (packaged, "tiny")
+    assert config_lib.resolve_path("./configs/general_distill.py")[0].endswith(
+        os.path.join("tinybert_tf", "configs", "general_distill.py"))
+    own = tmp_path / "configs" / "task_distill.py"  # a file of that name here wins
+    own.parent.mkdir()
+    own.write_text("from tinybert_tf.configs.general_distill import get_config  # noqa: F401\n")
+    assert config_lib.resolve_path("configs/task_distill.py:tiny") == (
+        "configs/task_distill.py", "tiny")
+    assert config_lib.load("configs/task_distill.py:tiny").mode == "general_distill"
+    assert config_lib.load(f"{own}:distilbert", "tiny").student == "tiny_2l_32h"
+    assert config_lib.load("task_distill:tiny").mode == "task_distill"
+    for spec in ("task_distil", "elsewhere/task_distill.py", f"{tmp_path}/nope.py:tiny"):
+        with pytest.raises(LaunchError, match="use one of general_distill, task_distill "
+                                              r"\(e.g. --config=task_distill:tiny\)"):
+            config_lib.resolve_path(spec)
 
 
 def test_general_distill_reads_every_leaf(tmp_path, monkeypatch):

@@ -205,10 +205,10 @@ def _launch(args):
 def cli_runs(tmp_path_factory):
     d = tmp_path_factory.mktemp("console")
     teacher = tiny.write_teacher(d / "pre")
-    general = _launch(["--config=configs/general_distill.py:tiny", f"--workdir={d / 'gd'}",
+    general = _launch(["--config=general_distill:tiny", f"--workdir={d / 'gd'}",
                        f"--config.teacher={teacher}",
                        f"--config.data.train={tiny.write_corpus(d / 'corpus.txt')}"])
-    task = _launch(["--config=configs/task_distill.py:tiny", f"--workdir={d / 'ft'}",
+    task = _launch(["--config=task_distill:tiny", f"--workdir={d / 'ft'}",
                     "--config.mode=finetune", f"--config.teacher={teacher}",
                     "--config.task=file", "--config.stall_intervals=0",
                     f"--config.data.train_file={tiny.write_task(d / 'train.tsv', 48, 0)}",

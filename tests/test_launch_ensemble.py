@@ -128,7 +128,7 @@ def _launch(args):
 @pytest.mark.slow
 def test_sigkill_in_the_second_member_resumes_it_bit_identically(ensemble, tmp_path):
     c = ensemble["common"]
-    args = ["--config=configs/task_distill.py:tiny", "--config.mode=finetune",
+    args = ["--config=task_distill:tiny", "--config.mode=finetune",
             f"--config.teacher={ensemble['dir'] / 'pre'}", "--config.task=file",
             f"--config.data.train_file={c['data.train_file']}",
             f"--config.data.eval_file={c['data.eval_file']}", "--config.finetune.members=2",

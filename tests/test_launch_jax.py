@@ -37,7 +37,7 @@ def _env(backend="jax"):
 
 
 def _cmd(config, workdir, *flags):
-    return [sys.executable, "-m", "tinybert_tf.main", f"--config=configs/{config}",
+    return [sys.executable, "-m", "tinybert_tf.main", f"--config={config}",
             f"--workdir={workdir}", *flags]
 
 
@@ -78,7 +78,7 @@ def _general(assets, *flags):
 
 @pytest.mark.slow
 def test_general_distill_on_jax(assets, tmp_path):
-    proc = _run(_cmd("general_distill.py:tiny", tmp_path, *_general(assets)))
+    proc = _run(_cmd("general_distill:tiny", tmp_path, *_general(assets)))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Keras backend jax, strategy cpu with 1 replicas." in proc.stdout
     student = keras_hub.models.Backbone.from_preset(str(tmp_path / "student"))
@@ -101,11 +101,11 @@ def test_sigkill_and_damaged_checkpoint_resume_bit_identical(assets, tmp_path):
     bit (XLA on CPU, deterministic input pipeline, dropout seed states in the checkpoint)."""
     flags = _general(assets, "--config.steps=200", "--config.log_every=10",
                      "--config.checkpoint_every=20")
-    full = _popen(_cmd("general_distill.py:tiny", tmp_path / "full", *flags))
+    full = _popen(_cmd("general_distill:tiny", tmp_path / "full", *flags))
     _, err = full.communicate(timeout=LIMIT)
     assert full.returncode == 0, err[-3000:]
     killed = tmp_path / "killed"
-    proc = _popen(_cmd("general_distill.py:tiny", killed, *flags))
+    proc = _popen(_cmd("general_distill:tiny", killed, *flags))
     deadline = time.time() + LIMIT
     while len(_steps(killed / "checkpoints")) < 2 and time.time() < deadline \
             and proc.poll() is None:
@@ -119,7 +119,7 @@ def test_sigkill_and_damaged_checkpoint_resume_bit_identical(assets, tmp_path):
         for name in files:
             if os.sep + "d" == root[-2:]:  # the array data files
                 os.truncate(os.path.join(root, name), 10)
-    again = _run(_cmd("general_distill.py:tiny", killed, *flags))
+    again = _run(_cmd("general_distill:tiny", killed, *flags))
     assert again.returncode == 0, again.stderr[-3000:]
     skipped = [line for line in again.stderr.splitlines() if line.startswith("Skipping")]
     assert len(skipped) == 1 and f"checkpoints/{newest}:" in skipped[0], again.stderr[-3000:]
@@ -151,10 +151,10 @@ def task_runs(assets, tmp_path_factory):
     d = tmp_path_factory.mktemp("jax_task")
     task = ["--config.task=file", f"--config.data.train_file={assets['train']}",
             f"--config.data.eval_file={assets['dev']}", "--config.data.buckets="]
-    ft = _run(_cmd("task_distill.py:tiny", d / "ft", "--config.mode=finetune",
+    ft = _run(_cmd("task_distill:tiny", d / "ft", "--config.mode=finetune",
                    "--config.backend=jax", f"--config.teacher={assets['teacher']}", *task),
               backend="tensorflow")
-    td = _run(_cmd("task_distill.py:tiny", d / "td", f"--config.teacher={d / 'ft' / 'teacher'}",
+    td = _run(_cmd("task_distill:tiny", d / "td", f"--config.teacher={d / 'ft' / 'teacher'}",
                    *task))
     return {"dir": d, "task": task, "ft": ft, "td": td}
 
@@ -197,7 +197,7 @@ def test_evaluate_and_export_on_tensorflow_read_a_jax_run(task_runs):
     d = task_runs["dir"]
     assert task_runs["td"].returncode == 0, task_runs["td"].stderr[-3000:]
     proc = subprocess.run(
-        ["timeout", str(LIMIT), sys.executable, "-c", _READ_ON_TF, "configs/task_distill.py:tiny",
+        ["timeout", str(LIMIT), sys.executable, "-c", _READ_ON_TF, "task_distill:tiny",
          str(d / "td"), str(d / "ft" / "teacher"), *task_runs["task"]],
         cwd=ROOT, env=_env("tensorflow"), capture_output=True, text=True, timeout=LIMIT + 30)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -211,7 +211,7 @@ def test_evaluate_and_export_on_tensorflow_read_a_jax_run(task_runs):
 
 @pytest.mark.slow
 def test_bad_input_is_one_line_on_jax(assets, tmp_path):
-    proc = _run(_cmd("general_distill.py:tiny", tmp_path / "run", *_general(assets),
+    proc = _run(_cmd("general_distill:tiny", tmp_path / "run", *_general(assets),
                      "--config.strategy=mirrored"))
     assert proc.returncode == 1, proc.stderr[-3000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
@@ -225,7 +225,7 @@ def test_bad_input_is_one_line_on_jax(assets, tmp_path):
 def test_another_backend_in_a_process_whose_keras_runs_tensorflow(assets, tmp_path, capsys):
     """In-process launches cannot switch Keras' backend: one line naming the fix; a config the
     launcher did not pass through main (backend=jax) is refused by the modes in one line too."""
-    code = main.launch(["tinybert_tf", "--config=configs/general_distill.py:tiny",
+    code = main.launch(["tinybert_tf", "--config=general_distill:tiny",
                         f"--workdir={tmp_path / 'run'}", "--config.backend=jax",
                         *_general(assets)])
     err = capsys.readouterr().err
@@ -240,7 +240,7 @@ def test_another_backend_in_a_process_whose_keras_runs_tensorflow(assets, tmp_pa
     c = config_lib.load("general_distill", "tiny", backend="jax")
     with pytest.raises(LaunchError, match="KERAS_BACKEND=jax"):
         strategy.make(c)
-    code = main.launch(["tinybert_tf", "--config=configs/general_distill.py:tiny",
+    code = main.launch(["tinybert_tf", "--config=general_distill:tiny",
                         f"--workdir={tmp_path / 'run'}", "--config.backend=torch",
                         *_general(assets)])
     assert code == 1 and "Keras backends tensorflow and jax" in capsys.readouterr().err

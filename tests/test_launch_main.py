@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tiny
+from absl import flags
 
 from tinybert_tf import main
 from tinybert_tf.errors import LaunchError
@@ -130,7 +131,7 @@ def _launch(args, **kw):
 
 @pytest.mark.slow
 def test_sigkill_and_restart_matches_uninterrupted_run(assets, tmp_path):
-    args = ["--config=configs/general_distill.py:tiny", f"--config.teacher={assets['teacher']}",
+    args = ["--config=general_distill:tiny", f"--config.teacher={assets['teacher']}",
             f"--config.data.train={assets['corpus']}", "--config.steps=160",
             "--config.log_every=10", "--config.checkpoint_every=20"]
     full = _launch([*args, f"--workdir={tmp_path / 'full'}"])
@@ -197,7 +198,7 @@ def test_nan_stops_with_step_and_term(tmp_path):
     ],
 )
 def test_bad_flags_give_one_line_errors(assets, tmp_path, capsys, args, message):
-    base = ["main", "--config=configs/general_distill.py:tiny", f"--workdir={tmp_path / 'w'}",
+    base = ["main", "--config=general_distill:tiny", f"--workdir={tmp_path / 'w'}",
             f"--config.data.train={assets['corpus']}"]
     if not any(a.startswith("--config.teacher") for a in args):
         base.append(f"--config.teacher={assets['teacher']}")
@@ -206,6 +207,24 @@ def test_bad_flags_give_one_line_errors(assets, tmp_path, capsys, args, message)
     lines = [line for line in err.splitlines() if line.startswith(("Error:", "FATAL"))]
     assert len(lines) == 1 and message in lines[0], err[-1500:]
     assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize("spec, mode, student", [
+    ("task_distill", "task_distill", "tinybert_4l_312h"),
+    ("task_distill:tiny", "task_distill", "tiny_2l_32h"),
+    ("general_distill:distilbert", "general_distill", "from_teacher:6"),
+    ("configs/general_distill.py:tiny", "general_distill", "tiny_2l_32h"),
+    (os.path.join(config_lib.CONFIG_DIR, "task_distill.py") + ":tiny", "task_distill",
+     "tiny_2l_32h"),
+])
+def test_config_flag_reads_names_and_paths_from_any_directory(spec, mode, student, tmp_path,
+                                                               monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = ["main", f"--config={spec}", "--workdir=w", "--config.seed=7"]
+    fv = flags.FlagValues()
+    config, _, _ = main.define_flags(fv, argv)
+    fv(argv)
+    assert (config.value.mode, config.value.student, config.value.seed) == (mode, student, 7)
 
 
 def test_workdir_with_other_config_is_refused(assets, tmp_path):

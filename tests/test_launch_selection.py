@@ -158,7 +158,7 @@ def _launch(args):
 def test_sigkill_with_evaluation_on_resumes_bit_identical(tmp_path):
     c = _finetune_config(tmp_path, **{"finetune.epochs": 14, "log_every": 2,
                                       "checkpoint_every": 12})
-    args = ["--config=configs/task_distill.py:tiny", "--config.mode=finetune",
+    args = ["--config=task_distill:tiny", "--config.mode=finetune",
             f"--config.teacher={c.teacher}", "--config.task=file", "--config.student_dropout=0",
             f"--config.data.train_file={c.data.train_file}",
             f"--config.data.eval_file={c.data.eval_file}", "--config.finetune.epochs=14",

@@ -117,7 +117,7 @@ STEPS, CHUNK = 200, 100
 @pytest.fixture(scope="module")
 def launch(tmp_path_factory):
     d = tmp_path_factory.mktemp("assets")
-    args = ["--config=configs/general_distill.py:tiny",
+    args = ["--config=general_distill:tiny",
             f"--config.teacher={tiny.write_teacher(d / 'teacher')}",
             f"--config.data.train={tiny.write_corpus(d / 'corpus.txt', docs=1000)}",
             f"--config.steps={STEPS}", f"--config.log_every={CHUNK}",

@@ -16,7 +16,7 @@ from tinybert_tf import cli, main
 from tinybert_tf.errors import Interrupted, LaunchError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG = "--config=configs/general_distill.py:tiny"
+CONFIG = "--config=general_distill:tiny"
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ CASES = [
     ("loss weight that is not a number", ["--config.loss_weights=att=x"],
      "loss_weights item 'att=x' is not term=number", 1),
 ]
-TASK = ["--config=configs/task_distill.py:tiny", "--config.teacher={teacher}", "--config.task=file",
+TASK = ["--config=task_distill:tiny", "--config.teacher={teacher}", "--config.task=file",
         "--config.data.train_file={dir}/train.tsv"]
 TASK_CASES = [
     ("no train_file", ["--config.data.train_file="], "task=file needs --config.data.train_file", 1),
@@ -177,7 +177,7 @@ def test_a_distiller_that_cannot_be_built_after_the_claim_unclaims(assets, tmp_p
         argv = _args(assets, workdir, *extra)
     else:  # a classifier teacher and full batches: the mode gets as far as the Distiller
         teacher = tiny.write_teacher(tmp_path / "teacher", num_classes=2)
-        argv = ["main", f"--workdir={workdir}", "--config=configs/task_distill.py:tiny",
+        argv = ["main", f"--workdir={workdir}", "--config=task_distill:tiny",
                 f"--config.teacher={teacher}", "--config.task=file", "--config.eval_every=-1",
                 f"--config.data.train_file={tiny.write_task(tmp_path / 'train.tsv', 8, 0)}",
                 *extra]
@@ -226,20 +226,30 @@ def test_read_only_workdir(assets, tmp_path):
 def test_prepare_corpus_on_an_empty_file(assets, tmp_path):
     (tmp_path / "vocab.txt").write_text("\n".join(tiny.VOCAB) + "\n")
     proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "tools", "prepare_corpus.py"),
+        [sys.executable, "-m", "tinybert_tf.tools.prepare_corpus",
          f"--input={assets['dir']}/empty.txt,{assets['dir']}/blank.txt",
          f"--output_dir={tmp_path / 'out'}", f"--vocab={tmp_path / 'vocab.txt'}"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ROOT})
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "has no documents: 2 file(s), 4 lines" in _error_line(proc.stderr)
     assert not (tmp_path / "out").exists()
 
 
-def test_missing_config_file(tmp_path, capsys):
+def test_unknown_config_names_the_packaged_ones(tmp_path, capsys):
     assert main.launch(["main", "--config=configs/nope.py", f"--workdir={tmp_path / 'run'}"]) == 2
-    assert "config file did not load: [Errno 2] No such file or directory: 'configs/nope.py'" in \
-        _error_line(capsys.readouterr().err)
+    line = _error_line(capsys.readouterr().err)
+    assert "no config file configs/nope.py and no packaged config named nope" in line
+    assert "use one of general_distill, task_distill (e.g. --config=task_distill:tiny)" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_config_file_that_fails_to_load(tmp_path, capsys):
+    config = tmp_path / "my_config.py"
+    config.write_text("open('no_such_vocab.txt')\n")
+    assert main.launch(["main", f"--config={config}:tiny", f"--workdir={tmp_path / 'run'}"]) == 2
+    assert "config file did not load: [Errno 2] No such file or directory: 'no_such_vocab.txt'" \
+        in _error_line(capsys.readouterr().err)
     assert not (tmp_path / "run").exists()
 
 

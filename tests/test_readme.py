@@ -2,17 +2,20 @@
 
 Fenced shell blocks are read line by line: a trailing backslash continues a line, `#` starts a
 comment, leading `VAR=value` words are the environment; inline code spans count too when they are
-a whole command, not a template. A line that starts with `make`,
-`python -m ...`, `python tools/...` or `python examples/...` (also `.venv/bin/python`) is checked:
+a whole command (a program and its arguments), not a bare name or a template. A line that starts with `make`, `python -m ...`,
+`python tools/...` or `python examples/...` (also `.venv/bin/python`), or with a console script
+of setup.py (`tinybert-tf ...`, `tinybert-tf-export ...`), is checked (from a directory outside
+the checkout, as an installed package runs):
 
 * `make X`: the Makefile has a target X;
-* `python -m tinybert_tf.main ...`: the launcher's own flag parser (`main.define_flags`) accepts
-  the line: the config file loads with its variant and every `--config.` override (an unknown key
-  or a value of the wrong type fails), `--workdir` is given, and the mode, strategy, backend,
-  precision, recipes, task and stages are names the package knows;
-* any other `python -m MODULE` / `python PATH.py`: the module or script exists, its `--helpfull`
-  (absl) or `--help` (argparse) works in a subprocess (once per entry point), and every flag on
-  the line is one it lists.
+* `python -m tinybert_tf.main ...` and `tinybert-tf ...`: the launcher's own flag parser
+  (`main.define_flags`) accepts the line: the config loads with its variant and every
+  `--config.` override (an unknown key or a value of the wrong type fails), `--workdir` is given,
+  and the mode, strategy, backend, precision, recipes, task and stages are names the package
+  knows;
+* any other `python -m MODULE` / `python PATH.py` / console script: the module, script or
+  setup.py entry point exists, its `--helpfull` (absl) or `--help` (argparse) works in a
+  subprocess (once per entry point), and every flag on the line is one it lists.
 
 `test_checker_finds_mistakes` feeds the checker wrong commands, so a checker that passes
 everything fails here too.
@@ -34,7 +37,8 @@ DOCS = ["README.md", *sorted(os.path.relpath(p, ROOT) for p in glob.glob(f"{ROOT
         "bench/RESULTS.md"]
 SHELLS = {"", "bash", "sh", "shell", "console"}
 PYTHONS = ("python", "python3", ".venv/bin/python")
-COMMAND = re.compile(r"^(?:[A-Z_][A-Z0-9_]*=\S*\s+)*(?:make|python3?|\.venv/bin/python)(?:\s|$)")
+COMMAND = re.compile(r"^(?:[A-Z_][A-Z0-9_]*=\S*\s+)*(?:make|python3?|\.venv/bin/python|tinybert-tf[\w-]*)"
+                     r"(?:\s|$)")
 ENV = re.compile(r"[A-Z_][A-Z0-9_]*=\S*")
 LAUNCHER = "tinybert_tf.main"
 HELP_TIMEOUT = 120  # seconds for one `--help` subprocess (they import no TensorFlow)
@@ -77,10 +81,11 @@ def inline_spans(text):
 
 def commands(text):
     """(line number, logical line) of what `text` shows as commands: lines of its shell blocks,
-    and inline code spans that are whole commands (templates with `<...>`, `[...]` or `...` are
-    not)."""
+    and inline code spans that are whole commands (a bare name such as `tinybert-tf`, and
+    templates with `<...>`, `[...]` or `...`, are not)."""
     inline = [(n, span) for n, span in inline_spans(text)
-              if COMMAND.match(span) and not re.search(r"[<\[…]|\.\.\.", span)]
+              if COMMAND.match(span) and len(span.split()) > 1
+              and not re.search(r"[<\[…]|\.\.\.", span)]
     return sorted([(n, line) for n, line in shell_lines(text) if COMMAND.match(line)] + inline)
 
 
@@ -108,6 +113,12 @@ def check(line):
         argv.pop(0)
     if not argv:
         return ["no command after the environment"]
+    if argv[0].startswith("tinybert-tf"):
+        module = console_scripts().get(argv[0])
+        if module is None:
+            return [f"setup.py has no console script {argv[0]}"]
+        return check_launcher(argv[1:]) if module == LAUNCHER else check_flags(("-m", module),
+                                                                               argv[1:])
     if argv[0] == "make":
         missing = [t for t in argv[1:] if not t.startswith("-") and "=" not in t
                    and t not in make_targets()]
@@ -131,6 +142,13 @@ def check(line):
 def make_targets():
     with open(os.path.join(ROOT, "Makefile"), encoding="utf-8") as f:
         return frozenset(re.findall(r"^([A-Za-z_][\w.-]*)\s*:(?!=)", f.read(), re.M))
+
+
+@functools.cache
+def console_scripts():
+    """setup.py's console scripts -> the module each runs."""
+    with open(os.path.join(ROOT, "setup.py"), encoding="utf-8") as f:
+        return dict(re.findall(r"[\"']([\w-]+)=([\w.]+):\w+[\"']", f.read()))
 
 
 @functools.cache
@@ -192,7 +210,7 @@ def _get(config, dotted):
 
 
 def check_launcher(args):
-    """What `python -m tinybert_tf.main ARGS` would parse (run from the repository root)."""
+    """What `python -m tinybert_tf.main ARGS` would parse (in the working directory)."""
     from absl import flags
 
     from tinybert_tf import main
@@ -219,8 +237,8 @@ def check_launcher(args):
 
 
 @pytest.mark.parametrize("doc, number, line", ALL, ids=[f"{d}:{n}" for d, n, _ in ALL])
-def test_command_runs_as_written(doc, number, line, monkeypatch):
-    monkeypatch.chdir(ROOT)
+def test_command_runs_as_written(doc, number, line, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # configs and tools resolve without the checkout's folders
     assert check(line) == [], f"{doc}:{number}: {line}"
 
 
@@ -230,34 +248,41 @@ def test_the_documents_have_commands_of_each_kind():
     assert any(line.startswith("make demo") for line in readme)
     assert any(line.startswith("make test") for line in readme)
     assert sum(f"-m {LAUNCHER}" in line for line in readme) >= 6
-    assert any("tools/export.py" in line for line in readme)
+    assert any("-m tinybert_tf.tools.export" in line for line in readme)
     assert any("examples/stdlib/task_proof.py" in line for line in readme)
     continued = [line for line in readme if "--config.data.train=" in line]
     assert continued, "a command continued with a backslash lost its second line"
+    install = [line for doc, _, line in ALL if doc == "docs/distributed.md"]
+    assert any(line.startswith("tinybert-tf --config=task_distill:tiny") for line in install)
+    assert any(line.startswith("tinybert-tf-prepare-corpus ") for line in install)
 
 
-LAUNCH = "python -m tinybert_tf.main --config=configs/{} --workdir=w "
+LAUNCH = "python -m tinybert_tf.main --config={} --workdir=w "
 
 
 @pytest.mark.parametrize("line, says", [
     ("make tset", "no target 'tset'"),
-    (LAUNCH.format("general_distill.py") + "--config.data.trian=c.txt", "trian"),
-    (LAUNCH.format("task_distill.py") + "--config.finetune.members=three", "refuses"),
-    (LAUNCH.format("task_distill.py") + "--config.mode=distil", "config.mode=distil"),
-    (LAUNCH.format("task_distill.py") + "--config.intermediate.recipe=tinybert", "recipe"),
-    (LAUNCH.format("general_distill.py:huge"), "refuses"),
-    (LAUNCH.format("general.py"), "refuses"),
-    ("python -m tinybert_tf.main --config=configs/general_distill.py", "workdir"),
-    ("KERAS_BACKEND=jax " + LAUNCH.format("general_distill.py") + "--config.strategy=tpus",
+    (LAUNCH.format("general_distill") + "--config.data.trian=c.txt", "trian"),
+    (LAUNCH.format("task_distill") + "--config.finetune.members=three", "refuses"),
+    (LAUNCH.format("task_distill") + "--config.mode=distil", "config.mode=distil"),
+    (LAUNCH.format("task_distill") + "--config.intermediate.recipe=tinybert", "recipe"),
+    (LAUNCH.format("general_distill:huge"), "refuses"),
+    (LAUNCH.format("general.py"), "no packaged config named general"),
+    ("python -m tinybert_tf.main --config=general_distill", "workdir"),
+    ("KERAS_BACKEND=jax " + LAUNCH.format("general_distill") + "--config.strategy=tpus",
      "strategy"),
-    ("python tools/export.py --student=s --export_dri=serving", "--export_dri"),
-    ("python tools/exporter.py --student=s", "no script"),
+    ("tinybert-tf --config=task_distil:tiny --workdir=w", "no packaged config named task_distil"),
+    ("tinybert-tf --config=configs/task_distill.py --workdir=w --config.mode=distil", "distil"),
+    ("tinybert-tf-export --student=s --export_dri=serving", "--export_dri"),
+    ("tinybert-tf-exporter --student=s", "no console script tinybert-tf-exporter"),
+    ("python -m tinybert_tf.tools.export --student=s --export_dri=serving", "--export_dri"),
+    ("python tools/export.py --student=s", "no script"),
     ("python -m examples.stdlib.demos", "no module"),
     ("python examples/stdlib/task_proof.py --norepor", "--norepor"),
     ("python tools/gpu_check.py --batchsize=512", "--batchsize"),
 ])
-def test_checker_finds_mistakes(line, says, monkeypatch):
-    monkeypatch.chdir(ROOT)
+def test_checker_finds_mistakes(line, says, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
     problems = check(line)
     assert problems and any(says in p for p in problems), problems
 
@@ -265,9 +290,10 @@ def test_checker_finds_mistakes(line, says, monkeypatch):
 def test_shell_lines_join_continuations_and_skip_other_blocks():
     text = ("```python\npython -m not.checked\n```\n"
             "```bash\n# a comment\nmake demo   # trailing comment\n"
-            "python -m tinybert_tf.main --config=configs/general_distill.py \\\n"
-            "    --workdir=w\n```\nrun `make test` or `python -m tinybert_tf.main --config=X [...]`\n")
+            "python -m tinybert_tf.main --config=general_distill \\\n"
+            "    --workdir=w\n```\nrun `make test` or `python -m tinybert_tf.main --config=X [...]`\n"
+            "with `tinybert-tf` installed: `tinybert-tf-export --helpfull`\n")
     assert commands(text) == [
         (6, "make demo   # trailing comment"),
-        (7, "python -m tinybert_tf.main --config=configs/general_distill.py  --workdir=w"),
-        (10, "make test")]
+        (7, "python -m tinybert_tf.main --config=general_distill  --workdir=w"),
+        (10, "make test"), (11, "tinybert-tf-export --helpfull")]

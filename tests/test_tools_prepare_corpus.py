@@ -1,6 +1,5 @@
-"""tools/prepare_corpus.py: corpus -> sharded TFRecords of token ids, with printed counts."""
+"""tinybert_tf.tools.prepare_corpus: corpus -> sharded TFRecords of token ids, with printed counts."""
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -10,18 +9,9 @@ import pytest
 from absl import flags
 
 from tinybert_tf.data import shards
+from tinybert_tf.tools import prepare_corpus
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOOL = os.path.join(ROOT, "tools", "prepare_corpus.py")
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + "the dog cat is good . 中 文 café".split()
-
-
-@pytest.fixture(scope="module")
-def tool():
-    spec = importlib.util.spec_from_file_location("prepare_corpus_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def write_inputs(tmp_path):
@@ -33,15 +23,15 @@ def write_inputs(tmp_path):
     return tmp_path / "in"
 
 
-def test_run_writes_shards_and_prints_counts(tool, tmp_path, capsys):
+def test_run_writes_shards_and_prints_counts(tmp_path, capsys):
     src = write_inputs(tmp_path)
     fv = flags.FlagValues()
-    tool.define_flags(fv)
+    prepare_corpus.define_flags(fv)
     out = tmp_path / "out"
     fv(["prepare_corpus", f"--input={src / 'a.txt'},{src / 'b.txt'}",
         f"--output_dir={out}", f"--vocab={tmp_path / 'vocab.txt'}", "--lowercase",
         "--seq_len=8", "--num_shards=2", "--noprogress"])
-    stats = tool.run(fv)
+    stats = prepare_corpus.run(fv)
     printed = capsys.readouterr().out
     assert "2 files, 4 documents -> 5 sequences, 20 tokens in 2 shards" in printed
     assert "skipped 2 empty/whitespace-only lines of 6; 1 lines had invalid UTF-8" in printed
@@ -56,21 +46,22 @@ def test_run_writes_shards_and_prints_counts(tool, tmp_path, capsys):
     np.testing.assert_array_equal(batch["padding_mask"].numpy(), (ids != 0).astype(np.int32))
 
 
-def test_missing_input_is_one_line_error(tool, tmp_path):
+def test_missing_input_is_one_line_error(tmp_path):
     fv = flags.FlagValues()
-    tool.define_flags(fv)
+    prepare_corpus.define_flags(fv)
     fv(["prepare_corpus", f"--input={tmp_path}/missing*.txt", f"--output_dir={tmp_path}",
         f"--vocab={tmp_path}/vocab.txt"])
     write_inputs(tmp_path)
     with pytest.raises(FileNotFoundError, match="No file matches corpus pattern .*missing"):
-        tool.run(fv)
+        prepare_corpus.run(fv)
 
 
 def test_cli_end_to_end(tmp_path):
     src = write_inputs(tmp_path)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ROOT}
-    base = [sys.executable, TOOL, f"--vocab={tmp_path / 'vocab.txt'}", "--seq_len=16",
-            "--num_shards=1", f"--output_dir={tmp_path / 'out'}"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    base = [sys.executable, "-m", "tinybert_tf.tools.prepare_corpus",
+            f"--vocab={tmp_path / 'vocab.txt'}", "--seq_len=16", "--num_shards=1",
+            f"--output_dir={tmp_path / 'out'}"]
     ok = subprocess.run(base + [f"--input={src}/*.txt", "--doc_format=blank_line"],
                         env=env, capture_output=True, text=True, timeout=300)
     assert ok.returncode == 0, ok.stderr[-2000:]

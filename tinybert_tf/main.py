@@ -1,4 +1,6 @@
-"""The absl entry point: python -m tinybert_tf.main --config=configs/<file>.py[:variant] --workdir=DIR.
+"""The absl entry point: python -m tinybert_tf.main --config=NAME[:variant] --workdir=DIR (console
+script `tinybert-tf`). NAME is a packaged config (general_distill, task_distill; tinybert_tf/configs)
+or the path of a config file (`config_lib.resolve_path`).
 
 Modes (--config.mode): general_distill | task_distill | finetune | evaluate | export.
 A user mistake prints one line `Error: ...` and exits non-zero (`cli.report`); --verbose adds the
@@ -44,13 +46,34 @@ hardware.enable_onednn()
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from tinybert_tf.launch import config_lib  # noqa: E402  (ml_collections only)
+
+
+class _ConfigParser(flags.ArgumentParser):
+    """ml_collections' config-file parser behind `config_lib.resolve_path`: `--config` is a
+    packaged name (task_distill:tiny) or a file path, from any directory."""
+
+    def __init__(self, files):
+        self._files = files
+
+    def parse(self, argument):
+        path, variant = config_lib.resolve_path(argument)
+        return self._files.parse(path if variant is None else f"{path}:{variant}")
+
+    def flag_type(self):
+        return self._files.flag_type()
+
 
 def define_flags(fv, argv=None):
     """The launcher's flags on `fv` -> (config, workdir, verbose) holders. `argv`: the command
     line the config overrides are read from (default sys.argv)."""
+    config = config_flags.DEFINE_config_file(
+        "config", None, f"Config: a packaged name ({', '.join(config_lib.packaged_names())}) or "
+        "a .py file, with an optional :variant, e.g. task_distill:tiny.", flag_values=fv,
+        sys_argv=argv)
+    fv["config"].parser = _ConfigParser(fv["config"].parser)
     holders = (
-        config_flags.DEFINE_config_file("config", None, "Config file (.py[:variant]).",
-                                        flag_values=fv, sys_argv=argv),
+        config,
         flags.DEFINE_string("workdir", None, "Run directory (local path or gs://).",
                             flag_values=fv),
         flags.DEFINE_bool("verbose", False, "Print the traceback of a user error too (it is "

@@ -2,7 +2,7 @@
 invalid UTF-8 replaced, word pieces and documents split (`scan_corpus` -> `CorpusStats`).
 
 The launcher prints a scan before training (and refuses a corpus without documents);
-`tools/prepare_corpus.py` records one in `corpus_meta.json`.
+`tinybert-tf-prepare-corpus` records one in `corpus_meta.json`.
 """
 
 from __future__ import annotations

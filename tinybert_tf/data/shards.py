@@ -1,4 +1,4 @@
-"""Pre-tokenised corpus shards (written by tools/prepare_corpus.py, e.g. for a TPU bucket).
+"""Pre-tokenised corpus shards (written by tinybert-tf-prepare-corpus, e.g. for a TPU bucket).
 
 `write_pretokenized_corpus` tokenises and packs once; `pretokenized_dataset` reads the shards back
 into the same batches `corpus.corpus_dataset` makes from text, without tokenising again.
@@ -120,7 +120,7 @@ def pretokenized_dataset(
         raise CorpusError("seq_len unknown: pass seq_len= (no corpus_meta.json beside the shards).")
     if written and written > seq_len:
         raise CorpusError(f"Shards were packed to seq_len={written} > {seq_len}; re-run "
-                          "tools/prepare_corpus.py with that --seq_len.")
+                          "tinybert-tf-prepare-corpus with that --seq_len.")
     pad_id = meta.get("pad_id", 0) if pad_id is None else pad_id
     spec = {"token_ids": tf.io.RaggedFeature(tf.int64)}
 

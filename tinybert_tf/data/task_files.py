@@ -244,7 +244,7 @@ def read_rows(path, columns, label_column=None, label_required=False, skip_bad_r
 
 def read_table(path, tsv_quoting="none"):
     """``(header, rows)`` of a whole .tsv/.csv, every row a list of str in file order: for
-    tools that rewrite a file (tools/augment.py). Same dialects as `read_rows`; a malformed row
+    tools that rewrite a file (tinybert-tf-augment). Same dialects as `read_rows`; a malformed row
     is a one-line ``file:line`` TaskFileError (nothing skipped: a rewrite keeps every row)."""
     if not path.lower().endswith((".tsv", ".csv")):
         raise TaskFileError(f"{path}: unknown file type; use .tsv or .csv with a header row.")

@@ -4,7 +4,7 @@ A transfer set is one or more local files of task-shaped text with no labels:
 
   * ``.txt`` / ``.txt.gz``: one example per line (single-sentence tasks only);
   * ``.tsv`` / ``.csv`` (header row) / ``.jsonl``: the task's text columns are read, every other
-    column (e.g. the label column of ``tools/augment.py`` output) is ignored. They are parsed by
+    column (e.g. the label column of ``tinybert-tf-augment`` output) is ignored. They are parsed by
     the task-file reader (``task_files.read_rows``: dialect, field counts, BOM; a .tsv is plain
     tab-separated unless ``tsv_quoting="csv"``): a malformed row (a stray tab, bad quoting, a
     bad JSONL line) is an error, or skipped and counted as ``bad_rows`` with

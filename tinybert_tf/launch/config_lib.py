@@ -1,4 +1,5 @@
-"""Shared pieces of the ml_collections configs in configs/ (each config file is a function)."""
+"""Shared pieces of the ml_collections configs in tinybert_tf/configs/ (each config file is a
+function), and how `--config` finds a config file (`resolve_path`, `load`)."""
 
 from __future__ import annotations
 
@@ -113,20 +114,42 @@ def stage_budget(c, stage):
             patience if settings.patience is None else int(settings.patience))
 
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONFIG_DIR = os.path.join(_ROOT, "configs")
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+def packaged_names():
+    """The configs that ship with the package (tinybert_tf/configs/NAME.py), by bare name."""
+    return sorted(f[:-3] for f in os.listdir(CONFIG_DIR) if f.endswith(".py") and f[0] != "_")
+
+
+def resolve_path(spec):
+    """What `--config=SPEC` names -> (config file, variant or None). SPEC is NAME[:variant] (a
+    packaged config: `task_distill:tiny`) or PATH[:variant] (any config file). `configs/NAME.py`
+    (or `NAME.py`) that does not exist from the working directory is the packaged NAME, so
+    command lines written that way run from any directory."""
+    path, colon, variant = spec.partition(":")
+    if os.path.isfile(path):
+        return path, (variant if colon else None)
+    folder, file = os.path.split(os.path.normpath(path))
+    name = file.removesuffix(".py")
+    if folder in ("", "configs") and name in packaged_names():
+        return os.path.join(CONFIG_DIR, f"{name}.py"), (variant if colon else None)
+    raise LaunchError(f"no config file {path} and no packaged config named {name}; use one of "
+                      f"{', '.join(packaged_names())} (e.g. --config=task_distill:tiny) or the "
+                      "path of your own config .py file.")
 
 
 def load(name, variant=None, **overrides):
-    """`configs/<name>.py`'s get_config(variant) with dotted overrides, e.g.
-    `load("task_distill", "tiny", **{"data.seq_len": 32})` (what `--config.data.seq_len=32` does)."""
-    path = name if name.endswith(".py") else os.path.join(CONFIG_DIR, f"{name}.py")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"config file {path} not found; configs/ ships with the repository.")
-    spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+    """The config `name` names (as `--config` does: `task_distill`, `general_distill:tiny`, a
+    .py path) from its get_config(variant) (`variant` given here wins over a `:variant` in
+    `name`), with dotted overrides, e.g. `load("task_distill", "tiny", **{"data.seq_len": 32})`
+    (what `--config.data.seq_len=32` does)."""
+    path, named = resolve_path(name)
+    spec = importlib.util.spec_from_file_location(os.path.basename(path).removesuffix(".py"),
+                                                  path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    c = module.get_config(variant)
+    c = module.get_config(named if variant is None else variant)
     c.lock()  # an override of a key the config does not have is an error, not a new field
     for key, value in overrides.items():
         target = c

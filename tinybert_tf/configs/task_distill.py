@@ -29,7 +29,7 @@ def get_config(variant=None):
     # on the transfer set alone.
     c.transfer_file = ""
     c.transfer_only = False
-    c.augmented_train_file = ""  # plain TSV from tools/augment.py: one more transfer set
+    c.augmented_train_file = ""  # plain TSV from tinybert-tf-augment: one more transfer set
     # Each stage has its own learning rate; the global optimizer.learning_rate is for general
     # distillation only, so it is not a key here (setting it says which key to use instead).
     del c.optimizer["learning_rate"]

@@ -1,6 +1,6 @@
 """General distillation (TinyBERT stage 1): emb + attention + hidden losses on unlabelled text.
 
-python -m tinybert_tf.main --config=configs/general_distill.py --workdir=/tmp/gd \
+python -m tinybert_tf.main --config=general_distill --workdir=/tmp/gd \
     --config.teacher=bert_base_en_uncased --config.data.train='corpus/*.txt'
 Variants: `tiny` (2-layer student, a few steps; tests and CI), `distilbert` (DistilBERT recipe:
 masked-LM teacher and student initialised from teacher layers).

@@ -1,9 +1,9 @@
 """TinyBERT data augmentation of a TSV with a keras-hub masked-LM preset (resumable shards).
 
-    python tools/augment.py --input=task/train.tsv --output_dir=/tmp/aug \\
+    python -m tinybert_tf.tools.augment --input=task/train.tsv --output_dir=/tmp/aug \\
         --masked_lm_preset=/path/to/bert_masked_lm_preset --n_aug=20
 
-The preset must hold a *MaskedLM task* (``task.json`` of e.g. ``BertMaskedLM``, saved with
+(or `tinybert-tf-augment ...`). The preset must hold a *MaskedLM task* (``task.json`` of e.g. ``BertMaskedLM``, saved with
 ``masked_lm.save_to_preset(dir)``) plus its WordPiece tokenizer. Writes
 ``aug-SSSSS-of-NNNNN.tsv`` shards (+ ``.done`` markers; a rerun skips finished shards) and
 ``augmented.tsv`` (original row first, then ``n_aug`` copies, labels copied). The input is
@@ -15,35 +15,35 @@ possible only in a CSV-quoted input, is written as a space and counted: ``flatte
 
 import json
 import os
-import sys
 
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tinybert_tf.launch import hardware  # noqa: E402  (os only: before TensorFlow is imported)
-
-hardware.enable_onednn()
+from tinybert_tf.launch import hardware  # os only: before TensorFlow is imported
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("input", None, "Input TSV with a header row (see --tsv_quoting).")
-flags.DEFINE_string("output_dir", None, "Output directory for shards and augmented.tsv.")
-flags.DEFINE_string("masked_lm_preset", None, "keras-hub preset dir of a MaskedLM task.")
-flags.DEFINE_integer("n_aug", 20, "Augmented copies per example (paper: 10-30).")
-flags.DEFINE_float("p", 0.4, "Probability of replacing each word.")
-flags.DEFINE_integer("num_candidates", 15, "Candidates per word (M).")
-flags.DEFINE_integer("seed", 0, "Global seed (per-example seeds derive from it).")
-flags.DEFINE_integer("batch_size", 64, "Masked variants per MLM forward pass.")
-flags.DEFINE_integer("seq_len", 128, "Longest MLM input; longer sentences use a window.")
-flags.DEFINE_integer("shard_size", 1000, "Input rows per output shard.")
-flags.DEFINE_bool("pair_context", True, "MLM input '[CLS] masked [SEP] original [SEP]'.")
-flags.DEFINE_string("text_column", "text", "Column to augment.")
-flags.DEFINE_string("text_b_column", None, "Second text column of pair tasks (also augmented).")
-flags.DEFINE_string("label_column", "label", "Label column (copied; checked to exist).")
-flags.DEFINE_enum("tsv_quoting", "none", ["none", "csv"],
-                  "How --input is read: none (plain tab-separated, quotes are text, as GLUE) | "
-                  "csv (CSV quoting). The output is always plain TSV.")
-flags.DEFINE_bool("verbose", False, "Traceback of a user error too (one line otherwise).")
-flags.mark_flags_as_required(["input", "output_dir", "masked_lm_preset"])
+
+
+def define_flags():
+    """Registers the tool's flags on absl's global FLAGS."""
+    flags.DEFINE_string("input", None, "Input TSV with a header row (see --tsv_quoting).")
+    flags.DEFINE_string("output_dir", None, "Output directory for shards and augmented.tsv.")
+    flags.DEFINE_string("masked_lm_preset", None, "keras-hub preset dir of a MaskedLM task.")
+    flags.DEFINE_integer("n_aug", 20, "Augmented copies per example (paper: 10-30).")
+    flags.DEFINE_float("p", 0.4, "Probability of replacing each word.")
+    flags.DEFINE_integer("num_candidates", 15, "Candidates per word (M).")
+    flags.DEFINE_integer("seed", 0, "Global seed (per-example seeds derive from it).")
+    flags.DEFINE_integer("batch_size", 64, "Masked variants per MLM forward pass.")
+    flags.DEFINE_integer("seq_len", 128, "Longest MLM input; longer sentences use a window.")
+    flags.DEFINE_integer("shard_size", 1000, "Input rows per output shard.")
+    flags.DEFINE_bool("pair_context", True, "MLM input '[CLS] masked [SEP] original [SEP]'.")
+    flags.DEFINE_string("text_column", "text", "Column to augment.")
+    flags.DEFINE_string("text_b_column", None, "Second text column of pair tasks (also augmented).")
+    flags.DEFINE_string("label_column", "label", "Label column (copied; checked to exist).")
+    flags.DEFINE_enum("tsv_quoting", "none", ["none", "csv"],
+                      "How --input is read: none (plain tab-separated, quotes are text, as GLUE) | "
+                      "csv (CSV quoting). The output is always plain TSV.")
+    flags.DEFINE_bool("verbose", False, "Traceback of a user error too (one line otherwise).")
+    flags.mark_flags_as_required(["input", "output_dir", "masked_lm_preset"])
 
 
 def load_masked_lm(preset: str):
@@ -103,5 +103,12 @@ def _augment():
     print(f"wrote {os.path.join(FLAGS.output_dir, 'augmented.tsv')}")
 
 
-if __name__ == "__main__":
+def entry():
+    """`python -m tinybert_tf.tools.augment` and the console script `tinybert-tf-augment`."""
+    hardware.enable_onednn()
+    define_flags()
     app.run(main)
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,8 +1,9 @@
 """Pre-tokenise a text corpus into sharded TFRecords of packed token ids (e.g. for a TPU bucket).
 
-Example:
-  python tools/prepare_corpus.py --input='wiki/*.txt.gz,books/*.txt' --output_dir=gs://b/corpus \
-      --tokenizer_preset=/path/to/keras_hub/preset --seq_len=128 --num_shards=64
+Example (`tinybert-tf-prepare-corpus ...` is the same):
+  python -m tinybert_tf.tools.prepare_corpus --input='wiki/*.txt.gz,books/*.txt' \\
+      --output_dir=gs://b/corpus --tokenizer_preset=/path/to/keras_hub/preset \\
+      --seq_len=128 --num_shards=64
 
 Read the shards back with `tinybert_tf.data.shards.pretokenized_dataset('<output_dir>/*.tfrecord')`.
 A corpus without documents (empty or whitespace-only files) is an error before anything is written:
@@ -11,16 +12,15 @@ A corpus without documents (empty or whitespace-only files) is an error before a
 
 from __future__ import annotations
 
-import os
-import sys
-
 from absl import app, flags
+
+from tinybert_tf.launch import hardware  # os only: before TensorFlow is imported
 
 FLAGS = flags.FLAGS
 
 
 def define_flags(fv=FLAGS):
-    """Registers the tool's flags on `fv` (the global FLAGS when run as a script)."""
+    """Registers the tool's flags on `fv` (the global FLAGS when run as a command)."""
     flags.DEFINE_string(
         "input", None, "Comma-separated files/globs (.txt, .gz, .tfrecord; gs:// ok).",
         flag_values=fv,
@@ -86,11 +86,13 @@ def main(argv):
     cli.report(run, FLAGS, verbose=FLAGS.verbose)  # a mistake (e.g. no documents): one line
 
 
-if __name__ == "__main__":
-    # Run from a checkout without `pip install -e .`: make the repo root importable.
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from tinybert_tf.launch import hardware  # os only: before TensorFlow is imported
-
+def entry():
+    """`python -m tinybert_tf.tools.prepare_corpus` and the console script
+    `tinybert-tf-prepare-corpus`."""
     hardware.enable_onednn()
     define_flags()
     app.run(main)
+
+
+if __name__ == "__main__":
+    entry()
