@@ -195,7 +195,7 @@ def known_values():
     from tinybert_tf.launch.strategy import JAX_STRATEGIES, PRECISIONS, STRATEGIES
 
     recipes = set(RECIPES)
-    return {"mode": set(MODES), "strategy": {*STRATEGIES, *JAX_STRATEGIES},
+    return {"mode": set(MODES), "strategy": {"auto", *STRATEGIES, *JAX_STRATEGIES},
             "backend": set(main.BACKENDS), "precision": {"auto", *PRECISIONS},
             "recipe": recipes, "intermediate.recipe": recipes, "task": {*TASKS, "file"},
             "stages": {"intermediate", "prediction", "both"}}
