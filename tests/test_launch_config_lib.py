@@ -213,7 +213,7 @@ def test_projections_round_trip(tmp_path):
 def test_recorder_counts_package_reads_only(monkeypatch):
     """The recorder itself: one-field reads from tinybert_tf count (with their dotted path);
     to_dict / copies / reads from elsewhere (this test) do not."""
-    from tinybert_tf.launch import modes
+    from tinybert_tf.launch import devices, modes
 
     c = config_lib.load("task_distill", "tiny")
     with monkeypatch.context() as patch:
@@ -222,6 +222,6 @@ def test_recorder_counts_package_reads_only(monkeypatch):
         ml_collections.ConfigDict(c.to_dict())
         assert c.data.seq_len == 32 and not reads.paths  # read here, not by the package
         builders.buckets(c)  # reads data.buckets and strategy
-        modes.resolve_auto(c)  # reads precision, teacher_dtype, jit_compile; copies the rest
+        modes.resolve_auto(c, devices.choose("tensorflow", "cpu", []))  # reads precision, teacher_dtype, jit_compile; copies the rest
     assert reads.paths == {"data.buckets", "strategy", "precision", "teacher_dtype",
                            "jit_compile"}

@@ -31,7 +31,7 @@ from tinybert_tf.launch import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LIMIT = 240  # seconds for one launcher process
-CONFIG = "configs/general_distill.py:tiny"
+CONFIG = "general_distill:tiny"
 
 
 def _env(devices=1):
@@ -92,7 +92,8 @@ def reference(assets, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("dp_reference") / "run"
     proc = _run(_cmd(assets, workdir, *FLAGS))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "strategy cpu with 1 replicas." in proc.stdout
+    assert ("Devices: CPU; Keras backend jax, strategy one_device, 1 replica; batch 4 global, "
+            "4 per replica.") in proc.stdout
     return workdir
 
 
@@ -101,18 +102,20 @@ FLAGS = ("--config.steps=12", "--config.checkpoint_every=4", "--config.log_every
 
 @pytest.mark.slow
 def test_launcher_two_devices_match_strategy_cpu(assets, reference, tmp_path):
-    proc = _run(_cmd(assets, tmp_path, *FLAGS, "--config.strategy=data_parallel"), devices=2)
+    """strategy auto (the default) over 2 host devices: data_parallel, the one-device weights."""
+    proc = _run(_cmd(assets, tmp_path, *FLAGS), devices=2)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Keras backend jax, strategy data_parallel with 2 replicas." in proc.stdout
+    assert ("Devices: 2 × CPU; Keras backend jax, strategy data_parallel, 2 replicas; batch 4 "
+            "global, 2 per replica.") in proc.stdout
     _same_weights(tmp_path / "student", reference / "student")
     assert _steps(tmp_path / "checkpoints") == [4, 8, 12]
     assert [r["step"] for r in train.read_metrics(str(tmp_path))] == list(range(2, 13, 2))
 
 
 def test_launcher_process_fields_need_jax_data_parallel(assets, tmp_path):
-    """num_processes / coordinator_address without backend jax + strategy data_parallel: one
-    line naming the fix, before the workdir is claimed."""
-    proc = _run(_cmd(assets, tmp_path / "run", "--config.num_processes=2",
+    """num_processes / coordinator_address with a one-device strategy: one line naming the fix,
+    before the workdir is claimed."""
+    proc = _run(_cmd(assets, tmp_path / "run", "--config.strategy=cpu", "--config.num_processes=2",
                      "--config.coordinator_address=127.0.0.1:1234"))
     assert proc.returncode == 1, proc.stderr[-3000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
@@ -173,7 +176,8 @@ def _written_once(workdir, steps):
 def test_launcher_two_processes_match_strategy_cpu_and_write_once(assets, reference, tmp_path):
     procs = _pair(assets, tmp_path, _free_port(), *FLAGS)
     (out0, _), (out1, _) = _finish(procs)
-    assert "strategy data_parallel with 2 replicas." in out0
+    assert ("Devices: 2 × CPU in 2 processes; Keras backend jax, strategy data_parallel, 2 "
+            "replicas; batch 4 global, 2 per replica, 2 per process.") in out0
     _same_weights(tmp_path / "student", reference / "student")
     assert _steps(tmp_path / "checkpoints") == [4, 8, 12]
     _written_once(tmp_path, list(range(2, 13, 2)))

@@ -80,7 +80,8 @@ def _general(assets, *flags):
 def test_general_distill_on_jax(assets, tmp_path):
     proc = _run(_cmd("general_distill:tiny", tmp_path, *_general(assets)))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Keras backend jax, strategy cpu with 1 replicas." in proc.stdout
+    assert ("Devices: CPU; Keras backend jax, strategy one_device, 1 replica; batch 4 global, "
+            "4 per replica.") in proc.stdout
     student = keras_hub.models.Backbone.from_preset(str(tmp_path / "student"))
     assert student.num_layers == 2 and student.hidden_dim == 32
     records = train.read_metrics(str(tmp_path))

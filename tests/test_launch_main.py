@@ -95,7 +95,7 @@ def test_mirrored_matches_one_device(assets, tmp_path):
             cwd=ROOT, capture_output=True, text=True, timeout=600,
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
-        assert "with 2 replicas" in proc.stdout or name == "cpu", proc.stdout[-2000:]
+        assert "strategy mirrored, 2 replicas" in proc.stdout or name == "cpu", proc.stdout[-2000:]
         with np.load(workdir / "weights.npz") as data:
             results.append([data[k] for k in sorted(data, key=lambda k: int(k.split("_")[1]))])
     for a, b in zip(*results):

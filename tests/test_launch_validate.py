@@ -73,7 +73,7 @@ CASES = [
     ("unknown config key", ["--config.data.trian=x"], "unknown config key trian; did you mean train?", 2),
     ("empty pretokenized shards", ["--config.data.format=pretokenized",
                                    "--config.data.train={dir}/empty.tfrecord"],
-     "hold no sequences; re-run tools/prepare_corpus.py", 1),
+     "hold no sequences; re-run tinybert-tf-prepare-corpus", 1),
     # The recipe against the presets' sizes (teacher: 4 layers, 2 heads, width 32).
     ("layer map that does not fit", ["--config.layer_map=0,1,9"],
      "layer_map [0, 1, 9] must list 2 teacher layers, each in 0..3.", 1),

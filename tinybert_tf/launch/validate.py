@@ -156,7 +156,7 @@ def check_corpus(c, tokenizer):
     shard_files = [f for f in files if not f.endswith(".json")]
     if not shard_files or not any(True for _ in tf.data.TFRecordDataset(shard_files).take(1)):
         raise corpus.CorpusError(f"Pretokenized shards {d.train!r} hold no sequences; re-run "
-                                 "tools/prepare_corpus.py on a corpus with text.")
+                                 "tinybert-tf-prepare-corpus on a corpus with text.")
     shards.pretokenized_dataset(d.train, seq_len=d.seq_len)  # refuses shards packed longer
     meta = shards.read_corpus_meta(os.path.dirname(shard_files[0])) or {}
     return {"format": "pretokenized", "patterns": d.train, "seq_len": d.seq_len,
