@@ -36,6 +36,15 @@ from tinybert_tf.errors import UserError
 from tinybert_tf.export.assets import check_label_count
 
 HF_WEIGHTS_FILE = "model.safetensors"
+# The task layout, shared with the reader (`hf_load`): a task checkpoint keeps the encoder's keys
+# under ENCODER_PREFIX; the pooler is keras-hub's `pooled_dense`; the logits Dense is the task's
+# `output_dense`, its kernel [H, C] stored as `classifier.weight` [C, H] + `classifier.bias` [C].
+ENCODER_PREFIX = "bert."
+POOLER = "pooler.dense"
+CLASSIFIER = "classifier"
+SEQUENCE_ARCHITECTURE = "BertForSequenceClassification"
+TOKEN_ARCHITECTURE = "BertForTokenClassification"
+ENCODER_ARCHITECTURE = "BertModel"
 SPECIAL_TOKENS = {
     "unk_token": "[UNK]",
     "sep_token": "[SEP]",
@@ -102,8 +111,8 @@ def backbone_state_dict(backbone, prefix: str = "") -> dict[str, np.ndarray]:
             put(f"encoder.layer.{i}.{key}", value)
 
     pooled = backbone.get_layer("pooled_dense")
-    put("pooler.dense.weight", _np(pooled.kernel).T)
-    put("pooler.dense.bias", _np(pooled.bias))
+    put(f"{POOLER}.weight", _np(pooled.kernel).T)
+    put(f"{POOLER}.bias", _np(pooled.bias))
     return sd
 
 
@@ -137,7 +146,7 @@ def _layer_state(block, hidden: int) -> dict[str, np.ndarray]:
 def hf_config(backbone, head=None, labels=None) -> dict:
     """HF ``config.json`` dict for a keras-hub ``BertBackbone`` (+ optional logits head)."""
     config = {
-        "architectures": ["BertModel"],
+        "architectures": [ENCODER_ARCHITECTURE],
         "model_type": "bert",
         "vocab_size": int(backbone.vocabulary_size),
         "hidden_size": int(backbone.hidden_dim),
@@ -160,7 +169,7 @@ def hf_config(backbone, head=None, labels=None) -> dict:
         num_labels = int(_np(head.kernel).shape[-1])
         names = list(labels) if labels else [f"LABEL_{i}" for i in range(num_labels)]
         check_label_count(len(names), num_labels, HFExportError)
-        config["architectures"] = ["BertForSequenceClassification"]
+        config["architectures"] = [SEQUENCE_ARCHITECTURE]
         config["num_labels"] = num_labels
         config["id2label"] = {str(i): n for i, n in enumerate(names)}
         config["label2id"] = {n: i for i, n in enumerate(names)}
@@ -189,11 +198,11 @@ def export_hf_checkpoint(model, tokenizer, out_dir: str, labels=None) -> str:
     except (OSError, tf.errors.OpError) as e:
         reason = getattr(e, "strerror", None) or getattr(e, "message", e)
         raise HFExportError(f"cannot create hf_dir {out_dir!r}: {reason}") from None
-    prefix = "bert." if head is not None else ""
+    prefix = ENCODER_PREFIX if head is not None else ""
     sd = backbone_state_dict(backbone, prefix)
     if head is not None:
-        sd["classifier.weight"] = np.ascontiguousarray(_np(head.kernel).T)
-        sd["classifier.bias"] = np.ascontiguousarray(_np(head.bias))
+        sd[f"{CLASSIFIER}.weight"] = np.ascontiguousarray(_np(head.kernel).T)
+        sd[f"{CLASSIFIER}.bias"] = np.ascontiguousarray(_np(head.bias))
     with tf.io.gfile.GFile(os.path.join(out_dir, HF_WEIGHTS_FILE), "wb") as f:
         f.write(save(sd, metadata={"format": "pt"}))
     config = hf_config(backbone, head, labels)
@@ -250,7 +259,8 @@ def check_hf_round_trip(model, hf_dir: str, inputs: dict) -> float:
     if head is not None:
         with tf.io.gfile.GFile(os.path.join(hf_dir, HF_WEIGHTS_FILE), "rb") as f:
             sd = load(f.read())
-        hf_logits = got["pooled_output"] @ sd["classifier.weight"].T + sd["classifier.bias"]
+        weight, bias = sd[f"{CLASSIFIER}.weight"], sd[f"{CLASSIFIER}.bias"]
+        hf_logits = got["pooled_output"] @ weight.T + bias
         hf_logits = np.asarray(head.activation(hf_logits))
         ref_logits = np.asarray(model(inputs, training=False))
         diff = max(diff, float(np.max(np.abs(ref_logits - hf_logits))))

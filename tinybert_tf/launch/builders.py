@@ -18,14 +18,16 @@ from tinybert_tf.data.task_batches import count_batches
 from tinybert_tf.distill import distiller as distiller_lib
 from tinybert_tf.distill import dtypes, heads, optim, recipes, students
 from tinybert_tf.errors import LaunchError
+from tinybert_tf.export import hf_load
 from tinybert_tf.launch import distribution, hardware
 from tinybert_tf.launch.strategy import steps_per_execution
 
 
 def check_preset(path, what):
-    """A teacher/student preset: a directory with a keras-hub `config.json`, a keras-hub preset
-    name, or a handle with a scheme (hf://, kaggle://, gs://: checked when loaded); anything else
-    is a one-line error naming `what` (the config key). Returns `path`."""
+    """A teacher/student preset: a directory with a keras-hub `config.json` or a Hugging Face one
+    (`hf_load`), a keras-hub preset name, or a handle with a scheme (hf://, kaggle://, gs://:
+    checked when loaded); anything else is a one-line error naming `what` (the config key).
+    Returns `path`."""
     if not path:
         raise LaunchError(f"No {what} given; pass --config.{what}=<keras-hub preset name or dir>.")
     if "://" in path:
@@ -47,24 +49,31 @@ def check_preset(path, what):
 
 
 def backbone_config(path, what="preset"):
-    """The backbone config (`config.json`'s "config") of a preset directory `path`; a directory
-    without a readable config.json is a one-line error."""
+    """The backbone config of a preset directory `path`: `config.json`'s "config", or for a
+    Hugging Face dir keras-hub's conversion of it (`hf_load.backbone_config`, which refuses a
+    model it cannot load); a directory without a readable config.json is a one-line error."""
     config = os.path.join(path, "config.json")
     if not tf.io.gfile.exists(config):
         raise LaunchError(
             f"{what} {path} is a directory but not a keras-hub preset (no config.json); pass "
-            "a preset dir (e.g. the `student`/`teacher` dir a run wrote) or a preset name.")
+            "a preset dir (e.g. the `student`/`teacher` dir a run wrote), a Hugging Face model "
+            "dir or a preset name.")
     try:
         with tf.io.gfile.GFile(config) as f:
             found = json.load(f)
     except (ValueError, UnicodeDecodeError) as err:
         raise LaunchError(f"{what} {config} is not valid JSON ({err}).") from None
+    if hf_load.is_hf_config(found):
+        return hf_load.backbone_config(path, what, found)
     return found.get("config", {}) if isinstance(found, dict) else {}
 
 
 def load_tokenizer(preset):
-    """The tokenizer of a teacher preset; one that does not load is a one-line error."""
+    """The tokenizer of a teacher preset (of a BERT Hugging Face dir as transformers reads it,
+    `hf_load.load_tokenizer`); one that does not load is a one-line error."""
     check_preset(preset, "teacher")
+    if hf_load.is_bert_dir(preset):
+        return hf_load.load_tokenizer(preset)
     try:
         return keras_hub.tokenizers.Tokenizer.from_preset(preset)
     except (ValueError, OSError) as err:  # a broken preset dir; no network for a preset name
@@ -74,8 +83,11 @@ def load_tokenizer(preset):
 
 def load_task_model(preset, what="model"):
     """The task model a run saved in `preset` (`heads.load_task_model`: a text classifier,
-    regressor or token classifier); a preset that holds none is a one-line error."""
+    regressor or token classifier), or a Hugging Face task dir's (`hf_load`, head and all); a
+    preset that holds none is a one-line error."""
     check_preset(preset, what)
+    if hf_load.is_hf_dir(preset):
+        return dtypes.load_preset(hf_load.TaskLoader(what=what), preset)
     try:
         return heads.load_task_model(preset, what)
     except ValueError as err:
@@ -84,12 +96,16 @@ def load_task_model(preset, what="model"):
 
 def load_classifier(preset, num_classes=None, what="teacher", token_level=False, dtype=""):
     """A keras-hub text classifier (or, with `token_level`, a `heads.TokenClassifier`) from a
-    preset; a new head on the preset's backbone when `num_classes` is given. `dtype` (e.g.
-    "bfloat16" for a frozen teacher) replaces the run's policy for this model; whatever policy
-    the preset stores, the model gets this one (`dtypes.load_preset`)."""
+    preset or a Hugging Face dir (`hf_load`: its pooler and classifier head included); a new head
+    on the preset's backbone when `num_classes` is given. `dtype` (e.g. "bfloat16" for a frozen
+    teacher) replaces the run's policy for this model; whatever policy the preset stores, the
+    model gets this one (`dtypes.load_preset`)."""
     check_preset(preset, what)
     kwargs = {"num_classes": num_classes} if num_classes is not None else {}
-    cls = heads.TokenClassifier if token_level else keras_hub.models.TextClassifier
+    if hf_load.is_bert_dir(preset) or (num_classes is None and hf_load.is_hf_dir(preset)):
+        cls = hf_load.TaskLoader(token_level, what)
+    else:
+        cls = heads.TokenClassifier if token_level else keras_hub.models.TextClassifier
     return dtypes.load_preset(cls, preset, dtype, preprocessor=None, **kwargs)
 
 

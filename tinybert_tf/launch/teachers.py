@@ -15,6 +15,7 @@ import os
 import tensorflow as tf
 
 from tinybert_tf.errors import LaunchError
+from tinybert_tf.export import hf_load
 
 MEMBERS_FILE = "members.txt"
 LABELS_FILE = "labels.txt"  # the task's label names, written beside a fine-tuned teacher
@@ -73,6 +74,11 @@ def write_labels(directory, labels):
 
 
 def _labels(directory):
+    """The label names beside a fine-tuned teacher, or a Hugging Face dir's `id2label` (None for
+    transformers' placeholders `LABEL_0`, `LABEL_1`, ...: no names given)."""
+    if hf_load.is_hf_dir(directory):
+        names = hf_load.label_names(directory)
+        return None if names == [f"LABEL_{i}" for i in range(len(names or ()))] else names
     path = os.path.join(directory, LABELS_FILE)
     if not tf.io.gfile.exists(path):
         return None
@@ -81,6 +87,9 @@ def _labels(directory):
 
 
 def _num_classes(directory):
+    if hf_load.is_hf_dir(directory):
+        names = hf_load.label_names(directory)
+        return None if names is None else len(names)
     path = os.path.join(directory, "task.json")
     if not tf.io.gfile.exists(path):
         return None
@@ -89,9 +98,9 @@ def _num_classes(directory):
 
 
 def _tokenizer_identity(directory):
-    import keras_hub
+    from tinybert_tf.launch import builders
 
-    tokenizer = keras_hub.tokenizers.Tokenizer.from_preset(directory)
+    tokenizer = builders.load_tokenizer(directory)
     config = {k: v for k, v in tokenizer.get_config().items() if k not in ("name", "dtype")}
     return type(tokenizer).__name__, tokenizer.get_vocabulary(), json.dumps(config, sort_keys=True,
                                                                            default=str)
