@@ -123,8 +123,14 @@ def student_backbone(spec, teacher):
         return students.init_from_teacher(teacher, int(spec.split(":", 1)[1]))
     if spec in students.PRESETS:
         return students.build(spec, teacher=teacher)
-    check_preset(spec, "student")
-    return dtypes.load_preset(keras_hub.models.Backbone, spec)
+    return load_backbone(spec, "student")
+
+
+def load_backbone(preset, what="teacher"):
+    """The backbone of a preset dir (a task preset's too) or a Hugging Face dir, in the run's
+    policy (`dtypes.load_preset`)."""
+    check_preset(preset, what)
+    return dtypes.load_preset(keras_hub.models.Backbone, preset)
 
 
 def set_dropout(model, rate):

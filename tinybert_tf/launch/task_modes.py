@@ -21,10 +21,11 @@ import numpy as np
 import tensorflow as tf
 
 from tinybert_tf import evaluate
+from tinybert_tf.distill import students
 from tinybert_tf.distill.distiller import CACHED_LOGITS
 from tinybert_tf.errors import LaunchError
 from tinybert_tf.launch import builders as b
-from tinybert_tf.launch import config_lib, distribution, teachers, train
+from tinybert_tf.launch import config_lib, distribution, teachers, train, validate
 from tinybert_tf.launch.selection import EvalSelector
 
 
@@ -204,11 +205,15 @@ def finetune(c, workdir, launch):
     workdir/teacher/members.txt, so `--config.teacher=workdir/teacher` is the whole ensemble.
     launch: the dispatcher's (strategy, the teacher's tokenizer)."""
     task = _task(c, b.task_spec(c), launch.tokenizer, count=False)
+    which = finetuned(c)
+    print(f"[finetune] {which} {c.teacher if which == 'teacher' else c.student}: "
+          + ("a new head on the teacher preset" if which == "teacher" else
+             f"the student alone, no teacher (its encoder from {c.student})"))
     members = int(c.finetune.members)
     if members <= 1:
         return _finetune_one(c, task, os.path.join(workdir, "finetune"), launch.strategy,
-                             os.path.join(workdir, "teacher"))
-    out, names = os.path.join(workdir, "teacher"), [f"member_{k}" for k in range(members)]
+                             os.path.join(workdir, which))
+    out, names = os.path.join(workdir, which), [f"member_{k}" for k in range(members)]
     for k, name in enumerate(names):
         member = ml_collections.ConfigDict(c.to_dict(), type_safe=False)
         member.seed = c.seed + k
@@ -233,7 +238,7 @@ def _finetune_one(c, task, run_dir, strategy, out):
     total = per_epoch * epochs
     with strategy.scope():
         token_level = spec.kind == "token_classification"
-        model = b.load_classifier(c.teacher, spec.num_classes, token_level=token_level)
+        model = _finetune_model(c, spec)
         loaded_with = model.optimizer  # keras-hub's default: what the saved preset carries
         if token_level:
             _freeze_pooler(model)
@@ -252,6 +257,26 @@ def _finetune_one(c, task, run_dir, strategy, out):
         save(out)
         return out
     return selector.finish(out)
+
+
+def finetuned(c):
+    """What finetune trains: "student" when config.student names trained weights
+    (`from_teacher:N`, a preset dir: the no-teacher baseline distillation must beat), else
+    "teacher" (`validate.finetunes_student`)."""
+    return "student" if validate.finetunes_student(c) else "teacher"
+
+
+def _finetune_model(c, spec):
+    """The task model finetune trains: the teacher preset with a new head, or (`finetuned`) the
+    student `config.student` names with a new head and the students' dropout."""
+    token_level = spec.kind == "token_classification"
+    if finetuned(c) == "teacher":
+        return b.load_classifier(c.teacher, spec.num_classes, token_level=token_level)
+    teacher = None  # only a from_teacher:N student reads it: its embeddings and layers
+    if c.student.startswith("from_teacher:"):
+        teacher = b.load_backbone(c.teacher)
+    backbone = b.student_backbone(c.student, teacher)
+    return b.set_dropout(b.new_task_model(spec, backbone), c.student_dropout)
 
 
 def _finetune_loss(spec):
@@ -335,5 +360,10 @@ def _step_models(c, workdir, stage, spec, lead):
     if stage == "prediction" and tf.io.gfile.isdir(stage_one):
         student = b.load_classifier(stage_one, what="student", token_level=token_level)
     else:
+        if c.student in students.PRESETS:
+            print(f"Warning: the student {c.student} starts from random weights; distil a "
+                  "general student first (--config=general_distill, then --config.student="
+                  "<its workdir>/student) or start from the teacher's layers "
+                  "(--config.student=from_teacher:N).")
         student = b.new_task_model(spec, b.student_backbone(c.student, teacher))
     return teacher, b.set_dropout(student, c.student_dropout)

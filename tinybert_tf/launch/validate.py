@@ -32,12 +32,46 @@ def check_launch(c, workdir):
     teacher_dirs = check_teachers(c)
     check_teacher_dtype(c)
     lead = teacher_dirs[c.intermediate.teacher] if c.mode == "task_distill" else teacher_dirs[0]
-    if c.mode != "finetune":
+    if c.mode != "finetune" or finetunes_student(c):
         check_student(c.student)
+    if c.mode != "finetune":
         check_recipe(c, lead)
+    check_seq_len(c, teacher_dirs)
     if c.mode != "general_distill":
         check_task_inputs(c)
     return lead
+
+
+def finetunes_student(c):
+    """Does finetune train `config.student` (`from_teacher:N`, a preset dir: the no-teacher
+    baseline) rather than the teacher (a students.PRESETS name is an untrained architecture)?"""
+    spec = str(c.student or "")
+    return c.mode == "finetune" and bool(spec) and spec not in students.PRESETS
+
+
+def _positions(path):
+    """The position-table length of a local preset / Hugging Face dir, or None (not local)."""
+    if "://" in path or not tf.io.gfile.isdir(path):
+        return None
+    return builders.backbone_config(path).get("max_sequence_length")
+
+
+def check_seq_len(c, teacher_dirs):
+    """data.seq_len fits every teacher's position table and the student's (a preset dir's own;
+    `from_teacher:N` and architecture names take the teacher's): longer inputs would index past
+    the table."""
+    models = [("teacher", path) for path in teacher_dirs]
+    spec = str(c.student or "")
+    trains_student = c.mode != "finetune" or finetunes_student(c)
+    if trains_student and spec and not spec.startswith("from_teacher:") and \
+            spec not in students.PRESETS:
+        models.append(("student", spec))
+    for what, path in models:
+        limit = _positions(path)
+        if limit and c.data.seq_len > limit:
+            raise LaunchError(
+                f"data.seq_len={c.data.seq_len} is longer than the {what}'s position table "
+                f"({limit} positions, {path}); pass --config.data.seq_len={limit} or less.")
 
 
 # ---- numbers ------------------------------------------------------------------------------------
