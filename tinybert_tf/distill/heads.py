@@ -140,3 +140,17 @@ def load_task_model(preset, what="model", dtype=None):
         f"{what} preset {preset} holds a {config.get('class_name')}; evaluate and task "
         "distillation read text classifiers or tinybert_tf TokenClassifier presets."
     )
+
+
+def reorder_classes(model, order):
+    """Permute a task model's classes in place: its class `order[i]` becomes class i (a teacher
+    whose labels name the task's classes in another order, `teachers.label_order`). Every
+    variable of the output layer (`output_dense`: kernel `[H, C]`, bias `[C]`, an int8 kernel's
+    scale `[C]`) is taken along its last axis, so the logits come out in the task's order."""
+    if order is None:
+        return model
+    dense = model.output_dense
+    for variable in dense.variables:
+        if variable.shape and variable.shape[-1] == len(order):
+            variable.assign(keras.ops.take(variable, keras.ops.array(order), axis=-1))
+    return model

@@ -154,7 +154,9 @@ def resolve_student(model_or_preset_dir, tokenizer, labels, text_sequence_length
     if text_sequence_length is None and preprocessor is not None:
         text_sequence_length = getattr(preprocessor, "sequence_length", None)
     info = describe_student(model)
-    label_list, label_source = read_labels(labels, info)
+    preset_dir = model_or_preset_dir if isinstance(model_or_preset_dir, (str, os.PathLike)) \
+        else None
+    label_list, label_source = read_labels(labels, info, preset_dir)
     return Student(model, tokenizer, info, label_list, label_source, text_sequence_length)
 
 

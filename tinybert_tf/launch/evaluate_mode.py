@@ -16,7 +16,7 @@ import os
 import tensorflow as tf
 
 from tinybert_tf import evaluate
-from tinybert_tf.distill import students
+from tinybert_tf.distill import heads, students
 from tinybert_tf.errors import LaunchError
 from tinybert_tf.launch import builders, teachers
 
@@ -119,10 +119,12 @@ def run_from_config(config, workdir, launch=None):
     _check_tokenizers(tokenizer, student_dirs)
     names = ["teacher"] if len(teacher_dirs) == 1 else [
         f"teacher {k}" for k in range(len(teacher_dirs))]
-    models = {name: (builders.load_task_model(path, name), path)
-              for name, path in zip(names, teacher_dirs)}
-    for name, path in student_dirs.items():
-        models[name] = (builders.load_task_model(path, f"student {name}"), path)
+    rows = {**dict(zip(names, teacher_dirs)), **student_dirs}
+    orders = {name: teachers.label_order(path, spec.label_names, name) for name, path in
+              rows.items()}  # every model's labels against the task's, before any loads
+    models = {name: (heads.reorder_classes(builders.load_task_model(
+        path, name if name in names else f"student {name}"), orders[name]), path)
+        for name, path in rows.items()}
     dataset = builders.task_data(config, spec, split, tokenizer, training=False)
     kwargs = dict(reference="teacher")
     if len(names) > 1:

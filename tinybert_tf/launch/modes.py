@@ -30,7 +30,9 @@ from tinybert_tf.launch import (
     hardware,
     strategy,
     task_modes,
+    teachers,
     validate,
+    workdir_lock,
 )
 
 # mode name -> fn(config, workdir, launch); evaluate and export read a run's outputs.
@@ -59,6 +61,8 @@ class Launch:
     devices: devices.Choice
     tokenizer: object = None
     corpus_scan: dict | None = None
+    spec: object = None  # the task (task modes), read once
+    label_orders: dict | None = None  # task_distill: teacher dir -> class order
 
 
 def run(config, workdir):
@@ -74,26 +78,36 @@ def run(config, workdir):
     chief = distribution.is_chief()  # a multi-process run: process 0 writes the workdir's files
     created = not tf.io.gfile.exists(workdir)
     fresh = not tf.io.gfile.exists(os.path.join(workdir, "config.json"))
-    claim_workdir(workdir, config.to_dict(), overwrite=config.overwrite, write=chief)
-    distribution.sync("tinybert_tf:workdir")  # config.json claimed before anything else
+    lock = workdir_lock.acquire(workdir) if chief else None  # one run per workdir
     try:
+        claim_workdir(workdir, config.to_dict(), overwrite=config.overwrite, write=chief)
+        distribution.sync("tinybert_tf:workdir")  # config.json claimed before anything else
         return _start(config, workdir, launch)
     except Exception as err:
         if chief and fresh and cli.user_message(err) is not None:
-            _unclaim(workdir, created)
+            _unclaim(workdir, created, lock)
         raise
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def _prepare(config, workdir):
     """A training mode's checks, then what the mode needs from before the claim, each built
-    once: the teacher's tokenizer (the corpus scan reads it too), the corpus scan, and last the
-    distribution context, whose replicas the batch must split over."""
+    once: the teacher's tokenizer (the corpus scan reads it too), the corpus scan, the task (its
+    files read once; task_distill's teachers' label names checked against it by name), and last
+    the distribution context, whose replicas the batch must split over."""
     teacher = validate.check_launch(config, workdir)
     tokenizer = builders.load_tokenizer(teacher)
     scan = validate.check_corpus(config, tokenizer) if config.mode == "general_distill" else None
+    spec = orders = None
+    if config.mode != "general_distill":  # the task's files read once, its labels checked
+        spec = builders.task_spec(config)
+        if config.mode == "task_distill":
+            orders = teachers.label_orders(teachers.resolve(config.teacher), spec.label_names)
     dist, choice = strategy.make(config)
     distribution.check_batch_size(dist, config.batch_size)
-    return Launch(dist, choice, tokenizer, scan)
+    return Launch(dist, choice, tokenizer, scan, spec, orders)
 
 
 def _start(config, workdir, launch):
@@ -172,9 +186,10 @@ def _differ(old, new):
                                                                 default=str))
 
 
-def _unclaim(workdir, created):
+def _unclaim(workdir, created, lock=None):
     """Remove the config.json this launch wrote (and the workdir it made, when empty again)
-    unless training started: a checkpoint, TensorBoard logs or metrics.jsonl under workdir."""
+    unless training started: a checkpoint, TensorBoard logs or metrics.jsonl under workdir.
+    `lock` (this launch's `workdir_lock.WorkdirLock`) is released before the emptiness check."""
     for _, dirs, files in tf.io.gfile.walk(workdir):
         if set(_TRAINED) & (set(dirs) | set(files)):
             return
@@ -182,5 +197,7 @@ def _unclaim(workdir, created):
         path = os.path.join(workdir, name)
         if tf.io.gfile.exists(path):
             tf.io.gfile.remove(path)
+    if lock is not None:
+        lock.release()
     if created and not tf.io.gfile.listdir(workdir):
         tf.io.gfile.rmtree(workdir)

@@ -39,14 +39,15 @@ class _Task:
     tokenizer: object
     per_epoch: int | None
     transfer: tuple | None = None
+    orders: dict | None = None  # teacher dir -> its class order (teachers.label_orders)
 
 
-def _task(c, spec, tokenizer, transfer=None, count=True):
+def _task(c, spec, tokenizer, transfer=None, count=True, orders=None):
     """The run's `_Task`, with one epoch of training batches counted over the labelled split
     plus the transfer set (`builders.epoch_batches`) unless `count` is False."""
     per_epoch = b.epoch_batches(c, spec, spec.train_split, tokenizer,
                                 **_transfer_kwargs(c, transfer)) if count else None
-    return _Task(spec, tokenizer, per_epoch, transfer)
+    return _Task(spec, tokenizer, per_epoch, transfer, orders)
 
 
 # ---- selection on the eval split ------------------------------------------------------------------
@@ -95,10 +96,31 @@ def _plan(epochs, patience, per_epoch, selector=True):
     return f"up to {plan}{stop}" if stop else plan
 
 
-def _finish(selector, model, tokenizer, out):
+def _finish(selector, model, tokenizer, out, spec):
     if selector is None:
-        return b.save_model(model, tokenizer, out)
+        return _save_task_model(model, tokenizer, out, spec)
     return selector.finish(out)
+
+
+def _save_task_model(model, tokenizer, path, spec, **kwargs):
+    """A task model's preset with the task's label names beside it (`assets.LABELS_FILE`), so
+    evaluate, export and a later run read them with no flag."""
+    from tinybert_tf.export import assets
+
+    b.save_model(model, tokenizer, path, **kwargs)
+    if distribution.is_chief():
+        assets.write_preset_labels(path, spec.label_names)
+    return path
+
+
+def _load_teacher(c, path, spec, orders):
+    """A frozen teacher of task distillation in the teacher dtype, its classes in the task's
+    order (`teachers.label_order`, checked before the claim)."""
+    from tinybert_tf.distill import heads
+
+    teacher = b.load_classifier(path, token_level=spec.kind == "token_classification",
+                                dtype=c.teacher_dtype)
+    return heads.reorder_classes(teacher, (orders or {}).get(path))
 
 
 # ---- transfer sets --------------------------------------------------------------------------------
@@ -154,13 +176,15 @@ def _train_data(c, spec, tokenizer, transfer, training, extra=None):
 _ROW = "__row__"
 
 
-def cached_logits_data(c, spec, tokenizer, teacher_dirs, strategy, transfer=None, loaded=None):
+def cached_logits_data(c, spec, tokenizer, teacher_dirs, strategy, transfer=None, loaded=None,
+                       orders=None):
     """Training data whose `x` carries the frozen teachers' logits, computed in one pass each.
 
     The prediction step's teachers are frozen and run in inference mode, so their logits for an
     example never change: one pass replaces a teacher forward per example per epoch. Several
     teachers' logits are combined once (`ensemble.combine_logits`: `prediction.combine`, at
-    `prediction.temperature`). loaded: {dir: model} of teachers already in memory.
+    `prediction.temperature`). loaded: {dir: model} of teachers already in memory; orders:
+    {dir: class order} of teachers labelled in another order (`teachers.label_orders`).
     """
     from tinybert_tf.distill import ensemble
 
@@ -180,8 +204,7 @@ def cached_logits_data(c, spec, tokenizer, teacher_dirs, strategy, transfer=None
         teacher = (loaded or {}).get(path)
         if teacher is None:
             with strategy.scope():
-                teacher = b.load_classifier(path, token_level=spec.kind == "token_classification",
-                                            dtype=c.teacher_dtype)
+                teacher = _load_teacher(c, path, spec, orders)
         predicted = np.asarray(teacher.predict(inputs, verbose=2 if c.log_every else 0),
                                np.float32)
         logits.append(np.empty_like(predicted))
@@ -204,7 +227,7 @@ def finetune(c, workdir, launch):
     workdir/finetune/member_K; a restart resumes the member it stopped in) and
     workdir/teacher/members.txt, so `--config.teacher=workdir/teacher` is the whole ensemble.
     launch: the dispatcher's (strategy, the teacher's tokenizer)."""
-    task = _task(c, b.task_spec(c), launch.tokenizer, count=False)
+    task = _task(c, launch.spec or b.task_spec(c), launch.tokenizer, count=False)
     which = finetuned(c)
     print(f"[finetune] {which} {c.teacher if which == 'teacher' else c.student}: "
           + ("a new head on the teacher preset" if which == "teacher" else
@@ -245,9 +268,7 @@ def _finetune_one(c, task, run_dir, strategy, out):
         b.compile_model(model, strategy, c, total, c.finetune, **_finetune_loss(spec))
 
     def save(path):
-        b.save_model(model, tokenizer, path, optimizer=loaded_with)
-        if distribution.is_chief():
-            teachers.write_labels(path, spec.label_names)
+        _save_task_model(model, tokenizer, path, spec, optimizer=loaded_with)
 
     selector = _selector(c, task, model, model, run_dir, total, save, patience=patience)
     print(f"[finetune] {_plan(epochs, patience, per_epoch, selector)}")
@@ -308,9 +329,9 @@ def task_distill(c, workdir, launch):
     """TinyBERT task distillation: step 1 intermediate layers, step 2 prediction layer; each
     step's output (`<step>/student`) is its best-on-eval model, `<step>/student_last` beside.
     launch: the dispatcher's (strategy, step 1's teacher's tokenizer)."""
-    spec = b.task_spec(c)
-    task = _task(c, spec, launch.tokenizer,
-                 transfer_set(c, spec, workdir, launch.tokenizer))
+    spec = launch.spec or b.task_spec(c)
+    task = _task(c, spec, launch.tokenizer, transfer_set(c, spec, workdir, launch.tokenizer),
+                 orders=launch.label_orders)
     teacher_dirs = teachers.resolve(c.teacher)
     out = None
     for stage in config_lib.stages(c):
@@ -326,12 +347,12 @@ def _distill_step(c, workdir, strategy, stage, task, teacher_dirs):
     recipe = b.config_recipe(c, stage, regression=task.spec.kind == "regression")
     lead = teacher_dirs[c.intermediate.teacher]  # step 1's teacher: its layers start the student
     with strategy.scope():
-        teacher, student = _step_models(c, workdir, stage, task.spec, lead)
+        teacher, student = _step_models(c, workdir, stage, task.spec, lead, task.orders)
         distiller = b.make_distiller(teacher, student, recipe)
         b.compile_model(distiller, strategy, c, total, c[stage])
     if stage == "prediction" and c.prediction.cache_teacher_logits:
         data = cached_logits_data(c, task.spec, task.tokenizer, teacher_dirs, strategy,
-                                  task.transfer, loaded={lead: teacher})
+                                  task.transfer, loaded={lead: teacher}, orders=task.orders)
     else:
         data = _train_data(c, task.spec, task.tokenizer, task.transfer, training=True)
     print(f"[{stage}] {_plan(epochs, patience, task.per_epoch)}, recipe {recipe.name} "
@@ -339,7 +360,7 @@ def _distill_step(c, workdir, strategy, stage, task, teacher_dirs):
     stage_dir = os.path.join(workdir, stage)
 
     def save(path):
-        b.save_model(student, task.tokenizer, path)
+        _save_task_model(student, task.tokenizer, path, task.spec)
 
     def eval_loss(data):
         return distiller.evaluate(data, verbose=0, return_dict=True)
@@ -348,14 +369,15 @@ def _distill_step(c, workdir, strategy, stage, task, teacher_dirs):
                          score=eval_loss if stage == "intermediate" else None, patience=patience)
     train.run_stage(distiller, data, stage_dir, c, total, [selector] if selector else [], stage,
                     task.per_epoch)
-    return _finish(selector, student, task.tokenizer, os.path.join(stage_dir, "student"))
+    return _finish(selector, student, task.tokenizer, os.path.join(stage_dir, "student"),
+                   task.spec)
 
 
-def _step_models(c, workdir, stage, spec, lead):
+def _step_models(c, workdir, stage, spec, lead, orders=None):
     """(frozen teacher, student) of a task distillation step, under the current scope: the
     prediction step's student carries step 1's weights when step 1 wrote its student."""
     token_level = spec.kind == "token_classification"
-    teacher = b.load_classifier(lead, token_level=token_level, dtype=c.teacher_dtype)
+    teacher = _load_teacher(c, lead, spec, orders)
     stage_one = os.path.join(workdir, "intermediate", "student")
     if stage == "prediction" and tf.io.gfile.isdir(stage_one):
         student = b.load_classifier(stage_one, what="student", token_level=token_level)

@@ -15,10 +15,9 @@ import os
 import tensorflow as tf
 
 from tinybert_tf.errors import LaunchError
-from tinybert_tf.export import hf_load
+from tinybert_tf.export import assets, hf_load
 
 MEMBERS_FILE = "members.txt"
-LABELS_FILE = "labels.txt"  # the task's label names, written beside a fine-tuned teacher
 _GLOB = "*?["
 
 
@@ -66,24 +65,29 @@ def write_members(directory, names):
         f.write("".join(f"{name}\n" for name in names))
 
 
-def write_labels(directory, labels):
-    """The task's label names beside a fine-tuned teacher (what `check_compatible` compares)."""
-    if labels:
-        with tf.io.gfile.GFile(os.path.join(directory, LABELS_FILE), "w") as f:
-            f.write("".join(f"{label}\n" for label in labels))
-
-
-def _labels(directory):
-    """The label names beside a fine-tuned teacher, or a Hugging Face dir's `id2label` (None for
-    transformers' placeholders `LABEL_0`, `LABEL_1`, ...: no names given)."""
-    if hf_load.is_hf_dir(directory):
-        names = hf_load.label_names(directory)
-        return None if names == [f"LABEL_{i}" for i in range(len(names or ()))] else names
-    path = os.path.join(directory, LABELS_FILE)
-    if not tf.io.gfile.exists(path):
+def label_order(directory, task_labels, what="teacher"):
+    """How the task model in `directory` maps to the task's labels, by name (its `labels.txt` or
+    Hugging Face `id2label`): None when it lists the task's labels in the task's order or carries
+    no names; its class index of each task label when it lists the same labels in another order
+    (said in one line; `heads.reorder_classes` applies it); a LaunchError when its labels differ.
+    """
+    names = assets.preset_labels(directory)
+    task_labels = list(task_labels or ())
+    if not names or not task_labels or names == task_labels:
         return None
-    with tf.io.gfile.GFile(path) as f:
-        return [line.rstrip("\n") for line in f]
+    if sorted(names) != sorted(task_labels) or len(set(names)) != len(names):
+        raise LaunchError(
+            f"{what} {directory} is labelled {_short('labels', names)} but the task's labels are "
+            f"{_short('labels', task_labels)}; pass a {what} fine-tuned on this task's labels (its "
+            f"{assets.LABELS_FILE} or id2label names them).")
+    print(f"{what} {directory}: the task's labels in another order ({', '.join(names)}); its "
+          f"outputs are remapped by name to the task's ({', '.join(task_labels)}).")
+    return [names.index(label) for label in task_labels]
+
+
+def label_orders(dirs, task_labels):
+    """{dir: label_order} of every teacher, checked before any is loaded."""
+    return {path: label_order(path, task_labels) for path in dirs}
 
 
 def _num_classes(directory):
@@ -120,7 +124,7 @@ def check_compatible(dirs):
         return
     first = dirs[0]
     facts = {"tokenizer": _tokenizer_identity, "number of classes": _num_classes,
-             "label names": _labels}
+             "label names": assets.preset_labels}
     reference = {name: read(first) for name, read in facts.items()}
     for other in dirs[1:]:
         for name, read in facts.items():
