@@ -16,7 +16,8 @@ from safetensors.numpy import load_file, save_file
 
 from tinybert_tf.distill import heads
 from tinybert_tf.errors import UserError
-from tinybert_tf.export import assets, hf, hf_load
+from tinybert_tf.export import hf, hf_load
+from tinybert_tf.export.labels import preset_labels
 from tinybert_tf.launch import builders, config_lib, teachers
 from tinybert_tf.launch.modes import run as run_mode
 
@@ -89,7 +90,7 @@ def test_exported_student_classifier_loads_back_with_its_logits_and_labels(tmp_p
     np.testing.assert_allclose(_np(builders.load_task_model(out, "teacher")(x)), _np(student(x)),
                                atol=1e-5)
     assert hf_load.label_names(out) == ["pos", "neg", "mid"]
-    assert assets.preset_labels(out) == ["pos", "neg", "mid"] and teachers._num_classes(out) == 3
+    assert preset_labels(out) == ["pos", "neg", "mid"] and teachers._num_classes(out) == 3
     text = "the teacher said small models train fast"
     np.testing.assert_array_equal(np.asarray(builders.load_tokenizer(out)(text)),
                                   np.asarray(tiny.tokenizer()(text)))
@@ -116,7 +117,7 @@ def test_exported_token_classifier_loads_back_with_its_logits(tmp_path):
     loaded = builders.load_classifier(out, token_level=True)
     assert isinstance(loaded, heads.TokenClassifier)
     np.testing.assert_allclose(_np(loaded(x)), _np(student(x)), atol=1e-5)
-    assert hf_load.label_names(out) == labels and assets.preset_labels(out) == labels
+    assert hf_load.label_names(out) == labels and preset_labels(out) == labels
 
 
 def test_hf_layout_written_here_loads_those_exact_head_weights(tmp_path):
@@ -132,7 +133,7 @@ def test_hf_layout_written_here_loads_those_exact_head_weights(tmp_path):
     pooled = _np(model.backbone(x)["pooled_output"])
     np.testing.assert_allclose(_np(model(x)), pooled @ tensors["classifier.weight"].T
                                + tensors["classifier.bias"], atol=1e-5)
-    assert hf_load.label_names(out) == labels and assets.preset_labels(out) == labels
+    assert hf_load.label_names(out) == labels and preset_labels(out) == labels
 
     tok_dir, tok = write_hf_dir(tmp_path / "tok", ["O", "B-X"], "BertForTokenClassification")
     token_model = builders.load_task_model(tok_dir, "teacher")
@@ -151,7 +152,7 @@ def test_ensemble_of_hf_dirs_is_checked_by_their_id2label(tmp_path):
     with pytest.raises(UserError, match=r"differ in their label names \(\['neg', 'pos'\] vs "):
         teachers.check_compatible([a, c])
     plain, _ = write_hf_dir(tmp_path / "plain", ["LABEL_0", "LABEL_1"], seed=3)
-    assert assets.preset_labels(plain) is None and teachers._num_classes(plain) == 2
+    assert preset_labels(plain) is None and teachers._num_classes(plain) == 2
 
 
 def test_encoder_dir_takes_a_new_head_and_refuses_to_be_a_teacher(tmp_path):
@@ -160,7 +161,7 @@ def test_encoder_dir_takes_a_new_head_and_refuses_to_be_a_teacher(tmp_path):
     assert model.output_dense.kernel.shape == (32, 4)
     np.testing.assert_array_equal(_np(model.backbone.get_layer("token_embedding").embeddings),
                                   tensors["bert.embeddings.word_embeddings.weight"])
-    assert assets.preset_labels(out) is None and teachers._num_classes(out) is None
+    assert preset_labels(out) is None and teachers._num_classes(out) is None
     with pytest.raises(UserError, match="without a task head; fine-tune it first") as err:
         builders.load_classifier(out)
     assert "\n" not in str(err.value)
@@ -284,4 +285,4 @@ def test_finetune_starts_from_a_hf_dir(tmp_path):
     np.testing.assert_allclose(
         _np(teacher.backbone.get_layer("token_embedding").embeddings),
         tensors["bert.embeddings.word_embeddings.weight"], atol=1e-6)
-    assert assets.preset_labels(out) == ["neg", "pos"]
+    assert preset_labels(out) == ["neg", "pos"]

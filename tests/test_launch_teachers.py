@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import tiny
 
-from tinybert_tf.distill import heads
-from tinybert_tf.errors import LaunchError
-from tinybert_tf.export import assets
+from tinybert_tf.distill import dtypes, heads
+from tinybert_tf.errors import LaunchError, UserError
+from tinybert_tf.export.labels import preset_labels, write_preset_labels
 from tinybert_tf.launch import builders, config_lib, teachers
 from tinybert_tf.launch.modes import run as run_mode
 
@@ -41,12 +41,12 @@ def _swapped_teacher(task, tmp_path):
     model = builders.load_classifier(task["teacher"])
     heads.reorder_classes(model, [1, 0])
     builders.save_model(model, tiny.tokenizer(), out)
-    assets.write_preset_labels(out, ["pos", "neg"])
+    write_preset_labels(out, ["pos", "neg"])
     return out
 
 
 def test_task_presets_carry_their_label_names(task):
-    assert assets.preset_labels(task["teacher"]) == ["neg", "pos"]
+    assert preset_labels(task["teacher"]) == ["neg", "pos"]
 
 
 def test_reorder_classes_permutes_the_logits():
@@ -71,7 +71,7 @@ def test_a_teacher_labelled_in_another_order_is_remapped_by_name(task, tmp_path,
 def test_a_teacher_with_other_labels_is_refused_before_the_claim(task, tmp_path):
     other = str(tmp_path / "other")
     shutil.copytree(task["teacher"], other)
-    assets.write_preset_labels(other, ["neg", "spam"])
+    write_preset_labels(other, ["neg", "spam"])
     c = _config(mode="task_distill", teacher=other, **task["common"])
     with pytest.raises(LaunchError, match=r"labelled \['neg', 'spam'\] but the task's labels "
                                           r"are \['neg', 'pos'\]"):
@@ -89,7 +89,7 @@ def test_distilled_students_and_exports_carry_the_labels(task, tmp_path, capsys)
                 **task["common"])
     student = run_mode(c, str(tmp_path / "td"))
     assert "remapped by name" in capsys.readouterr().out
-    assert assets.preset_labels(student) == ["neg", "pos"]
+    assert preset_labels(student) == ["neg", "pos"]
     model = builders.load_task_model(student)
     assert read_labels(None, describe_student(model), student) == (["neg", "pos"], "preset")
 
@@ -101,7 +101,7 @@ def test_finetune_of_a_student_is_the_no_teacher_baseline(task, tmp_path, capsys
     assert "[finetune] student from_teacher:1: the student alone, no teacher" in \
         capsys.readouterr().out
     model = keras_hub.models.TextClassifier.from_preset(out, preprocessor=None)
-    assert model.backbone.num_layers == 1 and assets.preset_labels(out) == ["neg", "pos"]
+    assert model.backbone.num_layers == 1 and preset_labels(out) == ["neg", "pos"]
     assert not (tmp_path / "alone" / "teacher").exists()
     # An architecture name is not trained weights: finetune trains the teacher, as it says.
     c = _config(mode="finetune", teacher=task["pre"], student="tiny_2l_32h", **task["common"])
@@ -137,3 +137,22 @@ def test_seq_len_beyond_the_position_table_is_refused_before_the_claim(task, tmp
                                           r"--config.data.seq_len=32 or less"):
         run_mode(c, str(tmp_path / "run"))
     assert not os.path.exists(tmp_path / "run")
+
+
+@pytest.mark.parametrize("name", ["model.weights.h5", "task.weights.h5"])
+def test_a_damaged_weights_file_is_one_line_naming_it(task, tmp_path, name):
+    """A teacher preset whose weights file was cut short (an interrupted copy): one line naming
+    the file, before the workdir is claimed; an intact preset loads."""
+    damaged = str(tmp_path / "damaged")
+    shutil.copytree(task["teacher"], damaged)
+    path = os.path.join(damaged, name)
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(data[: len(data) // 2])
+    c = _config(mode="task_distill", teacher=damaged, **task["common"])
+    with pytest.raises(UserError, match=rf"^{path} is damaged \(.*truncated file.*\); copy the "
+                                        r"preset again, or re-run the run that wrote it\.$"):
+        run_mode(c, str(tmp_path / "run"))
+    assert not os.path.exists(tmp_path / "run")
+    assert dtypes.damaged_weights(task["teacher"]) is None

@@ -17,7 +17,7 @@ ALLOWED = {
     "errors": set(),
     "cli": {"errors"},
     "data": {"data", "errors"},
-    "distill": {"distill"},
+    "distill": {"distill", "errors"},  # errors: a damaged preset is one line (dtypes)
     "export": {"export", "data", "distill", "errors"},  # distill: heads registered before loading
     "evaluate": {"evaluate", "data", "distill", "errors"},
     "launch": {"launch", "data", "distill", "errors", "cli", "evaluate", "export"},

@@ -20,6 +20,7 @@ import os
 import keras
 
 from tinybert_tf.distill import quantize
+from tinybert_tf.errors import UserError
 
 INT8 = "int8"  # the teacher_dtype of a frozen teacher with int8 kernels (`quantize`)
 
@@ -39,10 +40,42 @@ def load_preset(cls, preset, dtype=None, **kwargs):
     `dtype="int8"` (a frozen teacher only): loaded in float32, then its kernels quantised to int8
     with the fidelity to the float32 ones printed (`quantize.quantize_checked`)."""
     if dtype == INT8:
-        model = cls.from_preset(preset, dtype="float32", **kwargs)
+        model = _from_preset(cls, preset, dtype="float32", **kwargs)
         quantize.quantize_checked(model)
         return model
-    return cls.from_preset(preset, dtype=dtype or run_policy(), **kwargs)
+    return _from_preset(cls, preset, dtype=dtype or run_policy(), **kwargs)
+
+
+def _from_preset(cls, preset, **kwargs):
+    """`cls.from_preset`; a weights file that h5py cannot read (truncated by an interrupted copy
+    or upload, overwritten) is a one-line error naming it instead of h5py's traceback."""
+    try:
+        return cls.from_preset(preset, **kwargs)
+    except OSError as err:
+        damaged = damaged_weights(preset)
+        if damaged is None:
+            raise
+        raise UserError(f"{damaged[0]} is damaged ({damaged[1]}); copy the preset again, or "
+                        "re-run the run that wrote it.") from err
+
+
+def damaged_weights(preset):
+    """(path, reason) of the first `*.weights.h5` of a local preset dir h5py cannot open, or
+    None (all readable, or not a local dir)."""
+    import h5py
+
+    if not isinstance(preset, str) or not os.path.isdir(preset):
+        return None
+    for name in sorted(os.listdir(preset)):
+        if not name.endswith(".weights.h5"):
+            continue
+        path = os.path.join(preset, name)
+        try:
+            with h5py.File(path, "r"):
+                pass
+        except OSError as err:
+            return path, str(err).splitlines()[0] if str(err) else type(err).__name__
+    return None
 
 
 def plain_policy(value):

@@ -10,22 +10,19 @@ import os
 from tinybert_tf.export import storage
 from tinybert_tf.export.serving import INPUT_NAMES, ExportError, StudentInfo
 
-LABELS_FILE = "labels.txt"  # a task preset's label names, one per line, in class order
 ASSETS_EXTRA = "assets.extra"
 WARMUP_FILE = "tf_serving_warmup_requests"
 CONFIG_FILE = "export_config.json"
 
 
-def read_labels(labels, info: StudentInfo, preset_dir=None):
+def read_labels(labels, info: StudentInfo, preset=None):
     """``(label_list, source)`` for a student: ``labels`` (a list, an ``{"id": name}`` dict, or
-    a JSON file holding either) checked against the head, ``"caller"``; else the names its
-    preset carries (`preset_labels`), ``"preset"``; for a classifier without labels ``LABEL_i``,
-    ``"default"``; for an encoder or a regression ``(None, None)``."""
-    if labels is None and preset_dir is not None and info.task == "classifier":
-        found = preset_labels(preset_dir)
-        if found:
-            check_label_count(len(found), info.num_classes)
-            return found, "preset"
+    a JSON file holding either) checked against the head, ``"caller"``; else ``preset`` (the
+    names its preset carries, `labels.preset_labels`), ``"preset"``; for a classifier without
+    labels ``LABEL_i``, ``"default"``; for an encoder or a regression ``(None, None)``."""
+    if labels is None and preset and info.task == "classifier":
+        check_label_count(len(preset), info.num_classes)
+        return list(preset), "preset"
     if labels is None:
         if info.task == "classifier":
             return [f"LABEL_{i}" for i in range(info.num_classes)], "default"
@@ -41,33 +38,6 @@ def read_labels(labels, info: StudentInfo, preset_dir=None):
         raise ExportError("labels given, but the student is an encoder with no task head")
     check_label_count(len(labels), info.num_classes)
     return labels, "caller"
-
-
-def write_preset_labels(preset_dir, labels):
-    """The label names beside a task preset the package writes (`LABELS_FILE`)."""
-    import tensorflow as tf
-
-    if labels:
-        with tf.io.gfile.GFile(os.path.join(preset_dir, LABELS_FILE), "w") as f:
-            f.write("".join(f"{label}\n" for label in labels))
-
-
-def preset_labels(preset_dir):
-    """A task preset's label names: its `LABELS_FILE`, or a Hugging Face dir's `id2label` (None
-    for transformers' placeholders `LABEL_0`, `LABEL_1`, ...: no names given); None without."""
-    import tensorflow as tf
-
-    from tinybert_tf.export import hf_load
-
-    preset_dir = os.fspath(preset_dir)
-    if hf_load.is_hf_dir(preset_dir):
-        names = hf_load.label_names(preset_dir)
-        return None if names == [f"LABEL_{i}" for i in range(len(names or ()))] else names
-    path = os.path.join(preset_dir, LABELS_FILE)
-    if not tf.io.gfile.exists(path):
-        return None
-    with tf.io.gfile.GFile(path) as f:
-        return [line.rstrip("\n") for line in f]
 
 
 def _read_labels_file(path: str):

@@ -54,6 +54,7 @@ from tinybert_tf.export.checks import (
     start_saved_model_cli,
 )
 from tinybert_tf.export.hf import HFExportError, check_hf_round_trip, export_hf_checkpoint
+from tinybert_tf.export.labels import preset_labels
 from tinybert_tf.export.report import ExportReport
 from tinybert_tf.export.serving import (
     DEFAULT_SIGNATURE,
@@ -154,9 +155,10 @@ def resolve_student(model_or_preset_dir, tokenizer, labels, text_sequence_length
     if text_sequence_length is None and preprocessor is not None:
         text_sequence_length = getattr(preprocessor, "sequence_length", None)
     info = describe_student(model)
-    preset_dir = model_or_preset_dir if isinstance(model_or_preset_dir, (str, os.PathLike)) \
-        else None
-    label_list, label_source = read_labels(labels, info, preset_dir)
+    preset = None
+    if isinstance(model_or_preset_dir, (str, os.PathLike)):
+        preset = preset_labels(model_or_preset_dir)
+    label_list, label_source = read_labels(labels, info, preset)
     return Student(model, tokenizer, info, label_list, label_source, text_sequence_length)
 
 

@@ -11,13 +11,14 @@ def export_student(c, workdir, launch=None):
     """The student preset (`export.student`, default this workdir's task-distilled student) to
     `<export.dir or workdir/export>/<model_name>/<version>/`, verified, with the task's labels;
     returns that path. `launch` (what the dispatcher built) is unused: nothing here trains."""
-    from tinybert_tf.export import assets, publish
+    from tinybert_tf.export import publish
+    from tinybert_tf.export.labels import preset_labels
 
     e = c.export
     student = e.student or os.path.join(workdir, "prediction", "student")
     builders.check_preset(student, "export.student")
     labels = None  # the names the student's preset carries (what it was trained on) ...
-    if assets.preset_labels(student) is None and (c.task != "file" or c.data.train_file):
+    if preset_labels(student) is None and (c.task != "file" or c.data.train_file):
         labels = list(builders.task_spec(c).label_names) or None  # ... else the task's
     report = publish.export(
         student, e.dir or os.path.join(workdir, "export"), model_name=e.model_name,

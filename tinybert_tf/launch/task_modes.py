@@ -103,13 +103,13 @@ def _finish(selector, model, tokenizer, out, spec):
 
 
 def _save_task_model(model, tokenizer, path, spec, **kwargs):
-    """A task model's preset with the task's label names beside it (`assets.LABELS_FILE`), so
+    """A task model's preset with the task's label names beside it (`LABELS_FILE`), so
     evaluate, export and a later run read them with no flag."""
-    from tinybert_tf.export import assets
+    from tinybert_tf.export.labels import write_preset_labels
 
     b.save_model(model, tokenizer, path, **kwargs)
     if distribution.is_chief():
-        assets.write_preset_labels(path, spec.label_names)
+        write_preset_labels(path, spec.label_names)
     return path
 
 

@@ -15,7 +15,8 @@ import os
 import tensorflow as tf
 
 from tinybert_tf.errors import LaunchError
-from tinybert_tf.export import assets, hf_load
+from tinybert_tf.export import hf_load
+from tinybert_tf.export.labels import LABELS_FILE, preset_labels
 
 MEMBERS_FILE = "members.txt"
 _GLOB = "*?["
@@ -71,7 +72,7 @@ def label_order(directory, task_labels, what="teacher"):
     no names; its class index of each task label when it lists the same labels in another order
     (said in one line; `heads.reorder_classes` applies it); a LaunchError when its labels differ.
     """
-    names = assets.preset_labels(directory)
+    names = preset_labels(directory)
     task_labels = list(task_labels or ())
     if not names or not task_labels or names == task_labels:
         return None
@@ -79,7 +80,7 @@ def label_order(directory, task_labels, what="teacher"):
         raise LaunchError(
             f"{what} {directory} is labelled {_short('labels', names)} but the task's labels are "
             f"{_short('labels', task_labels)}; pass a {what} fine-tuned on this task's labels (its "
-            f"{assets.LABELS_FILE} or id2label names them).")
+            f"{LABELS_FILE} or id2label names them).")
     print(f"{what} {directory}: the task's labels in another order ({', '.join(names)}); its "
           f"outputs are remapped by name to the task's ({', '.join(task_labels)}).")
     return [names.index(label) for label in task_labels]
@@ -124,7 +125,7 @@ def check_compatible(dirs):
         return
     first = dirs[0]
     facts = {"tokenizer": _tokenizer_identity, "number of classes": _num_classes,
-             "label names": assets.preset_labels}
+             "label names": preset_labels}
     reference = {name: read(first) for name, read in facts.items()}
     for other in dirs[1:]:
         for name, read in facts.items():
