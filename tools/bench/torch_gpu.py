@@ -1,5 +1,5 @@
-"""tools/gpu_check.py's PyTorch peer on the GPU (its child process; imports torch, never keras,
-jax or TensorFlow): tools/bench/torch_peer.py's HF loop with autocast on the device."""
+"""tools/accelerator_check.py's PyTorch peer on the GPU (its child process; imports torch, never
+keras, jax or TensorFlow): tools/bench/torch_peer.py's HF loop with autocast on the device."""
 
 from __future__ import annotations
 
