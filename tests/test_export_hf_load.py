@@ -246,8 +246,10 @@ def test_transformers_checkpoint_gives_transformers_logits(tmp_path, arch, act, 
 
 
 @pytest.mark.slow
-def test_task_distill_and_evaluate_from_a_hf_teacher_dir(tmp_path):
-    teacher, _ = write_hf_dir(tmp_path / "hf_teacher", ["neg", "pos"], layers=4)
+def test_task_distill_evaluate_export_from_a_hf_teacher_dir(tmp_path):
+    """A HF classifier whose id2label lists the task's labels in another order distils (its
+    outputs remapped by name) into a student whose export serves the label names."""
+    teacher, _ = write_hf_dir(tmp_path / "hf_teacher", ["pos", "neg"], layers=4)
     data = [f"--config.data.train_file={tiny.write_task(tmp_path / 'train.tsv', 32, 0)}",
             f"--config.data.eval_file={tiny.write_task(tmp_path / 'dev.tsv', 8, 1)}"]
     done = subprocess.run(
@@ -257,6 +259,7 @@ def test_task_distill_and_evaluate_from_a_hf_teacher_dir(tmp_path):
          f"--workdir={tmp_path / 'td'}"],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "remapped by name to the task's (neg, pos)" in done.stdout
     student_dir = str(tmp_path / "td" / "prediction" / "student")
     student = heads.load_task_model(student_dir)
     assert student.num_classes == 2 and len(student.backbone.transformer_layers) == 2
@@ -266,6 +269,13 @@ def test_task_distill_and_evaluate_from_a_hf_teacher_dir(tmp_path):
                                           "data.eval_file": data[1].split("=", 1)[1]}),
                       str(tmp_path / "ev"))
     assert [m["name"] for m in report["models"]] == ["teacher", "student"]
+    done = subprocess.run(
+        [sys.executable, "-m", "tinybert_tf.tools.export", f"--student={student_dir}",
+         f"--export_dir={tmp_path / 'serving'}", "--model_name=student"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(tmp_path / "serving" / "student" / "1" / "assets.extra" / "labels.txt") as f:
+        assert f.read().split() == ["neg", "pos"]
 
 
 @pytest.mark.slow

@@ -279,7 +279,7 @@ LAUNCH = "python -m tinybert_tf.main --config={} --workdir=w "
     ("python tools/export.py --student=s", "no script"),
     ("python -m examples.stdlib.demos", "no module"),
     ("python examples/stdlib/task_proof.py --norepor", "--norepor"),
-    ("python tools/gpu_check.py --batchsize=512", "--batchsize"),
+    ("python tools/accelerator_check.py --batchsize=512", "--batchsize"),
 ])
 def test_checker_finds_mistakes(line, says, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)

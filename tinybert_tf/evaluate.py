@@ -44,7 +44,7 @@ def predict(model, dataset):
 
     Returns (outputs float32 `[N, C]` / `[N, 1]` / `[N, S, C]`, labels `[N]` / `[N, S]`).
     """
-    forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    forward = compiled_forward(model)
     outputs, labels = [], []
     for batch in dataset:
         x, y, _ = keras.utils.unpack_x_y_sample_weight(batch)
@@ -55,6 +55,29 @@ def predict(model, dataset):
     if not outputs:
         raise EvaluateError("The evaluation split is empty; check --config.data.eval_file / task.")
     return np.concatenate(outputs), np.concatenate(labels)
+
+
+def compiled_forward(model, example=None):
+    """`model(x, training=False)` compiled, returning NumPy: on TensorFlow a `tf.function` (a
+    concrete one traced once for `example`'s shapes when given); on the JAX backend Keras'
+    jitted `predict_on_batch` (a tf.function cannot trace a JAX model)."""
+    if keras.backend.backend() != "tensorflow":
+        return lambda x: np.asarray(model.predict_on_batch(x))
+    forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    if example is not None:
+        # A concrete function: traced once here, and not counted by TF's retracing detector,
+        # which keys every model's wrapper by the same code and warned after 5 models.
+        forward = forward.get_concrete_function(example)
+    return lambda x: forward(x).numpy()  # .numpy() waits for the result
+
+
+def latency_device():
+    """Where `measure_latency` runs: JAX's default device, or TensorFlow's (a GPU if visible)."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.devices()[0].platform.upper()
+    return "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
 
 
 def predictions_from_outputs(outputs, spec):
@@ -117,15 +140,13 @@ def measure_latency(model, seq_len, batch_size, runs=20):
     if runs < 1:
         raise EvaluateError(f"latency runs must be >= 1, got {runs}; set --config.latency_runs.")
     x = latency_inputs(model, seq_len, batch_size)
-    # A concrete function: traced once here, and not counted by TF's retracing detector, which
-    # keys every model's wrapper by the same code and warned after 5 models x batch sizes.
-    forward = tf.function(lambda inputs: model(inputs, training=False)).get_concrete_function(x)
+    forward = compiled_forward(model, x)
     for _ in range(WARMUP_RUNS):
-        forward(x).numpy()
+        forward(x)
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        forward(x).numpy()  # .numpy() waits for the result
+        forward(x)  # NumPy out: the result is ready
         times.append(time.perf_counter() - start)
     return float(statistics.median(times))
 
@@ -154,9 +175,10 @@ def compare(models, spec, dataset, seq_len, runs=20, reference=None, ensembles=N
     combine_logits` at T=1; the mean for regression), parameters, sizes and latencies summed,
     placed after its last member. reference: the name whose first metric the others' `share` is
     taken of (default: the first row). Report: task, kind, seq_len, latency_runs, batch_sizes,
-    metric_names, reference, share_metric, and `models`: a list of {name, preset, metrics,
-    params, size_bytes, latency_b<N>_s for N in BATCH_SIZES, share} (share is None if the
-    reference scores 0).
+    metric_names (the task's, the one chosen with data.metric first), reference, share_metric
+    (the first), positive_label (the class `f1` scores, or None), and `models`: a list of
+    {name, preset, metrics, params, size_bytes, latency_b<N>_s for N in BATCH_SIZES, share}
+    (share is None if the reference scores 0).
     """
     if not models:
         raise ValueError("compare() needs at least one model.")
@@ -185,10 +207,26 @@ def compare(models, spec, dataset, seq_len, runs=20, reference=None, ensembles=N
         raise ValueError(f"reference {reference!r} is not one of the models {order}.")
     report = {
         "task": spec.name, "kind": spec.kind, "seq_len": int(seq_len), "latency_runs": int(runs),
+        "latency_device": latency_device(),
         "batch_sizes": list(BATCH_SIZES), "metric_names": list(spec.metrics),
         "reference": reference, "share_metric": spec.metrics[0], "models": rows,
+        "positive_label": positive_label(spec),
     }
     return with_shares(report, reference, "share")
+
+
+def positive_label(spec):
+    """The label name binary `f1` scores on task `spec` (`metrics.positive_class`), or None
+    where the task has no f1 metric or no label names."""
+    if "f1" not in spec.metrics or not spec.label_names:
+        return None
+    return spec.label_names[task_metrics.positive_class(spec)]
+
+
+def metric_title(report, name):
+    """A metric's column title: its name, f1 with the label it scores (`f1 (spam)`)."""
+    label = report.get("positive_label")
+    return f"{name} ({label})" if name == "f1" and label is not None else name
 
 
 def with_shares(report, reference, key):
@@ -238,9 +276,9 @@ def format_markdown(report):
     """The report as a Markdown table (one row per model) plus one share line per model."""
     names = report["metric_names"]
     batches = report["batch_sizes"]
-    ref, metric = report["reference"], report["share_metric"]
+    ref, metric = report["reference"], metric_title(report, report["share_metric"])
     also = report.get("also")
-    header = (["model", *names, "params", "size (MB)"]
+    header = (["model", *(metric_title(report, m) for m in names), "params", "size (MB)"]
               + [f"latency b{b} (ms)" for b in batches] + [f"share of {ref} {metric}"]
               + ([f"share of {also} {metric} (best teacher on "
                   f"{report.get('also_chosen_on') or 'this split'})"] if also else []))
@@ -258,7 +296,7 @@ def format_markdown(report):
     title = f"Task {report['task']}"
     if report.get("split"):
         title += f" ({report['split']})"
-    title += f", seq_len {report['seq_len']}, median of {report['latency_runs']} CPU runs."
+    title += f", seq_len {report['seq_len']}, median of {report['latency_runs']} runs on {report.get('latency_device', 'CPU')}."
     lines = [title, "", *lines, ""]
     if shares:
         lines.append(f"Share of {ref} {metric}: " + ", ".join(shares) + ".")
