@@ -91,7 +91,9 @@ def test_distilled_students_and_exports_carry_the_labels(task, tmp_path, capsys)
     assert "remapped by name" in capsys.readouterr().out
     assert preset_labels(student) == ["neg", "pos"]
     model = builders.load_task_model(student)
-    assert read_labels(None, describe_student(model), student) == (["neg", "pos"], "preset")
+    info = describe_student(model)
+    assert read_labels(None, info, preset_labels(student)) == (["neg", "pos"], "preset")
+    assert read_labels(None, info, None) == (["LABEL_0", "LABEL_1"], "default")
 
 
 def test_finetune_of_a_student_is_the_no_teacher_baseline(task, tmp_path, capsys):

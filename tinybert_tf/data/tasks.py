@@ -1,4 +1,5 @@
-"""Downstream tasks: the `TASKS` table, GLUE / CoNLL-2003 via TFDS, and local TSV/CSV/JSONL files.
+"""Downstream tasks: the `TASKS` table, GLUE / CoNLL-2003 via TFDS, local TSV/CSV/JSONL files
+(`task_files`) and local CoNLL-format token files (`conll_files`, run as CoNLL-2003 is).
 
 `task_dataset` yields keras-hub inputs `x = {"token_ids","segment_ids","padding_mask"}` (int32
 `[B, seq_len]`) packed in-graph with `keras_hub.layers.MultiSegmentPacker`:
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from tinybert_tf.data.conll_files import conll_split_dataset, load_conll_task
 from tinybert_tf.data.task_batches import WEIGHT as _WEIGHT
 from tinybert_tf.data.task_batches import (
     batch_rows,
@@ -35,10 +37,11 @@ from tinybert_tf.data.task_spec import (
     check_transfer_kind,
     get_task,
     task_splits,
+    with_metric,
 )
 
 __all__ = ["CONLL_NER_TAGS", "IGNORE_LABEL", "TASKS", "TaskFileError", "TaskSpec", "get_task",
-           "load_file_task", "task_dataset", "task_splits"]
+           "load_conll_task", "load_file_task", "task_dataset", "task_splits", "with_metric"]
 
 
 def _load_tfds(spec, split, shuffle, seed, data_dir):
@@ -143,7 +146,8 @@ def _examples(spec, split, shuffle_files, seed, data_dir, extra_examples, labell
     if extra_examples is not None and not labelled:
         ds = None
     elif spec.files:
-        ds = file_split_dataset(spec, split)
+        read = conll_split_dataset if spec.file_format == "conll" else file_split_dataset
+        ds = read(spec, split)
     else:
         ds = _load_tfds(spec, split, shuffle_files, seed, data_dir)
     if extra_examples is None:
@@ -179,3 +183,9 @@ def _rows_fn(spec, tokenizer, seq_len, extra_keys, relabel):
         return sentence_examples(examples, spec, tokenizer, seq_len, extra_keys)
 
     return rows
+
+
+def split_examples(spec, split, data_dir=None):
+    """A split's example dicts in file / TFDS order (what `task_dataset` tokenises), e.g. to
+    count the texts the packer cuts (`truncation.count`)."""
+    return _examples(get_task(spec), split, False, 0, data_dir, None, True)[0]

@@ -227,20 +227,28 @@ def compile_model(model, strategy, c, total_steps, stage=None, **kwargs):
 # ---- tasks --------------------------------------------------------------------------------------
 
 def task_spec(c):
-    """The config's TaskSpec: a TASKS name, or task='file' read from data.* (a mistyped
-    data.tsv_quoting is a one-line error for every task: transfer .tsv files read it too)."""
-    from tinybert_tf.data import task_files, tasks
+    """The config's TaskSpec: a TASKS name, or task='file' read from data.* (CoNLL token files
+    with data.format=conll), its metrics led by data.metric (`tasks.with_metric`). A mistyped
+    data.tsv_quoting is a one-line error for every task: transfer .tsv files read it too."""
+    from tinybert_tf.data import conll_files, task_files, tasks
 
     d = c.data
     tsv_quoting = task_files.check_tsv_quoting(d.tsv_quoting)
+    kind = conll_files.file_kind(c.task, d.format, d.regression, d.text_b_column)
     if c.task != "file":
-        return tasks.get_task(c.task)
-    return tasks.load_file_task(
-        d.train_file, d.eval_file or None, d.test_file or None, name="file",
-        text_column=d.text_column, text_b_column=d.text_b_column or None,
-        label_column=d.label_column, regression=d.regression, skip_bad_rows=d.skip_bad_rows,
-        tsv_quoting=tsv_quoting,
-    )
+        spec = tasks.get_task(c.task)
+    elif kind == "token_classification":
+        spec = tasks.load_conll_task(
+            d.train_file, d.eval_file or None, d.test_file or None, name="file",
+            label_column=d.label_column, skip_bad_rows=d.skip_bad_rows)
+    else:
+        spec = tasks.load_file_task(
+            d.train_file, d.eval_file or None, d.test_file or None, name="file",
+            text_column=d.text_column, text_b_column=d.text_b_column or None,
+            label_column=d.label_column, regression=d.regression, skip_bad_rows=d.skip_bad_rows,
+            tsv_quoting=tsv_quoting,
+        )
+    return tasks.with_metric(spec, d.metric, d.positive_label)
 
 
 def buckets(c):
@@ -275,6 +283,19 @@ def task_data(c, spec, split, tokenizer, training, extra=None, repeat=None, coun
     if training:
         return (dataset[0], _check_steps(c, dataset[1])) if count else dataset
     return dataset.apply(tf.data.experimental.assert_cardinality(count_batches(dataset)))
+
+
+def truncation_counts(c, spec, tokenizer):
+    """{split: `truncation.count`} of every split of the task at data.seq_len, each printed as
+    "train: N of M texts cut at 64 tokens (longest K)"."""
+    from tinybert_tf.data import tasks, truncation
+
+    records = {}
+    for split in (spec.train_split, *spec.eval_splits, *spec.test_splits):
+        examples = tasks.split_examples(spec, split, c.data.tfds_data_dir or None)
+        records[split] = truncation.count(examples, spec, tokenizer, c.data.seq_len)
+        print(truncation.line(split, records[split]))
+    return records
 
 
 def epoch_batches(c, spec, split, tokenizer, **kwargs):

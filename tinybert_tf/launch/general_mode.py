@@ -7,7 +7,6 @@ The corpus scan the launch checks made (`validate.check_corpus`) is printed and 
 
 from __future__ import annotations
 
-import json
 import os
 
 import keras_hub
@@ -97,10 +96,7 @@ def scan_line(scan):
 
 
 def record_scan(scan, workdir):
-    """Print the scan line and write the record to `workdir/corpus_scan.json`; the first
-    `metrics.jsonl` write of the run copies it to that file's first line (`train.StepLogger`:
-    metrics.jsonl appears only once training runs, which the un-claiming of a failed launch
-    relies on)."""
+    """Print the scan line and write the record to `workdir/corpus_scan.json`, the head of the
+    run's metrics.jsonl (`train.write_head_record`)."""
     print(scan_line(scan))
-    with tf.io.gfile.GFile(os.path.join(workdir, "corpus_scan.json"), "w") as f:
-        json.dump(scan, f, indent=1)
+    train.write_head_record(workdir, "corpus_scan", scan)

@@ -40,6 +40,7 @@ class _Task:
     per_epoch: int | None
     transfer: tuple | None = None
     orders: dict | None = None  # teacher dir -> its class order (teachers.label_orders)
+    truncation: dict | None = None  # split -> texts cut at seq_len (`_truncation`)
 
 
 def _task(c, spec, tokenizer, transfer=None, count=True, orders=None):
@@ -47,7 +48,14 @@ def _task(c, spec, tokenizer, transfer=None, count=True, orders=None):
     plus the transfer set (`builders.epoch_batches`) unless `count` is False."""
     per_epoch = b.epoch_batches(c, spec, spec.train_split, tokenizer,
                                 **_transfer_kwargs(c, transfer)) if count else None
-    return _Task(spec, tokenizer, per_epoch, transfer, orders)
+    return _Task(spec, tokenizer, per_epoch, transfer, orders,
+                 b.truncation_counts(c, spec, tokenizer))
+
+
+def _record_truncation(task, run_dir):
+    """The truncation counts, the head of the stage's metrics.jsonl (chief only)."""
+    if task.truncation is not None and distribution.is_chief():
+        train.write_head_record(run_dir, "truncation", task.truncation)
 
 
 # ---- selection on the eval split ------------------------------------------------------------------
@@ -229,9 +237,8 @@ def finetune(c, workdir, launch):
     launch: the dispatcher's (strategy, the teacher's tokenizer)."""
     task = _task(c, launch.spec or b.task_spec(c), launch.tokenizer, count=False)
     which = finetuned(c)
-    print(f"[finetune] {which} {c.teacher if which == 'teacher' else c.student}: "
-          + ("a new head on the teacher preset" if which == "teacher" else
-             f"the student alone, no teacher (its encoder from {c.student})"))
+    print(f"[finetune] teacher {c.teacher}: a new head on the teacher preset" if which == "teacher"
+          else f"[finetune] student {c.student}: the student alone, no teacher")
     members = int(c.finetune.members)
     if members <= 1:
         return _finetune_one(c, task, os.path.join(workdir, "finetune"), launch.strategy,
@@ -272,6 +279,7 @@ def _finetune_one(c, task, run_dir, strategy, out):
 
     selector = _selector(c, task, model, model, run_dir, total, save, patience=patience)
     print(f"[finetune] {_plan(epochs, patience, per_epoch, selector)}")
+    _record_truncation(task, run_dir)
     train.run_stage(model, data, run_dir, c, total, [selector] if selector else [], "finetune",
                     per_epoch)
     if selector is None:
@@ -367,6 +375,7 @@ def _distill_step(c, workdir, strategy, stage, task, teacher_dirs):
 
     selector = _selector(c, task, distiller, student, stage_dir, total, save,
                          score=eval_loss if stage == "intermediate" else None, patience=patience)
+    _record_truncation(task, stage_dir)
     train.run_stage(distiller, data, stage_dir, c, total, [selector] if selector else [], stage,
                     task.per_epoch)
     return _finish(selector, student, task.tokenizer, os.path.join(stage_dir, "student"),

@@ -74,12 +74,28 @@ class StepLogger(keras.callbacks.Callback):
                 tf.summary.scalar(f"{prefix}/{name.removeprefix('val_')}", value)
         self.writer.flush()
         lines = [json.dumps({"step": step, **record})]
-        scan = os.path.join(os.path.dirname(self.jsonl), "corpus_scan.json")
-        if not tf.io.gfile.exists(self.jsonl) and tf.io.gfile.exists(scan):
-            with tf.io.gfile.GFile(scan) as f:  # the launcher's corpus scan heads the file
-                lines.insert(0, json.dumps({"corpus_scan": json.load(f)}))
+        if not tf.io.gfile.exists(self.jsonl):  # the launcher's records about the data head it
+            for name in reversed(HEAD_RECORDS):
+                path = os.path.join(os.path.dirname(self.jsonl), f"{name}.json")
+                if tf.io.gfile.exists(path):
+                    with tf.io.gfile.GFile(path) as f:
+                        lines.insert(0, json.dumps({name: json.load(f)}))
         with tf.io.gfile.GFile(self.jsonl, "a") as f:
             f.write("".join(line + "\n" for line in lines))
+
+
+# Records a mode writes as `<run dir>/<name>.json` before training, copied to the head of the run
+# dir's metrics.jsonl: general distillation's corpus scan, the task modes' truncation counts.
+HEAD_RECORDS = ("corpus_scan", "truncation")
+
+
+def write_head_record(run_dir, name, record):
+    """`<run_dir>/<name>.json` (a HEAD_RECORDS name): the first metrics.jsonl write copies it to
+    that file's first line (metrics.jsonl appears only once training runs, which the un-claiming
+    of a failed launch relies on)."""
+    tf.io.gfile.makedirs(run_dir)
+    with tf.io.gfile.GFile(os.path.join(run_dir, f"{name}.json"), "w") as f:
+        json.dump(record, f, indent=1)
 
 
 class NanGuard(keras.callbacks.Callback):
