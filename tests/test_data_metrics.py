@@ -335,3 +335,49 @@ def test_compute_from_logits_matches_references(seed):
     pred = [[names[t] for t in row[k]] for row, k in zip(preds, keep, strict=True)]
     out = metrics.compute(tasks.TASKS["conll2003"], ner_logits, labels)
     assert out["entity_f1"] == pytest.approx(_seqeval_f1(pred, true))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_macro_f1_matches_sklearn(seed):
+    for i in range(10):
+        p, y = _classification_case(np.random.default_rng([seed, i]))
+        assert metrics.macro_f1(p, y) == pytest.approx(
+            skm.f1_score(y, p, average="macro", zero_division=0.0))
+        pb, yb = p % 2, y % 2
+        assert metrics.macro_f1(pb, yb) == pytest.approx(
+            skm.f1_score(yb, pb, average="macro", zero_division=0.0))
+    assert metrics.macro_f1([], []) == 0.0
+    assert metrics.macro_f1(["a", "b", "b"], ["a", "a", "b"]) == pytest.approx(
+        skm.f1_score(["a", "a", "b"], ["a", "b", "b"], average="macro"))
+
+
+def _labelled(names, metric="", positive=""):
+    spec = tasks.TaskSpec(name="file", text_keys=("text",), label_key="label",
+                          num_classes=len(names), kind="classification", metrics=("accuracy",),
+                          train_split="train", eval_splits=("validation",), label_names=names)
+    return tasks.with_metric(spec, metric, positive)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_f1_of_a_named_label_matches_sklearn(seed):
+    """data.metric=f1 with positive_label: the F1 of that label, whichever class id it has
+    (binary: sklearn's pos_label; several classes: that class against the rest)."""
+    rng = np.random.default_rng(seed)
+    for names in (("ham", "spam"), ("eggs", "ham", "spam")):
+        y = rng.integers(0, len(names), 40)
+        logits = rng.normal(size=(40, len(names))) + 2.0 * np.eye(len(names))[y]
+        true, pred = np.array(names)[y], np.array(names)[logits.argmax(-1)]
+        for positive in names:
+            spec = _labelled(names, "f1", positive)
+            out = metrics.compute(spec, logits, y)
+            assert spec.metrics[0] == "f1" and list(out)[0] == "f1"
+            assert out["f1"] == pytest.approx(skm.f1_score(
+                true, pred, labels=[positive], average="macro", zero_division=0.0))
+            if len(names) == 2:
+                assert out["f1"] == pytest.approx(skm.f1_score(true, pred, pos_label=positive))
+        spec = _labelled(names, "macro_f1")
+        assert spec.metrics == ("macro_f1", "accuracy")
+        assert metrics.compute(spec, logits, y)["macro_f1"] == pytest.approx(
+            skm.f1_score(true, pred, average="macro"))
+    # Without a named label binary f1 keeps class 1 (GLUE's MRPC/QQP convention).
+    assert metrics.positive_class(tasks.TASKS["mrpc"]) == 1

@@ -218,3 +218,120 @@ def test_skip_bad_rows_config_reaches_task_files_and_transfer_sets(tmp_path):
     saved = json.load(open(tmp_path / "run" / "transfer.json"))
     assert (saved["read"], saved["used"], saved["bad_rows"]) == (3, 2, 1) == (
         counts["read"], counts["used"], counts["bad_rows"])
+
+
+# ---- data.metric: what a file task selects on and reports ------------------------------------------
+
+METRIC_CASES = [
+    ("pearson on classification", ["--config.data.metric=pearson"],
+     "data.metric=pearson does not fit task 'file' (classification); use one of accuracy, "
+     "macro_f1, f1, matthews_corr."),
+    ("accuracy on regression", ["--config.data.metric=accuracy", "--config.data.regression=True"],
+     "data.metric=accuracy does not fit task 'file' (regression); use one of pearson, spearman."),
+    ("entity_f1 on classification", ["--config.data.metric=entity_f1"],
+     "data.metric=entity_f1 does not fit task 'file' (classification)"),
+    ("unknown metric", ["--config.data.metric=bleu"],
+     "data.metric='bleu' is not a metric; use one of accuracy, macro_f1, f1, matthews_corr, "
+     "pearson, spearman, entity_f1, or '' for the task's own."),
+    ("f1 without its label", ["--config.data.metric=f1"],
+     "data.metric=f1 is the F1 of one class; name it with --config.data.positive_label=<label>."),
+    ("a positive label not among the labels",
+     ["--config.data.metric=f1", "--config.data.positive_label=spam"],
+     "data.positive_label='spam' is not a label of task 'file'; pass one of ['neg', 'pos']."),
+    ("a positive label without f1", ["--config.data.positive_label=pos"],
+     "data.positive_label='pos' names the class that data.metric=f1 scores; pass "
+     "--config.data.metric=f1, or drop data.positive_label."),
+    ("a metric that does not fit a TFDS task", ["--config.task=stsb", "--config.data.metric=f1"],
+     "data.metric=f1 does not fit task 'stsb' (regression)"),
+]
+
+
+@pytest.mark.parametrize("case, extra, message", METRIC_CASES, ids=[c[0] for c in METRIC_CASES])
+def test_a_metric_that_does_not_fit_is_one_line_before_the_claim(tmp_path, capsys, case, extra,
+                                                                  message):
+    import tiny
+
+    from tinybert_tf import main
+
+    workdir = tmp_path / "run"
+    argv = ["main", f"--workdir={workdir}", "--config=task_distill:tiny", "--config.mode=finetune",
+            f"--config.teacher={tiny.write_teacher(tmp_path / 'pre')}", "--config.task=file",
+            f"--config.data.train_file={tiny.write_task(tmp_path / 'train.tsv', 8, 0)}", *extra]
+    assert main.launch(argv) == 1
+    printed = capsys.readouterr()
+    lines = [line for line in printed.err.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1 and message in lines[0], printed.err[-2000:]
+    assert "Keras backend" not in printed.out  # the mode never started: nothing was claimed
+    assert not workdir.exists()
+
+
+def _write_three_class(path, n, seed):
+    """Label 't' iff the text says 'teacher', 's' iff 'student', else 'o' (unbalanced: the
+    'o' rows are half), so macro-F1 and accuracy rank models differently."""
+    import numpy as np
+    import tiny
+
+    rng = np.random.default_rng(seed)
+    with open(path, "w") as f:
+        f.write("text\tlabel\n")
+        for i in range(n):
+            words = list(rng.choice(tiny.WORDS[:30], size=int(rng.integers(3, 8))))
+            label = ("o", "o", "t", "s")[i % 4]
+            if label != "o":
+                words.insert(int(rng.integers(0, len(words))),
+                             "teacher" if label == "t" else "student")
+            f.write(" ".join(words) + "\t" + label + "\n")
+    return str(path)
+
+
+@pytest.mark.slow
+def test_finetune_selects_and_reports_on_the_chosen_metric(tmp_path):
+    """data.metric=macro_f1: selection.json and metrics.jsonl name it, the selected step is the
+    first best macro-F1, its value is sklearn's on the output model's dev predictions, and the
+    evaluate report leads with it; f1 with a positive label names that label in the report."""
+    import keras_hub
+    import numpy as np
+    import tiny
+    from sklearn.metrics import f1_score
+
+    from tinybert_tf.launch import train
+    from tinybert_tf.launch.modes import run as run_mode
+
+    common = {"task": "file", "data.metric": "macro_f1",
+              "data.train_file": _write_three_class(tmp_path / "train.tsv", 48, 0),
+              "data.eval_file": _write_three_class(tmp_path / "dev.tsv", 24, 1)}
+    c = config_lib.load("task_distill", "tiny", mode="finetune", eval_every=4,
+                        teacher=tiny.write_teacher(tmp_path / "pre"), **common, **{
+                            "finetune.epochs": 2, "finetune.learning_rate": 3e-3,
+                            "finetune.patience": 0})
+    out = run_mode(c, str(tmp_path / "ft"))
+    state = json.load(open(tmp_path / "ft" / "finetune" / "selection.json"))
+    assert state["metric"] == "macro_f1" and state["higher_is_better"]
+    scores = [h["macro_f1"] for h in state["history"]]
+    assert state["best"]["step"] == state["history"][int(np.argmax(scores))]["step"]
+    records = {r["step"]: r for r in train.read_metrics(str(tmp_path / "ft" / "finetune"))}
+    assert [records[h["step"]]["val_macro_f1"] for h in state["history"]] == scores
+
+    spec = builders.task_spec(c)
+    assert spec.metrics == ("macro_f1", "accuracy")
+    data = builders.task_data(c, spec, "validation", tiny.tokenizer(), training=False)
+    model = keras_hub.models.TextClassifier.from_preset(out, preprocessor=None)
+    pred = np.concatenate([np.asarray(model(x, training=False)).argmax(-1) for x, _ in data])
+    gold = np.concatenate([np.asarray(y) for _, y in data])
+    assert state["best"]["value"] == pytest.approx(f1_score(gold, pred, average="macro"), abs=1e-9)
+
+    report = run_mode(config_lib.load("task_distill", "tiny", mode="evaluate", teacher=out,
+                                      student=out, latency_runs=1, **common),
+                      str(tmp_path / "eval"))
+    assert report["share_metric"] == report["metric_names"][0] == "macro_f1"
+    assert report["models"][0]["metrics"]["macro_f1"] == pytest.approx(state["best"]["value"])
+    assert "| model | macro_f1 | accuracy |" in open(tmp_path / "eval" / "report.md").read()
+    report = run_mode(config_lib.load("task_distill", "tiny", mode="evaluate", teacher=out,
+                                      student=out, latency_runs=1, **{
+                                          **common, "data.metric": "f1",
+                                          "data.positive_label": "t"}), str(tmp_path / "eval_t"))
+    t = spec.label_names.index("t")
+    assert report["share_metric"] == "f1" and report["positive_label"] == "t"
+    assert report["models"][0]["metrics"]["f1"] == pytest.approx(
+        f1_score(gold == t, pred == t), abs=1e-9)
+    assert "| model | f1 (t) | accuracy |" in open(tmp_path / "eval_t" / "report.md").read()

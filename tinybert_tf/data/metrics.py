@@ -1,14 +1,15 @@
 """Task metrics as plain NumPy functions on predictions and labels (no sklearn/scipy/seqeval).
 
-Names match `TaskSpec.metrics`: accuracy, f1 (binary, positive class 1), matthews_corr,
-pearson, spearman, entity_f1 (CoNLL/seqeval-style chunk F1 over IOB1/IOB2 tags).
+Names match `TaskSpec.metrics`: accuracy, macro_f1 (the mean of every class's F1), f1 (binary F1
+of one class: the TaskSpec's `positive_label`, else class 1), matthews_corr, pearson, spearman,
+entity_f1 (CoNLL/seqeval-style chunk F1 over IOB1/IOB2 tags).
 
 Decision: these stay hand-written rather than calling scikit-learn / scipy / seqeval, so a
 TF-only install needs no extra runtime dependency. Those libraries are test-only
 dependencies (the `test` extra): tests/test_data_metrics.py checks every metric against
-`sklearn.metrics` (accuracy_score, f1_score, matthews_corrcoef), `scipy.stats` (pearsonr,
-spearmanr) and `seqeval` (get_entities, f1_score in its default conlleval mode) on many
-random seeds and edge cases. Where a reference is undefined (NaN from scipy for a constant
+`sklearn.metrics` (accuracy_score, f1_score binary and macro, matthews_corrcoef),
+`scipy.stats` (pearsonr, spearmanr) and `seqeval` (get_entities, f1_score in its default
+conlleval mode) on many random seeds and edge cases. Where a reference is undefined (NaN from scipy for a constant
 input, zero-division in sklearn/seqeval) ours return 0.0; empty inputs also give 0.0.
 Tags: IOB1 and IOB2 (`B-X` / `I-X` / `O`), as seqeval's default mode reads them, bare `B` /
 `I` being an entity of type `_` as in seqeval; a bare name `X` is read as `I-X` (seqeval
@@ -34,6 +35,14 @@ def f1(predictions, labels, positive=1) -> float:
     tp = np.sum(p & y)
     denom = np.sum(p) + np.sum(y)
     return float(2 * tp / denom) if denom else 0.0
+
+
+def macro_f1(predictions, labels) -> float:
+    """Unweighted mean of the per-class F1 over the classes that occur in `labels` or
+    `predictions` (sklearn's ``f1_score(average="macro")``); a class never predicted scores 0."""
+    p, y = np.asarray(predictions).ravel(), np.asarray(labels).ravel()
+    classes = np.union1d(p, y)
+    return float(np.mean([f1(p, y, k) for k in classes])) if classes.size else 0.0
 
 
 def matthews_corr(predictions, labels) -> float:
@@ -126,6 +135,7 @@ def token_tag_sequences(predictions, labels, ignore=IGNORE_LABEL):
 
 METRICS = {
     "accuracy": accuracy,
+    "macro_f1": macro_f1,
     "f1": f1,
     "matthews_corr": matthews_corr,
     "pearson": pearson,
@@ -138,7 +148,7 @@ def compute(task_or_metric_names, predictions, labels) -> dict[str, float]:
 
     Classification: predictions are ids `[N]` or logits `[N, C]`; regression: `[N]` or `[N, 1]`;
     entity_f1: ids `[B, L]` or logits `[B, L, C]` with labels `[B, L]` (-100 ignored),
-    the tag names coming from the TaskSpec's `label_names`.
+    the tag names coming from the TaskSpec's `label_names`; f1: the F1 of `positive_class`.
     """
     names = getattr(task_or_metric_names, "metrics", task_or_metric_names)
     if isinstance(names, str):
@@ -159,14 +169,22 @@ def compute(task_or_metric_names, predictions, labels) -> dict[str, float]:
             values = p.reshape(len(y), -1)[:, 0] if p.size == y.size else p
         else:
             values = p.argmax(-1) if p.ndim == y.ndim + 1 else p
-        out[name] = METRICS[name](values, y)
+        extra = {"positive": positive_class(task_or_metric_names)} if name == "f1" else {}
+        out[name] = METRICS[name](values, y, **extra)
     return out
+
+
+def positive_class(spec) -> int:
+    """The class id binary F1 counts as positive: the index of the TaskSpec's `positive_label`
+    among its `label_names`, else 1 (GLUE's convention: MRPC's "equivalent")."""
+    name = getattr(spec, "positive_label", "")
+    return list(spec.label_names).index(name) if name else 1
 
 
 def chance_level(spec, metric):
     """What guessing scores on `metric` for the task `spec`: accuracy 1/num_classes (uniform
     guesses), correlations (matthews_corr, pearson, spearman) 0; None where no one number is
-    chance (F1 scores depend on the label balance)."""
+    chance (F1 scores, macro_f1 included, depend on the label balance)."""
     if metric == "accuracy" and getattr(spec, "num_classes", 0):
         return 1.0 / spec.num_classes
     if metric in ("matthews_corr", "pearson", "spearman"):

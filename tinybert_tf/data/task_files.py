@@ -78,7 +78,8 @@ class Parsed(NamedTuple):
     counts: dict
 
 
-def _decode(path):
+def read_text(path):
+    """A file's text (UTF-8, a leading BOM dropped); not UTF-8: a one-line `file:line` error."""
     with tf.io.gfile.GFile(path, "rb") as f:
         data = f.read()
     try:
@@ -218,16 +219,17 @@ def read_rows(path, columns, label_column=None, label_required=False, skip_bad_r
     check_tsv_quoting(tsv_quoting)
     header = []
     if lower.endswith((".jsonl", ".json")):
-        rows = _json_rows(path, _decode(path), columns, label_column, label_required)
+        rows = _json_rows(path, read_text(path), columns, label_column, label_required)
     elif lower.endswith((".tsv", ".csv")):
         def on_header(line, names):
             _check_header(path, line, names, columns, label_column, label_required)
             header.extend(names)
 
-        dialect, records = _records(path, _decode(path), tsv_quoting)
+        dialect, records = _records(path, read_text(path), tsv_quoting)
         rows = _table_rows(path, dialect, records, on_header)
     else:
-        raise TaskFileError(f"{path}: unknown file type; use .tsv, .csv or .jsonl.")
+        raise TaskFileError(f"{path}: unknown file type; use .tsv, .csv or .jsonl (a CoNLL "
+                            "file of tagged tokens: --config.data.format=conll).")
     for item in rows:
         counts["read"] = counts.get("read", 0) + 1
         if isinstance(item, _BadRow):
@@ -249,7 +251,7 @@ def read_table(path, tsv_quoting="none"):
     if not path.lower().endswith((".tsv", ".csv")):
         raise TaskFileError(f"{path}: unknown file type; use .tsv or .csv with a header row.")
     header = []
-    dialect, records = _records(path, _decode(path), tsv_quoting)
+    dialect, records = _records(path, read_text(path), tsv_quoting)
     rows = []
     for item in _table_rows(path, dialect, records, lambda _, names: header.extend(names)):
         if isinstance(item, _BadRow):
@@ -362,10 +364,8 @@ def load_file_task(
               for split, path in files}
     names = () if regression else tuple(sorted(set(parsed["train"].labels)))
     kind = "regression" if regression else "classification"
-    if regression:
-        metrics = ("pearson", "spearman")
-    else:
-        metrics = ("accuracy", "f1") if len(names) == 2 else ("accuracy",)
+    metrics = ("pearson", "spearman") if regression else (
+        ("accuracy", "f1") if len(names) == 2 else ("accuracy",))
     spec = TaskSpec(
         name=name, text_keys=columns, label_key=label_column,
         num_classes=1 if regression else len(names), kind=kind, metrics=metrics,

@@ -1,6 +1,8 @@
 """The task table: `TaskSpec` (what the package needs to know about a task) and `TASKS` (every
 GLUE config through TFDS, CoNLL-2003 NER). Local-file tasks get their spec from
-`task_files.load_file_task`. `TaskFileError`: a task or task-file mistake (one line)."""
+`task_files.load_file_task` (tables, JSONL) or `conll_files.load_conll_task` (token-tagged
+files). `with_metric`: the metric a user chose (`data.metric`) first, checked against the task's
+kind. `TaskFileError`: a task or task-file mistake (one line)."""
 
 from __future__ import annotations
 
@@ -39,6 +41,9 @@ class TaskSpec:
     tsv_quoting: str = "none"  # local .tsv files: "none" plain tab-separated | "csv" quoted
     # Local files: (split, ((count name, n), ...)) as `load_file_task` read them; see counts().
     row_counts: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = ()
+    positive_label: str = ""  # the class binary "f1" counts as positive ("" = class 1)
+    file_format: str = ""  # local files: "" tables / JSONL by extension | "conll" (token tags)
+    tag_column: int = -1  # conll files: the tag column, 0-based (negative: from the end)
 
     @property
     def is_pair(self) -> bool:
@@ -89,6 +94,51 @@ TASKS: dict[str, TaskSpec] = {
         tfds_name="conll2003",
     ),
 }
+
+
+# data.metric: the metrics a user may select on, by task kind (metrics.py computes each).
+METRIC_CHOICES = {
+    "classification": ("accuracy", "macro_f1", "f1", "matthews_corr"),
+    "regression": ("pearson", "spearman"),
+    "token_classification": ("entity_f1",),
+}
+
+
+def check_metric(kind, metric="", positive_label="", label_names=None, task="file"):
+    """A one-line TaskFileError unless `metric` ("" = the task's own) is one of
+    METRIC_CHOICES[kind] and `positive_label` is given exactly when it is "f1" (and, where
+    `label_names` are known, is one of them)."""
+    if positive_label and metric != "f1":
+        raise TaskFileError(f"data.positive_label={positive_label!r} names the class that "
+                            "data.metric=f1 scores; pass --config.data.metric=f1, or drop "
+                            "data.positive_label.")
+    if not metric:
+        return
+    known = [m for names in METRIC_CHOICES.values() for m in names]
+    if metric not in known:
+        raise TaskFileError(f"data.metric={metric!r} is not a metric; use one of "
+                            f"{', '.join(known)}, or '' for the task's own.")
+    if metric not in METRIC_CHOICES[kind]:
+        raise TaskFileError(f"data.metric={metric} does not fit task {task!r} ({kind}); use one "
+                            f"of {', '.join(METRIC_CHOICES[kind])}.")
+    labels = f" (one of {list(label_names)})" if label_names else ""
+    if metric == "f1" and not positive_label:
+        raise TaskFileError("data.metric=f1 is the F1 of one class; name it with "
+                            f"--config.data.positive_label=<label>{labels}.")
+    if metric == "f1" and label_names is not None and positive_label not in label_names:
+        raise TaskFileError(f"data.positive_label={positive_label!r} is not a label of task "
+                            f"{task!r}; pass one of {list(label_names)}.")
+
+
+def with_metric(spec, metric="", positive_label=""):
+    """`spec` with the chosen `metric` first in its metrics (what selection on the eval split
+    and the report's share read), the task's own metrics after it; f1 scores `positive_label`.
+    "" keeps `spec`. A choice that does not fit the task: `check_metric`'s one-line error."""
+    check_metric(spec.kind, metric, positive_label, spec.label_names, spec.name)
+    if not metric:
+        return spec
+    return dataclasses.replace(spec, metrics=(metric, *(m for m in spec.metrics if m != metric)),
+                               positive_label=positive_label)
 
 
 def get_task(task) -> TaskSpec:

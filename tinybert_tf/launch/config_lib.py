@@ -74,12 +74,18 @@ def task_fields(c):
     c.data = ml_collections.ConfigDict(
         dict(seq_len=64, tfds_data_dir="", train_file="", eval_file="", test_file="",
              text_column="text", text_b_column="", label_column="label", regression=False,
-             buckets="16,32,64,128,256", skip_bad_rows=False, tsv_quoting="none")
+             buckets="16,32,64,128,256", skip_bad_rows=False, tsv_quoting="none", format="",
+             metric="", positive_label="")
     )  # buckets: batch rows of similar length, padded to the smallest bucket that holds them
     #   ("" = every batch padded to seq_len; strategy=tpu always uses seq_len alone: one shape)
     # skip_bad_rows: a malformed row of a task / transfer file (field count, quoting, bad JSONL
     #   line) is skipped and counted instead of stopping with its file:line (data.task_files).
     # tsv_quoting: .tsv files are none (plain tab-separated, quotes are text: GLUE) | csv (quoted)
+    # format: "" (task files by extension: .tsv / .csv / .jsonl) | conll (token per line, tags in
+    #   the label_column-th column, an index, default the last: token classification, entity_f1)
+    # metric: what the eval split selects on and the report leads with ("" = the task's own):
+    #   accuracy | macro_f1 | f1 | matthews_corr (classification), pearson | spearman
+    #   (regression), entity_f1 (token tasks); f1 is binary F1 of the class positive_label names.
     # Model selection on the task's first eval split: every eval_every steps (0 = once per epoch,
     # -1 = off: the last model is the output). The test split is never used to select.
     c.eval_every = 0

@@ -155,12 +155,33 @@ def check_task_inputs(c):
                 _check_files(d[key], f"data.{key}")
     else:
         tasks.get_task(c.task)
+    check_metric(c)
     if c.mode == "task_distill":
         for key in ("transfer_file", "augmented_train_file"):
             if c[key]:
                 _check_files(c[key], key)
         if c.transfer_only and not (c.transfer_file or c.augmented_train_file):
             raise LaunchError("transfer_only=True needs --config.transfer_file=<files or globs>.")
+
+
+def check_metric(c):
+    """data.format, data.metric and data.positive_label fit the task (the checks of
+    `tasks.with_metric`, which the mode repeats on the loaded task): the kind of a TASKS name,
+    or of a file task from data.format and data.regression; a positive label among the
+    training file's labels (read here only when one is named)."""
+    from tinybert_tf.data import conll_files, task_files, task_spec, tasks
+
+    d = c.data
+    kind = conll_files.file_kind(c.task, d.format, d.regression, d.text_b_column)
+    if kind is None:
+        tasks.with_metric(tasks.get_task(c.task), d.metric, d.positive_label)
+        return
+    labels = None
+    if kind == "classification" and d.metric == "f1" and d.positive_label:
+        columns = (d.text_column,) + ((d.text_b_column,) if d.text_b_column else ())
+        labels = sorted(set(task_files.parse_file(
+            d.train_file, columns, d.label_column, True, d.skip_bad_rows, d.tsv_quoting).labels))
+    task_spec.check_metric(kind, d.metric, d.positive_label, labels)
 
 
 def check_corpus(c, tokenizer):
