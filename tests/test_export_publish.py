@@ -410,3 +410,15 @@ def test_export_to_a_remote_filesystem(presets):
     assert ex.next_version(out, "student") == 2
     with pytest.raises(ex.ExportError, match="version 1 of 'student' already exists"):
         ex.export(presets["classifier"], out, version=1, verify=False, quiet=True)
+
+
+def test_token_classifiers_are_refused_in_one_line():
+    """A token classifier's outputs are per token ([batch, seq, classes]); the serving graph is
+    for per-text outputs, so export says so instead of writing a wrong signature."""
+    from tinybert_tf.distill import heads
+    from tinybert_tf.export.serving import ExportError, describe_student
+
+    model = heads.TokenClassifier(tiny.backbone(), 5, preprocessor=None)
+    with pytest.raises(ExportError, match="is a token classifier; the SavedModel export serves "
+                                          "sequence classifiers, regressors and encoders only"):
+        describe_student(model)

@@ -94,6 +94,9 @@ def describe_student(model) -> StudentInfo:
         if "pooled_output" in model.output:
             outs["pooled_output"] = ("float32", "[batch, hidden]")
         return StudentInfo("encoder", model, int(model.max_sequence_length), None, outs)
+    if len(model.output.shape) == 3:  # [batch, seq, classes]: a token classifier (NER)
+        raise ExportError(f"{type(model).__name__} is a token classifier; the SavedModel export "
+                          "serves sequence classifiers, regressors and encoders only")
     num_classes = int(getattr(model, "num_classes", model.output.shape[-1]))
     act = keras.activations.serialize(getattr(model, "activation", None) or "linear")
     act = act if isinstance(act, str) else str(act.get("config", act))
