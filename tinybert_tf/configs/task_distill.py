@@ -19,7 +19,10 @@ def _auto():
 def get_config(variant=None):
     c = config_lib.base("task_distill")
     config_lib.task_fields(c)
-    c.student = "tinybert_4l_312h"  # general-distilled student preset dir, a PRESETS name, ...
+    # The student: a general-distilled preset dir, from_teacher:N, or an architecture name
+    # (students.PRESETS: random weights, which task_distill warns about). finetune trains it
+    # alone (the no-teacher baseline) when it names trained weights, else the teacher.
+    c.student = "tinybert_4l_312h"
     c.stages = "both"  # which task_distill steps: intermediate | prediction | both
     c.layer_map = ""  # "" = uniform; or last, or teacher layers e.g. "1,2,4,5"
     # Transfer set: unlabelled in-domain text the teacher labels, added to the labelled train
