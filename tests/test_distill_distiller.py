@@ -6,7 +6,6 @@ import keras
 import keras_hub
 import numpy as np
 import pytest
-import tensorflow as tf
 import tiny
 
 import tinybert_tf
@@ -235,9 +234,14 @@ def test_jit_compile_matches_eager_step():
 
 def test_global_batch_division_under_mirrored_strategy():
     """Two replicas must take the same step as one device on the same global batch."""
+    from tinybert_tf.launch.devices import Device
+    from tinybert_tf.launch.strategy import tf_strategy
+
     weights = []
     for devices in (["/cpu:0"], ["/cpu:0", "/cpu:1"]):
-        strategy = tf.distribute.MirroredStrategy(devices)
+        # One MirroredStrategy per device set and process (tf_strategy), as the launcher does.
+        strategy = tf_strategy("mirrored", devices=[Device("cpu", d) for d in devices])
+        assert strategy.num_replicas_in_sync == len(devices)
         with strategy.scope():
             teacher, student = _pair()
             for layer in student._flatten_layers():

@@ -27,8 +27,27 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 def tf_strategy(name, tpu="", devices=()):
     """A `tf.distribute.Strategy` by name. `tpu` is a TPU name, `grpc://` address, or `local`;
     `devices` (`devices.Device`s, from `devices.choose`) are the ones `one_device` and
-    `mirrored` use (default: the first GPU / every GPU, else the CPU)."""
-    addresses = [d.address for d in devices if d.address]
+    `mirrored` use (default: the first GPU / every local GPU, else every logical CPU).
+
+    One strategy object per (name, TPU, devices) and process: a second `MirroredStrategy` over
+    devices an earlier one ran collectives on starts its collective keys afresh, and its
+    all-reduces then meet the old ones' ("Shape mismatch in the collective instance 100"): a
+    notebook's second run, or a test after another."""
+    addresses = tuple(tf.DeviceSpec.from_string(d.address).to_string()
+                      for d in devices if d.address)
+    if name == "mirrored" and not addresses:
+        local = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        addresses = tuple(d.name for d in local)
+    key = (name, tpu, addresses)
+    if key not in _TF_STRATEGIES:
+        _TF_STRATEGIES[key] = _new_tf_strategy(name, tpu, list(addresses))
+    return _TF_STRATEGIES[key]
+
+
+_TF_STRATEGIES = {}
+
+
+def _new_tf_strategy(name, tpu, addresses):
     if name == "cpu":
         return tf.distribute.OneDeviceStrategy("/cpu:0")
     if name == "one_device":
@@ -36,7 +55,7 @@ def tf_strategy(name, tpu="", devices=()):
         default = gpus[0].name if gpus else "/cpu:0"
         return tf.distribute.OneDeviceStrategy(addresses[0] if addresses else default)
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy(addresses or None)
+        return tf.distribute.MirroredStrategy(addresses)
     if name == "multi_worker":
         # keras-team/keras#20585 and #20329: Keras 3 `fit` under MultiWorkerMirroredStrategy can
         # hang or diverge. Refuse loudly rather than ship a silent hang.
@@ -117,16 +136,7 @@ def _tf(c):
     choice = devices.choose("tensorflow", c.strategy, devices.tf_devices(tf), tpu=c.tpu,
                             tpu_vm=tpu_vm)
     tpu = c.tpu or ("local" if tpu_vm else "")
-    key = (choice.strategy, tpu, choice.devices)
-    if key not in _TF_STRATEGIES:
-        _TF_STRATEGIES[key] = tf_strategy(choice.strategy, tpu, choice.devices)
-    return _TF_STRATEGIES[key], choice
-
-
-# One strategy per device set and process: a second MirroredStrategy over the same devices in
-# one process (a notebook's second run) reuses its collective keys, and the two runs' all-reduces
-# then meet in one rendezvous ("Shape mismatch in the collective instance").
-_TF_STRATEGIES = {}
+    return tf_strategy(choice.strategy, tpu, choice.devices), choice
 
 
 def _jax(c):
