@@ -220,8 +220,10 @@ def test_general_distill_with_an_int8_teacher_prints_its_fidelity(tmp_path, caps
     from tinybert_tf.launch import config_lib, modes
 
     teacher = tiny.write_teacher(tmp_path / "teacher")
+    # One device: under the suite's two-CPU MirroredStrategy XLA is off whatever the teacher.
     c = config_lib.load("general_distill", "tiny", teacher=teacher, teacher_dtype="int8",
-                        jit_compile="auto", **{"data.train": tiny.write_corpus(tmp_path / "c")})
+                        strategy="cpu", jit_compile="auto",
+                        **{"data.train": tiny.write_corpus(tmp_path / "c")})
     out = modes.run(c, str(tmp_path / "run"))
     printed = capsys.readouterr().out
     assert "teacher int8, jit_compile True" in printed

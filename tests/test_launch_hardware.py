@@ -47,3 +47,13 @@ def test_onednn_is_set_unless_the_user_chose():
     env = {"TF_ENABLE_ONEDNN_OPTS": "0"}
     assert "set by the user" in hardware.enable_onednn(AVX2, env)
     assert env["TF_ENABLE_ONEDNN_OPTS"] == "0"
+
+
+def test_no_xla_under_mirrored_strategy():
+    """A jit-compiled Keras step under MirroredStrategy over several devices cannot reach the
+    other replicas' variables (it failed on two logical CPUs): auto and an explicit True are off."""
+    for jit in ("auto", True):
+        got = hardware.resolve("auto", "auto", jit, "gpu:9.0", AVX2, mirrored=True)
+        assert got[:3] == ("mixed_bfloat16", "bfloat16", False)
+        assert "XLA off under MirroredStrategy" in got[3]
+    assert hardware.resolve("auto", "auto", "auto", "gpu:9.0", AVX2)[2] is True

@@ -155,7 +155,8 @@ def as_bool(value):
     return value in (True, 1, "True", "true", "1")
 
 
-def resolve(precision, teacher_dtype, jit_compile, kind, flags, backend="tensorflow"):
+def resolve(precision, teacher_dtype, jit_compile, kind, flags, backend="tensorflow",
+            mirrored=False):
     """Resolve "auto" settings. Returns (precision, teacher_dtype, jit_compile, one-line reason).
 
     precision auto -> mixed_bfloat16 where bf16 is native, mixed_float16 on NVIDIA 7.x GPUs,
@@ -189,6 +190,10 @@ def resolve(precision, teacher_dtype, jit_compile, kind, flags, backend="tensorf
         if kind == "cpu" and uses_bf16 and teacher_dtype == "int8":
             why += "; XLA for the int8 teacher (TensorFlow's own int8 matmul is ~8x slower)"
     jit_compile = as_bool(jit_compile)
+    if mirrored and jit_compile:  # TF MirroredStrategy over several devices: never XLA
+        jit_compile = False
+        why += ("; XLA off under MirroredStrategy (a jit-compiled Keras step cannot reach the "
+                "other replicas' variables)")
     reason = (f"precision {precision}, teacher {teacher_dtype or 'as precision'}, "
               f"jit_compile {jit_compile}: {why}")
     return precision, teacher_dtype, jit_compile, reason

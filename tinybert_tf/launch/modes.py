@@ -136,7 +136,9 @@ def resolve_auto(config, choice):
     backend = keras.backend.backend()
     precision, teacher_dtype, jit, reason = hardware.resolve(
         config.precision, config.teacher_dtype, config.jit_compile,
-        choice.kind, hardware.cpu_flags(), backend=backend)
+        choice.kind, hardware.cpu_flags(), backend=backend,
+        mirrored=backend == "tensorflow" and choice.strategy == "mirrored"
+        and len(choice.devices) > 1)
     resolved = ml_collections.ConfigDict(config.to_dict(), type_safe=False)
     ignored = jit != hardware.as_bool(config.jit_compile) and config.jit_compile != "auto"
     resolved.precision, resolved.teacher_dtype, resolved.jit_compile = precision, teacher_dtype, jit
