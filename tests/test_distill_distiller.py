@@ -275,3 +275,35 @@ def test_saved_student_round_trip_without_teacher(tmp_path):
     teacher_bytes = 4 * students.count_params(teacher)
     assert size < teacher_bytes  # the teacher (4 layers, 32 wide) is never written
     assert not any("projection" in w.path for w in reloaded.weights)
+
+
+@pytest.mark.parametrize("clipnorm", [None, 1.0])
+def test_a_float16_overflow_on_one_replica_skips_the_step_on_every_replica(clipnorm):
+    """Loss scaling under MirroredStrategy: an infinite loss on the second replica only (an
+    infinite sample weight in its half of the batch) skips the update everywhere and halves the
+    loss scale; Keras alone decides from the first replica's gradients and writes NaN weights.
+    With a clipnorm, the clipping factor of the summed gradient scales with the loss scale."""
+    import tensorflow as tf
+
+    from tinybert_tf.launch.devices import Device
+    from tinybert_tf.launch.strategy import tf_strategy
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    strategy = tf_strategy("mirrored", devices=[Device("cpu", "/cpu:0"), Device("cpu", "/cpu:1")])
+    with strategy.scope():
+        teacher = tiny.classifier(tiny.backbone(seed=0))
+        student = tiny.classifier(tiny.backbone(hidden_dim=16, seed=1))
+        d = tinybert_tf.Distiller(teacher, student, "finetune")
+        d.compile(optimizer=keras.optimizers.AdamW(1e-2, global_clipnorm=clipnorm))
+    assert isinstance(d.optimizer, keras.optimizers.LossScaleOptimizer)
+    x = tiny.inputs(batch=4)
+    y, w = np.array([0, 1, 2, 0]), np.array([1, 1, 1, np.inf], "float32")
+    before, scale = _weights(student), d.optimizer.initial_scale
+    d.fit(tf.data.Dataset.from_tensors((x, y, w)), epochs=1, verbose=0)
+    for a, b in zip(before, _weights(student)):
+        np.testing.assert_array_equal(a, b)
+    assert float(d.optimizer.dynamic_scale.numpy()) == scale / 2
+    d.fit(tf.data.Dataset.from_tensors((x, y, np.ones(4, "float32"))), epochs=1, verbose=0)
+    after = _weights(student)
+    assert all(np.isfinite(a).all() for a in after)
+    assert any(np.abs(a - b).max() > 0 for a, b in zip(before, after))

@@ -217,7 +217,7 @@ def test_bad_input_is_one_line_on_jax(assets, tmp_path):
     assert proc.returncode == 1, proc.stderr[-3000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
     assert errors == ["Error: strategy=mirrored is not available on the JAX backend; use one of "
-                      "cpu, one_device, data_parallel (or --config.backend=tensorflow for "
+                      "auto, cpu, one_device, data_parallel (or --config.backend=tensorflow for "
                       "mirrored, multi_worker, tpu)."], proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "run").exists()  # refused before the workdir was claimed

@@ -229,11 +229,13 @@ class Distiller(keras.Model):
         # Keras clips each replica's partial gradient before the cross-replica sum, which is not
         # the clipping one device does. With several replicas the step clips the summed gradient
         # (`tf_step.clip_across_replicas`) instead.
+        # (Under loss scaling, the inner optimizer's clipnorm: the step scales it with the loss.)
         self._replica_clipnorm = None
         opt = self.optimizer
+        if isinstance(opt, keras.optimizers.LossScaleOptimizer):
+            opt = opt.inner_optimizer
         replicas = self._step_module.num_replicas()
-        if (opt is not None and getattr(opt, "global_clipnorm", None) and replicas > 1
-                and not isinstance(opt, keras.optimizers.LossScaleOptimizer)):
+        if opt is not None and getattr(opt, "global_clipnorm", None) and replicas > 1:
             self._replica_clipnorm = float(opt.global_clipnorm)
             opt.global_clipnorm = None
 
