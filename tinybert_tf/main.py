@@ -18,7 +18,6 @@ TensorFlow is imported, as oneDNN is); a real error is still reported (`cli.repo
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 
@@ -46,6 +45,7 @@ hardware.enable_onednn()
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from tinybert_tf.launch import backend as backend_lib  # noqa: E402  (os and sys only)
 from tinybert_tf.launch import config_lib  # noqa: E402  (ml_collections only)
 
 
@@ -86,50 +86,8 @@ def define_flags(fv, argv=None):
 _CONFIG, _WORKDIR, _VERBOSE = define_flags(flags.FLAGS)
 
 
-BACKENDS = ("tensorflow", "jax")
-_REEXEC = "TINYBERT_TF_REEXEC"  # set in the re-executed process: re-execute at most once
-
-
-def select_backend(config, environ=os.environ):
-    """The Keras backend of this launch: `config.backend` when it is not the default
-    "tensorflow", else KERAS_BACKEND, else tensorflow. Sets `config.backend` to it (config.json
-    records the backend that ran) and returns it."""
-    from tinybert_tf.errors import UserError
-
-    asked = str(config.backend or "tensorflow")
-    env = environ.get("KERAS_BACKEND", "")
-    backend = asked if asked != "tensorflow" else (env or asked)
-    if backend not in BACKENDS:
-        source = f"--config.backend={asked}" if backend == asked else f"KERAS_BACKEND={env}"
-        raise UserError(f"{source}: the launcher runs on the Keras backends "
-                        f"{' and '.join(BACKENDS)}; use --config.backend=jax or leave it unset.")
-    config.backend = backend
-    return backend
-
-
-def imported_backend():
-    """The backend Keras was imported with in this process, or None (not imported yet)."""
-    keras = sys.modules.get("keras")
-    return keras.backend.backend() if keras is not None and hasattr(keras, "backend") else None
-
-
-def check_backend(backend, reexec=False):
-    """Keras runs `backend` here, or (reexec: the command line) this process re-executes itself
-    with KERAS_BACKEND=`backend`; else a one-line error naming the fix."""
-    from tinybert_tf.errors import UserError
-
-    have = imported_backend()
-    if have is None or have == backend:
-        os.environ["KERAS_BACKEND"] = backend  # for a Keras imported after this
-        return
-    if reexec and not os.environ.get(_REEXEC):
-        sys.stdout.flush()
-        sys.stderr.flush()
-        env = dict(os.environ, KERAS_BACKEND=backend, **{_REEXEC: "1"})
-        os.execve(sys.executable, [sys.executable, "-m", "tinybert_tf.main", *sys.argv[1:]], env)
-    raise UserError(f"Keras was already imported with the {have} backend in this process and "
-                    f"cannot switch to {backend}; start a fresh process with "
-                    f"KERAS_BACKEND={backend} (python -m tinybert_tf.main ...).")
+BACKENDS = backend_lib.BACKENDS
+select_backend, check_backend = backend_lib.select_backend, backend_lib.check_backend
 
 
 def _launch(config, workdir, verbose, reexec=False):

@@ -37,7 +37,8 @@ def general_distill(c, workdir, launch):
     if c.save_initial and fresh:
         b.save_model(backbone, tokenizer, os.path.join(workdir, "student_init"),
                      distiller.projections)
-    train.run_stage(distiller, data, workdir, c, c.steps, label="general_distill")
+    train.run_stage(distiller, data, workdir, c, c.steps, launch.callbacks,
+                    label="general_distill")
     return b.save_model(backbone, tokenizer, os.path.join(workdir, "student"),
                         distiller.projections)
 

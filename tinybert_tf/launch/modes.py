@@ -27,6 +27,7 @@ from tinybert_tf.launch import (
     evaluate_mode,
     export_mode,
     general_mode,
+    global_state,
     hardware,
     strategy,
     task_modes,
@@ -63,10 +64,19 @@ class Launch:
     corpus_scan: dict | None = None
     spec: object = None  # the task (task modes), read once
     label_orders: dict | None = None  # task_distill: teacher dir -> class order
+    callbacks: tuple = ()  # the caller's Keras callbacks, given to every training stage
 
 
-def run(config, workdir):
-    """Run one mode of a resolved config; returns what the mode returns (e.g. a preset dir)."""
+def run(config, workdir, callbacks=()):
+    """Run one mode of a resolved config; returns what the mode returns (e.g. a preset dir).
+    `callbacks`: Keras callbacks every training stage runs beside its own (`train.run`). The
+    process's dtype policy, seeds and distribution are as before when it returns or raises
+    (`global_state.preserved`)."""
+    with global_state.preserved():
+        return _run(config, workdir, tuple(callbacks))
+
+
+def _run(config, workdir, callbacks):
     if keras.backend.backend() == "jax":
         hardware.keep_tf_on_cpu()  # before TF's first op
     if config.mode not in MODES:
@@ -74,7 +84,7 @@ def run(config, workdir):
     if config.mode in _READ_ONLY:  # read a run's outputs; leave its config alone
         tf.io.gfile.makedirs(workdir)
         return _start(config, workdir, Launch(*strategy.make(config)))
-    launch = _prepare(config, workdir)
+    launch = dataclasses.replace(_prepare(config, workdir), callbacks=callbacks)
     chief = distribution.is_chief()  # a multi-process run: process 0 writes the workdir's files
     created = not tf.io.gfile.exists(workdir)
     fresh = not tf.io.gfile.exists(os.path.join(workdir, "config.json"))

@@ -9,6 +9,8 @@ last step, its steps per epoch (task stages) and the step a resumed run starts a
   lr 2.1e-05 · 00:41<00:39`. While it is drawn, `print` goes through the bar (`tqdm.write`), so
   an evaluation line or a warning printed at a chunk end gets its own line and the bar is redrawn
   below it.
+- In a Jupyter notebook: the same bar as a notebook widget (`tqdm.auto`); printed lines go
+  below it as usual.
 - Anywhere else (CI, tests, a log file): no carriage-return redraws, one plain line per chunk
   end, with every logged term, the learning rate, the time taken and the time left.
 
@@ -42,6 +44,14 @@ def _clock(seconds):
 
 def _value(v):
     return f"{v:.4f}" if 1e-3 <= abs(v) < 1e4 or v == 0 else f"{v:.3e}"
+
+
+def in_notebook():
+    """Whether this process is a Jupyter kernel (IPython's ZMQ shell), where tqdm draws a
+    widget; a terminal IPython or a plain interpreter is not."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return type(shell).__name__ == "ZMQInteractiveShell"
 
 
 def _size(stream):
@@ -92,7 +102,7 @@ class Progress(keras.callbacks.Callback):
     per_epoch: steps per epoch (0: a run counted in steps alone, general distillation);
     label: the stage's name; optimizer: read for the learning rate at the step shown (its
     schedule, so no model state is read mid-chunk); live: a redrawn bar (default: stdout is a
-    terminal); stream: where it all goes (default sys.stdout).
+    terminal, or a notebook's widget in Jupyter); stream: where it all goes (default sys.stdout).
     """
 
     def __init__(self, total, start=0, per_epoch=0, label="", optimizer=None, live=None,
@@ -101,7 +111,8 @@ class Progress(keras.callbacks.Callback):
         self.total, self.start, self.per_epoch = int(total), int(start), int(per_epoch or 0)
         self.label, self.optimizer = label, optimizer
         self.stream = stream or sys.stdout
-        self.live = self.stream.isatty() if live is None else live
+        self.notebook = live is None and in_notebook()
+        self.live = (self.stream.isatty() or self.notebook) if live is None else live
         self.step = self.chunk_first = self.start
         self.bar, self.began, self.shown = None, time.monotonic(), 0.0
         self.reference = None  # (time, step) of the first chunk end: what the time left is from
@@ -153,7 +164,13 @@ class Progress(keras.callbacks.Callback):
 
     def __enter__(self):
         self.began = time.monotonic()
-        if self.live:
+        if self.notebook:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=self.total, initial=self.start, unit="step", leave=True,
+                            smoothing=0.1)
+            self._describe(self.start)
+        elif self.live:
             from tqdm import tqdm
 
             self.bar = tqdm(total=self.total, initial=self.start, file=self.stream,

@@ -95,6 +95,11 @@ def _selector(c, task, trainer, model, run_dir, total, save, score=None, patienc
                         higher_is_better=False, patience=patience)
 
 
+def _callbacks(selector, launch):
+    """A stage's callbacks: its selector (scores first, so the caller's see them), the caller's."""
+    return [*([selector] if selector else []), *launch.callbacks]
+
+
 def _plan(epochs, patience, per_epoch, selector=True):
     """`3 epochs x 168 steps = 504 steps`: the stage's plan, as trained and as its learning-rate
     schedule runs (`per_epoch`: the training batches of one epoch, `b.epoch_batches`)."""
@@ -241,7 +246,7 @@ def finetune(c, workdir, launch):
           else f"[finetune] student {c.student}: the student alone, no teacher")
     members = int(c.finetune.members)
     if members <= 1:
-        return _finetune_one(c, task, os.path.join(workdir, "finetune"), launch.strategy,
+        return _finetune_one(c, task, os.path.join(workdir, "finetune"), launch,
                              os.path.join(workdir, which))
     out, names = os.path.join(workdir, which), [f"member_{k}" for k in range(members)]
     for k, name in enumerate(names):
@@ -249,7 +254,7 @@ def finetune(c, workdir, launch):
         member.seed = c.seed + k
         keras.utils.set_random_seed(member.seed)  # as a run started with this seed
         print(f"[finetune] member {k + 1} of {members} (seed {member.seed})")
-        _finetune_one(member, task, os.path.join(workdir, "finetune", name), launch.strategy,
+        _finetune_one(member, task, os.path.join(workdir, "finetune", name), launch,
                       os.path.join(out, name))
     if distribution.is_chief():
         teachers.write_members(out, names)
@@ -257,10 +262,12 @@ def finetune(c, workdir, launch):
     return out
 
 
-def _finetune_one(c, task, run_dir, strategy, out):
+def _finetune_one(c, task, run_dir, launch, out):
     """One fine-tuned teacher (seed `c.seed`) trained in `run_dir`, its best-on-eval in `out`.
     Its training batches are built here, once (the seed orders them), and counted as they are
-    built (one epoch's batches: the plan and the schedule)."""
+    built (one epoch's batches: the plan and the schedule). launch: the dispatcher's (strategy,
+    the caller's callbacks)."""
+    strategy = launch.strategy
     spec, tokenizer = task.spec, task.tokenizer
     data, per_epoch = b.task_data(c, spec, spec.train_split, tokenizer, training=True, count=True)
     task = dataclasses.replace(task, per_epoch=per_epoch)
@@ -280,7 +287,7 @@ def _finetune_one(c, task, run_dir, strategy, out):
     selector = _selector(c, task, model, model, run_dir, total, save, patience=patience)
     print(f"[finetune] {_plan(epochs, patience, per_epoch, selector)}")
     _record_truncation(task, run_dir)
-    train.run_stage(model, data, run_dir, c, total, [selector] if selector else [], "finetune",
+    train.run_stage(model, data, run_dir, c, total, _callbacks(selector, launch), "finetune",
                     per_epoch)
     if selector is None:
         save(out)
@@ -343,13 +350,14 @@ def task_distill(c, workdir, launch):
     teacher_dirs = teachers.resolve(c.teacher)
     out = None
     for stage in config_lib.stages(c):
-        out = _distill_step(c, workdir, launch.strategy, stage, task, teacher_dirs)
+        out = _distill_step(c, workdir, launch, stage, task, teacher_dirs)
     return out
 
 
-def _distill_step(c, workdir, strategy, stage, task, teacher_dirs):
+def _distill_step(c, workdir, launch, stage, task, teacher_dirs):
     """One step of task distillation (`intermediate` or `prediction`) in `<workdir>/<stage>`;
-    returns its student preset dir."""
+    returns its student preset dir. launch: the dispatcher's (strategy, the caller's callbacks)."""
+    strategy = launch.strategy
     epochs, patience = config_lib.stage_budget(c, stage)
     total = task.per_epoch * epochs
     recipe = b.config_recipe(c, stage, regression=task.spec.kind == "regression")
@@ -376,7 +384,7 @@ def _distill_step(c, workdir, strategy, stage, task, teacher_dirs):
     selector = _selector(c, task, distiller, student, stage_dir, total, save,
                          score=eval_loss if stage == "intermediate" else None, patience=patience)
     _record_truncation(task, stage_dir)
-    train.run_stage(distiller, data, stage_dir, c, total, [selector] if selector else [], stage,
+    train.run_stage(distiller, data, stage_dir, c, total, _callbacks(selector, launch), stage,
                     task.per_epoch)
     return _finish(selector, student, task.tokenizer, os.path.join(stage_dir, "student"),
                    task.spec)
