@@ -158,3 +158,12 @@ def test_a_damaged_weights_file_is_one_line_naming_it(task, tmp_path, name):
         run_mode(c, str(tmp_path / "run"))
     assert not os.path.exists(tmp_path / "run")
     assert dtypes.damaged_weights(task["teacher"]) is None
+
+
+def test_task_distillation_from_a_teacher_without_a_task_head_names_finetune(tmp_path):
+    backbone = tiny.write_teacher(tmp_path / "backbone")
+    with pytest.raises(LaunchError, match=r"teacher .*backbone has no task head .* run "
+                                          r"mode=finetune"):
+        teachers.label_orders([backbone], ["neg", "pos"])
+    assert teachers.label_orders([tiny.write_teacher(tmp_path / "head", num_classes=2)],
+                                 ["neg", "pos"]) == {str(tmp_path / "head"): None}

@@ -87,8 +87,22 @@ def label_order(directory, task_labels, what="teacher"):
 
 
 def label_orders(dirs, task_labels):
-    """{dir: label_order} of every teacher, checked before any is loaded."""
+    """{dir: label_order} of every teacher, checked before any is loaded; a teacher without a
+    task head (a backbone preset: no task.json, a Hugging Face dir without labels) is a
+    LaunchError naming the fine-tuning step."""
+    for path in dirs:
+        if not _has_head(path):
+            raise LaunchError(
+                f"teacher {path} has no task head (a backbone preset); task distillation needs a "
+                "teacher fine-tuned on the task: run mode=finetune (tinybert_tf.finetune) with "
+                "it first and pass that run's <workdir>/teacher.")
     return {path: label_order(path, task_labels) for path in dirs}
+
+
+def _has_head(directory):
+    if hf_load.is_hf_dir(directory):
+        return hf_load.label_names(directory) is not None
+    return tf.io.gfile.exists(os.path.join(directory, "task.json"))
 
 
 def _num_classes(directory):
