@@ -42,7 +42,8 @@ def _env(devices=1):
 
 def _cmd(assets, workdir, *flags):
     return [sys.executable, "-m", "tinybert_tf.main",
-            f"--config={CONFIG}", f"--workdir={workdir}", f"--config.teacher={assets['teacher']}",
+            f"--config={CONFIG}", f"--workdir={workdir}", "--config.strategy=auto",
+            f"--config.teacher={assets['teacher']}",
             f"--config.data.train={assets['corpus']}", *flags]
 
 

@@ -38,7 +38,7 @@ def _env(backend="jax"):
 
 def _cmd(config, workdir, *flags):
     return [sys.executable, "-m", "tinybert_tf.main", f"--config={config}",
-            f"--workdir={workdir}", *flags]
+            f"--workdir={workdir}", "--config.strategy=auto", *flags]  # tiny pins cpu
 
 
 def _run(args, backend="jax"):

@@ -60,8 +60,11 @@ def base(mode):
 
 
 def tiny(c):
-    """Shrink a config for tests and CI: few steps, small batches, frequent logs."""
+    """Shrink a config for tests and CI: few steps, small batches, frequent logs, and the same
+    run on every machine: one CPU device, float32, no XLA (set strategy="auto" to try the
+    devices' choice with it)."""
     c.batch_size = 4
+    c.strategy = "cpu"
     c.precision, c.teacher_dtype, c.jit_compile = "float32", "", "False"  # the same on every CPU
     c.log_every = 2
     c.checkpoint_every = 4
