@@ -9,7 +9,7 @@ import pytest
 
 from tinybert_tf.data import task_files, tasks
 from tinybert_tf.errors import LaunchError, UserError
-from tinybert_tf.launch import builders, config_lib, task_modes
+from tinybert_tf.launch import builders, config_lib, transfer_set
 
 HINT = "pass --config.data.skip_bad_rows=True to skip such rows."
 PLAIN_FIX = ("every tab separates fields in plain TSV (a tab inside a text must be a space; a file "
@@ -212,8 +212,8 @@ def test_skip_bad_rows_config_reaches_task_files_and_transfer_sets(tmp_path):
     assert spec.counts("train")["bad_fields"] == 1
     c = config(False)
     with pytest.raises(LaunchError, match=r"aug.tsv:3: 3 fields, the header has 2"):
-        task_modes.transfer_set(c, spec, str(tmp_path / "run"))
-    columns, counts = task_modes.transfer_set(config(True), spec, str(tmp_path / "run"))
+        transfer_set.transfer_set(c, spec, str(tmp_path / "run"))
+    columns, counts = transfer_set.transfer_set(config(True), spec, str(tmp_path / "run"))
     assert columns == {"text": ["fun film", "sad"]}
     saved = json.load(open(tmp_path / "run" / "transfer.json"))
     assert (saved["read"], saved["used"], saved["bad_rows"]) == (3, 2, 1) == (

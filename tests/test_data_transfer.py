@@ -376,7 +376,7 @@ def test_transfer_examples_normalise_the_splits_too(tmp_path):
 def test_transfer_set_compares_as_the_teachers_tokenizer_reads(tmp_path, capsys):
     """task_distill's transfer set: the teacher preset's tokenizer (tiny's lower-cases) decides
     the normalisation; a cased tokenizer passed in compares exactly."""
-    from tinybert_tf.launch import builders, config_lib, task_modes
+    from tinybert_tf.launch import builders, config_lib, transfer_set
 
     train = _write(tmp_path / "train.tsv", "text\tlabel\nthe model is\tpos\nthe data\tneg\n")
     dev = _write(tmp_path / "dev.tsv", "text\tlabel\na small layer\tpos\n")
@@ -385,7 +385,7 @@ def test_transfer_set_compares_as_the_teachers_tokenizer_reads(tmp_path, capsys)
         "task": "file", "data.train_file": train, "data.eval_file": dev, "transfer_file": extra,
         "teacher": tiny.write_teacher(tmp_path / "teacher", num_layers=1)})
     spec = builders.task_spec(c)
-    columns, counts = task_modes.transfer_set(c, spec, str(tmp_path / "run"))
+    columns, counts = transfer_set.transfer_set(c, spec, str(tmp_path / "run"))
     assert columns == {"text": ["fast text"]}
     assert (counts["leaked_by_case"], counts["duplicate_by_case"]) == (1, 2)
     assert "1 of the leaked and 2 of the duplicate rows match only by case/accents: the " \
@@ -394,6 +394,6 @@ def test_transfer_set_compares_as_the_teachers_tokenizer_reads(tmp_path, capsys)
     assert (saved["lowercase"], saved["strip_accents"], saved["duplicate_by_case"]) == (
         True, False, 2)
     cased = keras_hub.tokenizers.BertTokenizer(vocabulary=list(tiny.VOCAB))
-    columns, counts = task_modes.transfer_set(c, spec, str(tmp_path / "run"), tokenizer=cased)
+    columns, counts = transfer_set.transfer_set(c, spec, str(tmp_path / "run"), tokenizer=cased)
     assert len(columns["text"]) == 4 and counts["leaked"] == counts["duplicate"] == 0
     assert "only by case" not in capsys.readouterr().out

@@ -22,9 +22,10 @@ ALLOWED = {
     "evaluate": {"evaluate", "data", "distill", "errors"},
     "launch": {"launch", "data", "distill", "errors", "cli", "evaluate", "export"},
     "main": {"launch", "cli", "errors"},
+    "api": {"api", "launch", "cli", "errors"},  # the Python API: beside main, over launch
     "configs": {"launch"},  # config files build on launch.config_lib; nothing imports them
     "tools": {"launch", "export", "data", "distill", "cli", "errors"},  # the top, beside main
-    "__init__": {"distill"},
+    "__init__": {"distill", "api", "errors"},
 }
 
 

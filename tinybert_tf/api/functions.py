@@ -15,8 +15,9 @@ from __future__ import annotations
 import os
 import sys
 
-from tinybert_tf.api import config as config_api
-from tinybert_tf.api import inputs, results
+import tinybert_tf.api.config as config_api
+import tinybert_tf.api.inputs as inputs
+import tinybert_tf.api.results as results
 from tinybert_tf.errors import Interrupted, UserError
 
 

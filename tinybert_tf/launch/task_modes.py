@@ -12,7 +12,6 @@ the labelled train split (or alone, `transfer_only`); the `hard` term counts lab
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 import keras
@@ -23,10 +22,10 @@ import tensorflow as tf
 from tinybert_tf import evaluate
 from tinybert_tf.distill import students
 from tinybert_tf.distill.distiller import CACHED_LOGITS
-from tinybert_tf.errors import LaunchError
 from tinybert_tf.launch import builders as b
 from tinybert_tf.launch import config_lib, distribution, teachers, train, validate
 from tinybert_tf.launch.selection import EvalSelector
+from tinybert_tf.launch.transfer_set import transfer_set
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,42 +136,6 @@ def _load_teacher(c, path, spec, orders):
 
 
 # ---- transfer sets --------------------------------------------------------------------------------
-
-
-def transfer_set(c, spec, workdir, tokenizer=None):
-    """`(columns, counts)` of the configured transfer files (transfer_file, augmented_train_file),
-    eval/test texts and duplicates dropped; None when none is configured. Texts are compared as
-    the teacher's tokenizer (`tokenizer`, else step 1's teacher's, as `task_distill` loads it)
-    reads them: an uncased teacher cannot tell "Café" from "café", so neither can the checks."""
-    paths = ",".join(p for p in (c.transfer_file, c.augmented_train_file) if p)
-    if not paths:
-        return None
-    from tinybert_tf.data import transfer
-
-    if tokenizer is None and c.teacher:
-        tokenizer = b.load_tokenizer(teachers.resolve(c.teacher)[c.intermediate.teacher])
-    norm = transfer.tokenizer_normalization(tokenizer)
-    try:
-        columns, counts = transfer.transfer_examples(spec, paths, c.data.tfds_data_dir or None,
-                                                     skip_bad_rows=c.data.skip_bad_rows,
-                                                     tsv_quoting=c.data.tsv_quoting, **norm)
-    except ValueError as err:
-        raise LaunchError(str(err)) from None
-    print(f"Transfer set {paths}: {counts['read']} rows read, {counts['used']} used; dropped "
-          f"{counts['leaked']} also in the eval/test splits, {counts['duplicate']} duplicates, "
-          f"{counts['empty']} empty, {counts['bad_rows']} bad rows.")
-    if any(norm.values()):
-        what = " and ".join(n for f, n in ((norm["lowercase"], "lower-cases"),
-                                           (norm["strip_accents"], "strips accents")) if f)
-        print(f"  ({counts['leaked_by_case']} of the leaked and {counts['duplicate_by_case']} of "
-              f"the duplicate rows match only by case/accents: the teacher's tokenizer {what}.)")
-    if not distribution.is_chief():
-        return columns, counts
-    tf.io.gfile.makedirs(workdir)
-    with tf.io.gfile.GFile(os.path.join(workdir, "transfer.json"), "w") as f:
-        json.dump({"paths": paths, "transfer_only": bool(c.transfer_only), **norm, **counts}, f,
-                  indent=1)
-    return columns, counts
 
 
 def _transfer_kwargs(c, transfer):
