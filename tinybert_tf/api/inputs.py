@@ -58,6 +58,18 @@ def task_rows(data, columns):
                             "order.")
 
 
+def _names_files(value):
+    """Whether `value` is a path or glob that names existing files (else it is a text)."""
+    import tensorflow as tf
+
+    if not is_path(value) or "\n" in str(value):
+        return False
+    try:
+        return bool(tf.io.gfile.glob(os.fspath(value)))
+    except (tf.errors.OpError, ValueError):
+        return False
+
+
 def _write_if_changed(path, text):
     """Write `text` to `path` unless it holds exactly that already; returns `path`."""
     import tensorflow as tf
@@ -91,8 +103,7 @@ def text_file(data, workdir, name):
     if data is None or is_path(data):
         return "" if data is None else os.fspath(data)
     items = [_plain(v) for v in _elements(data)]
-    if items and all(is_path(v) for v in items) and all(os.path.exists(v) or "*" in v
-                                                         for v in items):
+    if items and all(_names_files(v) for v in items):
         return ",".join(os.fspath(v) for v in items)  # a list of files
     texts = [" ".join(str(t).splitlines()) for t in items]
     texts = [t for t in texts if t.strip()]
