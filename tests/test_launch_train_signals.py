@@ -77,8 +77,8 @@ def test_signal_stops_with_checkpoint_and_resumes_exactly(uninterrupted, tmp_pat
     before = signal.getsignal(sig)
     with pytest.raises(errors.Interrupted) as err:
         _run(_model(), workdir, [_SendAt(sig, at)])
-    assert str(err.value) == (f"stopped at step {stop}, checkpoint written; re-run the same "
-                              "command to resume.")
+    assert str(err.value) == (f"stopped at step {stop}, checkpoint written; run the same "
+                              "command (or Python call) again to resume.")
     assert err.value.exit_code == 128 + sig == {signal.SIGINT: 130, signal.SIGTERM: 143}[sig]
     assert signal.getsignal(sig) is before  # the previous handler is back
     assert f"{signal.Signals(sig).name}: stopping after this step" in capfd.readouterr().err
@@ -186,8 +186,8 @@ def test_launcher_signal_mid_chunk_then_same_command_resumes(launch, tmp_path, s
     assert len(lines) == 1, text[-2000:]
     step = int(lines[0].split("stopped at step ")[1].split(",")[0])
     assert CHUNK < step < STEPS, f"stopped at {step}, not mid-chunk"
-    assert lines[0].endswith(f"stopped at step {step}, checkpoint written; re-run the same "
-                             "command to resume.")
+    assert lines[0].endswith(f"stopped at step {step}, checkpoint written; run the same "
+                             "command (or Python call) again to resume.")
     assert f"{signal.Signals(sig).name}: stopping after this step" in text
     assert "Traceback" not in text
     run = tmp_path / "run"

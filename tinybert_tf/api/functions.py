@@ -71,7 +71,7 @@ def _task_config(mode, workdir, teacher, train, eval, test, task, config, varian
     for split, data, key in (("train", train, "train_file"), ("eval", eval, "eval_file"),
                              ("test", test, "test_file")):
         if data is not None:
-            d[key] = inputs.task_file(data, workdir, split, columns)
+            d[key] = inputs.task_file(data, workdir, split, columns, bool(c.overwrite))
     return c
 
 
@@ -144,7 +144,8 @@ def distill_task(workdir, teacher=None, student=None, *, train=None, eval=None, 
     if student is not None:
         keys["student"] = os.fspath(student)
     if transfer is not None:
-        keys["transfer_file"] = inputs.text_file(transfer, workdir, "transfer")
+        keys["transfer_file"] = inputs.text_file(transfer, workdir, "transfer",
+                                                 bool(keys.get("overwrite")))
     c = _task_config("task_distill", workdir, teacher, train, eval, test, task, config, variant,
                      keys)
     preset = _run(c, workdir, callbacks)
@@ -185,7 +186,8 @@ def distill_general(workdir, teacher=None, corpus=None, *, student=None, recipe=
     if teacher is not None:
         keys["teacher"] = _teachers(teacher)
     if corpus is not None:
-        keys["data.train"] = inputs.text_file(corpus, workdir, "corpus")
+        keys["data.train"] = inputs.text_file(corpus, workdir, "corpus",
+                                              bool(keys.get("overwrite")))
     c = config_api.build("general_distill", "general_distill", config, variant, keys)
     _prepare_process(c)
     preset = _run(c, workdir, callbacks)
@@ -237,8 +239,9 @@ def compare(workdir, teacher=None, students=None, *, train=None, eval=None, test
 
 def export_model(workdir, student=None, *, dir=None, model_name=None, version=None,
                  config=None, variant=None, **keys):
-    """A student preset as a SavedModel for TF Serving (`serving_default` on raw text, and a
-    token-ids signature), verified against the preset, with the task's label names.
+    """A student preset as a SavedModel for TF Serving (`serving_default` on token ids,
+    `serving_text` / `serving_text_pair` on raw strings), verified against the preset in a fresh
+    process, with the task's label names (docs/export.md).
 
     Args:
         workdir: a task_distill run dir (its `prediction/student` is the default student).
@@ -250,11 +253,13 @@ def export_model(workdir, student=None, *, dir=None, model_name=None, version=No
             Hugging Face checkpoint).
 
     Returns:
-        An `Export`: `.path` the version directory (`tf.saved_model.load(path)` serves it).
+        An `Export`: `.path` the version directory (after `import tensorflow_text`, which
+        registers its tokenizer ops, `tf.saved_model.load(path)` serves it).
 
     Example:
     >>> exported = tinybert_tf.export_model("runs/student")
-    >>> tf.saved_model.load(exported.path).signatures["serving_default"]
+    >>> serve = tf.saved_model.load(exported.path).signatures["serving_text"]
+    >>> serve(text=tf.constant(["a fine film"]))
     """
     workdir = os.fspath(workdir)
     for key, value in (("student", student), ("dir", dir), ("model_name", model_name),

@@ -4,7 +4,8 @@ A run reads its data from files, so config.json names them and a resumed run rea
 rows. `task_file` writes a task split given as a `tf.data.Dataset` or a list of rows to
 `<workdir>/inputs/<split>.jsonl`; `text_file` writes texts (a corpus or a transfer set) one per
 line to `<workdir>/inputs/<name>.txt`. A file with the same content is left as it is, so calling
-the same function again resumes. A path (str or os.PathLike) passes through unchanged.
+the same function again resumes; other data for a workdir that holds a run is a one-line error
+(`overwrite=True` replaces the file). A path (str or os.PathLike) passes through unchanged.
 """
 
 from __future__ import annotations
@@ -70,14 +71,20 @@ def _names_files(value):
         return False
 
 
-def _write_if_changed(path, text):
-    """Write `text` to `path` unless it holds exactly that already; returns `path`."""
+def _write_if_changed(path, text, workdir, overwrite=False):
+    """Write `text` to `path` unless it holds exactly that already; returns `path`. Other data
+    for a workdir that holds a run (its config.json) is a UserError unless `overwrite`: the
+    run's config names the file, so it would resume on rows it did not start with."""
     import tensorflow as tf
 
     if tf.io.gfile.exists(path):
         with tf.io.gfile.GFile(path, "r") as f:
             if f.read() == text:
                 return path
+        if tf.io.gfile.exists(os.path.join(workdir, "config.json")) and not overwrite:
+            raise UserError(f"workdir {workdir} holds a run on other data ({path}); pass a new "
+                            "workdir (overwrite=True replaces the file, and the run resumes from "
+                            "its checkpoints on these rows).")
         tf.io.gfile.remove(path)  # ram:// would append
     tf.io.gfile.makedirs(os.path.dirname(path))
     with tf.io.gfile.GFile(path, "w") as f:
@@ -85,7 +92,7 @@ def _write_if_changed(path, text):
     return path
 
 
-def task_file(data, workdir, split, columns):
+def task_file(data, workdir, split, columns, overwrite=False):
     """`data` (a path, a tf.data.Dataset or a list of rows) -> the path of a task file."""
     if data is None or is_path(data):
         return "" if data is None else os.fspath(data)
@@ -93,10 +100,10 @@ def task_file(data, workdir, split, columns):
     if not rows:
         raise UserError(f"the {split} data has no rows; pass a non-empty dataset or a file.")
     return _write_if_changed(os.path.join(workdir, INPUTS, f"{split}.jsonl"),
-                             "\n".join(rows) + "\n")
+                             "\n".join(rows) + "\n", workdir, overwrite)
 
 
-def text_file(data, workdir, name):
+def text_file(data, workdir, name, overwrite=False):
     """`data` (a path or glob, a list of paths, a tf.data.Dataset or list of texts) -> what the
     config takes: paths comma-joined, texts written one per line (a newline inside a text becomes
     a space: one document per line)."""
@@ -110,4 +117,4 @@ def text_file(data, workdir, name):
     if not texts:
         raise UserError(f"the {name} data has no texts; pass a non-empty dataset or a file.")
     return _write_if_changed(os.path.join(workdir, INPUTS, f"{name}.txt"),
-                             "\n".join(texts) + "\n")
+                             "\n".join(texts) + "\n", workdir, overwrite)

@@ -301,7 +301,8 @@ def run(model, dataset, workdir, total_steps, log_every=100, checkpoint_every=10
         step = _fit(model, dataset, _segments(start, ends), every_chunk, checkpointer)
     if stopper.signum is not None:
         raise errors.Interrupted(
-            f"stopped at step {step}, checkpoint written; re-run the same command to resume.",
+            f"stopped at step {step}, checkpoint written; run the same command (or Python call) "
+            "again to resume.",
             128 + stopper.signum,
         )
 
