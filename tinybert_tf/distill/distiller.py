@@ -82,8 +82,18 @@ def check_fit(recipe, teacher, student):
     layer_map = (recipes.resolve_layer_map(recipe.layer_map, teacher.layers, student.layers)
                  if recipe.needs_layer_map else ())
     _check_heads(recipe, teacher, student)
+    _check_same_heads(recipe, teacher, student)
     _check_relations(recipe, teacher, student)
     return layer_map
+
+
+def _check_same_heads(r, teacher, student):
+    same = list(r.terms_needing("same_heads"))
+    if same and teacher.heads != student.heads:
+        raise ValueError(
+            f"Recipe {r.name!r} uses {same}, which need equal attention-head counts (teacher "
+            f"{teacher.heads}, student {student.heads}); give the student {teacher.heads} heads, "
+            "or use recipe 'minilm_v2' (any head counts).")
 
 
 def _check_heads(recipe, teacher, student):
@@ -107,11 +117,6 @@ def _check_relations(r, teacher, student):
         raise ValueError(f"teacher_layer={r.teacher_layer} is out of range for a "
                          f"{teacher.layers}-layer teacher; use 0..{teacher.layers - 1} or -1 "
                          "(the last layer).")
-    same = list(r.terms_needing("same_heads"))
-    if same and teacher.heads != student.heads:
-        raise ValueError(
-            f"Recipe {r.name!r} uses {same}, which need equal attention-head counts (teacher "
-            f"{teacher.heads}, student {student.heads}); use recipe 'minilm_v2' (any head counts).")
     if r.terms_needing("relation_heads"):
         widths = {f"{role} {kind}": w for role, shape in (("teacher", teacher),
                                                           ("student", student))

@@ -28,7 +28,8 @@ from collections.abc import Mapping
 #   labels          task labels `y` (or masked-LM `mask_ids`) and their `sample_weight`
 #   mask_positions  `x["mask_positions"]` (masked-LM)
 #   relations       MiniLM: teacher layer `teacher_layer` -> the student's last layer, any widths
-#   same_heads      equal attention-head counts (MiniLM v1 works per attention head)
+#   same_heads      equal attention-head counts (TinyBERT's attention maps and MiniLM v1 compare
+#                   head by head)
 #   relation_heads  `relation_heads` divides the query/key/value widths of both (MiniLMv2)
 # (`labels` and `mask_positions` are declared for readers: nothing checks them.)
 _TINYBERT = frozenset({"layer_map", "projection", "teacher_layers"})
@@ -36,7 +37,7 @@ _SOFT_TARGETS = frozenset({"logits", "teacher_head", "student_head"})
 _MINILM = frozenset({"teacher_layers", "relations"})
 NEEDS = {
     "emb": _TINYBERT,
-    "att": _TINYBERT,
+    "att": _TINYBERT | {"same_heads"},
     "hidden": _TINYBERT,
     "pred": _SOFT_TARGETS,
     "kd": _SOFT_TARGETS,

@@ -33,7 +33,7 @@ SIZES = {
     # sequences of 128, task rows of up to 40 words (length buckets 16 / 32 / 64).
     "full": SimpleNamespace(
         vocab=2000, seq=128, task_words=40, student="tinybert_4l_312h",
-        teacher=dict(num_layers=6, hidden_dim=384, num_heads=6, intermediate_dim=1536),
+        teacher=dict(num_layers=6, hidden_dim=384, num_heads=12, intermediate_dim=1536),
         batch=32, general_steps=64, corpus_docs=4000, train_rows=2048, dev_rows=256,
         transfer_rows=1024, finetune_epochs=2, distill_epochs=2, learning_rate=5e-4, log_every=16,
         checkpoint_every=64, latency_runs=10),
