@@ -21,7 +21,8 @@
 # %% tags=["parameters"]
 import os
 
-# TINYBERT_TF_NOTEBOOK_QUICK=1: a tiny run (a few hundred rows, 1 epoch per stage) for tests.
+# TINYBERT_TF_NOTEBOOK_QUICK=1: a tiny run (a few hundred rows, 1 epoch per stage, ~2 minutes)
+# for tests: a check of the plumbing, whose student stays near chance (1/16).
 QUICK = os.environ.get("TINYBERT_TF_NOTEBOOK_QUICK", "0") not in ("", "0")
 WORKDIR = os.path.abspath(os.environ.get("TINYBERT_TF_NOTEBOOK_WORKDIR")
                           or ("notebook_out_quick" if QUICK else "notebook_out"))
