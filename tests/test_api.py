@@ -60,7 +60,7 @@ def test_every_mode_from_python_with_in_memory_data(files, tmp_path):
         assert [tuple(json.loads(line).values()) for line in f] == _rows(files["train"])
     best = _selection(tmp_path / "ft" / "finetune")["best"]
     assert teacher.best["finetune"] == tinybert_tf.Score("accuracy", best["value"], best["step"],
-                                                         best["scores"])
+                                                         best["scores"], True)
     assert [s for s, _ in teacher.dev_curves["finetune"]] == [8, 16]
     assert len(teacher.loss_curves["finetune"]) == 8  # log_every 2 over 16 steps
     # the process as it was: the run's mixed_bfloat16 and seed 0 did not stay behind
@@ -73,6 +73,7 @@ def test_every_mode_from_python_with_in_memory_data(files, tmp_path):
     assert student.preset == str(tmp_path / "td" / "prediction" / "student")
     assert set(student.best) == {"intermediate", "prediction"}
     assert student.best["intermediate"].metric == "loss"
+    assert not student.best["intermediate"].higher_is_better
     with open(tmp_path / "td" / "config.json") as f:
         assert json.load(f)["transfer_file"] == str(tmp_path / "td" / "inputs" / "transfer.txt")
 
@@ -84,6 +85,8 @@ def test_every_mode_from_python_with_in_memory_data(files, tmp_path):
     exported = tinybert_tf.export_model(tmp_path / "td", variant="tiny")
     assert exported.path == str(tmp_path / "td" / "export" / "student" / "1")
     assert os.path.isfile(os.path.join(exported.path, "saved_model.pb"))
+    served = exported.load().signatures["serving_text"](text=tf.constant(["teacher of the"]))
+    assert served["probabilities"].shape == (1, 2)
 
 
 def test_the_same_config_from_python_and_the_command_line_writes_the_same_run(files, tmp_path):

@@ -38,8 +38,8 @@ def test_the_same_rows_leave_the_file_alone_and_other_rows_replace_it(tmp_path):
     with open(path) as f:
         assert f.read() == '{"text": "b", "label": "y"}\n'
     (tmp_path / "config.json").write_text("{}")  # a run was started on those rows
-    with pytest.raises(UserError, match=r"workdir .* holds a run on other data \(.*train.jsonl\);"
-                                        r" pass a new workdir \(overwrite=True replaces"):
+    with pytest.raises(UserError, match=r"these rows differ from .*train.jsonl, which the run in "
+                                        r".* trains on; pass a new workdir \(overwrite=True"):
         inputs.task_file([("c", "z")], str(tmp_path), "train", ["text", "label"])
     inputs.task_file([("b", "y")], str(tmp_path), "train", ["text", "label"])  # same: resumes
     inputs.task_file([("c", "z")], str(tmp_path), "train", ["text", "label"], overwrite=True)

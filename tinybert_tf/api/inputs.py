@@ -82,9 +82,9 @@ def _write_if_changed(path, text, workdir, overwrite=False):
             if f.read() == text:
                 return path
         if tf.io.gfile.exists(os.path.join(workdir, "config.json")) and not overwrite:
-            raise UserError(f"workdir {workdir} holds a run on other data ({path}); pass a new "
-                            "workdir (overwrite=True replaces the file, and the run resumes from "
-                            "its checkpoints on these rows).")
+            raise UserError(f"these rows differ from {path}, which the run in {workdir} "
+                            "trains on; pass a new workdir (overwrite=True replaces the file, "
+                            "and the run resumes from its checkpoints on these rows).")
         tf.io.gfile.remove(path)  # ram:// would append
     tf.io.gfile.makedirs(os.path.dirname(path))
     with tf.io.gfile.GFile(path, "w") as f:

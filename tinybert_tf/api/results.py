@@ -16,12 +16,14 @@ import os
 @dataclasses.dataclass(frozen=True)
 class Score:
     """A stage's best evaluation: the selection `metric`, its `value`, the `step` it was reached
-    at and every score of that evaluation (`scores`)."""
+    at, every score of that evaluation (`scores`) and whether a higher `metric` is better (the
+    task metric; the intermediate step selects on its eval loss, lower is better)."""
 
     metric: str
     value: float
     step: int
     scores: dict
+    higher_is_better: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +73,14 @@ class Export:
     def version(self):
         return int(os.path.basename(self.path))
 
+    def load(self):
+        """The SavedModel, loaded with plain TensorFlow (`tensorflow_text` imported first: it
+        registers the tokenizer ops the text signatures use)."""
+        import tensorflow as tf
+        import tensorflow_text  # noqa: F401
+
+        return tf.saved_model.load(self.path)
+
 
 def _read_json(path):
     import tensorflow as tf
@@ -101,7 +111,8 @@ def read_run(workdir, mode, preset, stages):
         if selection and selection.get("best"):
             metric, top = selection["metric"], selection["best"]
             best[name] = Score(metric, float(top["value"]), int(top["step"]),
-                               dict(top.get("scores", {})))
+                               dict(top.get("scores", {})),
+                               bool(selection.get("higher_is_better", True)))
             dev[name] = [(int(h["step"]), float(h[metric])) for h in selection["history"]
                          if metric in h]
         losses[name] = [(int(r["step"]), float(r["loss"])) for r in train.read_metrics(run_dir)
