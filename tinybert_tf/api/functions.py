@@ -21,15 +21,21 @@ import tinybert_tf.api.results as results
 from tinybert_tf.errors import Interrupted, UserError
 
 
-def _prepare_process(c):
-    """The backend check (Keras is fixed per process) and, when TensorFlow is not imported yet,
-    the launcher's environment for it (its C++ log quiet, oneDNN on)."""
-    from tinybert_tf.launch import backend, hardware
-
-    backend.check_backend(backend.select_backend(c))
+def _environment():
+    """When TensorFlow is not imported yet, the launcher's environment for it (its C++ log
+    quiet, oneDNN on): first thing in every call, before in-memory data is written with it."""
     if "tensorflow" not in sys.modules:
+        from tinybert_tf.launch import hardware
+
         hardware.quiet_tensorflow()
         hardware.enable_onednn()
+
+
+def _prepare_process(c):
+    """The backend check: Keras is fixed per process (`launch.backend`)."""
+    from tinybert_tf.launch import backend
+
+    backend.check_backend(backend.select_backend(c))
 
 
 def _run(c, workdir, callbacks=()):
@@ -106,6 +112,7 @@ def finetune(workdir, teacher=None, *, train=None, eval=None, test=None, task=No
     >>> run.best["finetune"].value, run.preset
     """
     workdir = os.fspath(workdir)
+    _environment()
     c = _task_config("finetune", workdir, teacher, train, eval, test, task, config, variant, keys)
     preset = _run(c, workdir, callbacks)
     stages = results.stage_dirs(workdir, "finetune", ["finetune"], int(c.finetune.members))
@@ -141,6 +148,7 @@ def distill_task(workdir, teacher=None, student=None, *, train=None, eval=None, 
     ...                                eval="dev.tsv", transfer="unlabelled.txt")
     """
     workdir = os.fspath(workdir)
+    _environment()
     if student is not None:
         keys["student"] = os.fspath(student)
     if transfer is not None:
@@ -180,6 +188,7 @@ def distill_general(workdir, teacher=None, corpus=None, *, student=None, recipe=
     ...                                   corpus="corpus/*.txt", steps=20_000)
     """
     workdir = os.fspath(workdir)
+    _environment()
     for key, value in (("student", student), ("recipe", recipe), ("steps", steps)):
         if value is not None:
             keys[key] = os.fspath(value) if key == "student" else value
@@ -227,6 +236,7 @@ def compare(workdir, teacher=None, students=None, *, train=None, eval=None, test
     >>> print(table.markdown)
     """
     workdir = os.fspath(workdir)
+    _environment()
     if students is not None:
         keys["student"] = _students(students)
     if split is not None:
@@ -262,6 +272,7 @@ def export_model(workdir, student=None, *, dir=None, model_name=None, version=No
     >>> serve(text=tf.constant(["a fine film"]))
     """
     workdir = os.fspath(workdir)
+    _environment()
     for key, value in (("student", student), ("dir", dir), ("model_name", model_name),
                        ("version", version)):
         if value is not None:
