@@ -5,6 +5,10 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+from tinybert_tf.launch import hardware  # noqa: E402  (imports no TensorFlow)
+
+hardware.allow_fusible_clusters()  # as the launcher: jit_compile="fusible" can cluster
+
 import tensorflow as tf  # noqa: E402
 
 _cpus = tf.config.list_physical_devices("CPU")

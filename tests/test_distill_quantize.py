@@ -206,10 +206,12 @@ def test_validate_accepts_int8_and_the_student_is_never_int8():
         strategy.check_precision("int8")
 
 
-def test_auto_never_picks_int8_and_an_int8_teacher_turns_jit_on():
+def test_auto_picks_int8_only_for_teacher_steps_and_an_int8_teacher_turns_jit_on():
     flags = frozenset({"avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16"})
     assert hardware.resolve("auto", "auto", "auto", "cpu", flags)[:3] == (
-        "mixed_bfloat16", "bfloat16", False)
+        "mixed_bfloat16", "bfloat16", "fusible")
+    assert hardware.resolve("auto", "auto", "auto", "cpu", flags, teacher_steps=True)[:3] == (
+        "float32", "int8", True)
     resolved = hardware.resolve("mixed_bfloat16", "int8", "auto", "cpu", flags)
     assert resolved[:3] == ("mixed_bfloat16", "int8", True) and "int8 teacher" in resolved[3]
     assert hardware.resolve("float32", "int8", "False", "cpu", flags)[2] is False

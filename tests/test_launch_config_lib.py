@@ -222,6 +222,8 @@ def test_recorder_counts_package_reads_only(monkeypatch):
         ml_collections.ConfigDict(c.to_dict())
         assert c.data.seq_len == 32 and not reads.paths  # read here, not by the package
         builders.buckets(c)  # reads data.buckets and strategy
-        modes.resolve_auto(c, devices.choose("tensorflow", "cpu", []))  # reads precision, teacher_dtype, jit_compile; copies the rest
+        # reads precision, teacher_dtype, jit_compile, and mode and student (may the teacher be
+        # int8?); copies the rest
+        modes.resolve_auto(c, devices.choose("tensorflow", "cpu", []))
     assert reads.paths == {"data.buckets", "strategy", "precision", "teacher_dtype",
-                           "jit_compile"}
+                           "jit_compile", "mode", "student"}

@@ -11,8 +11,8 @@ AMX = AVX2 | {"avx512f", "amx_bf16", "amx_tile"}
 
 @pytest.mark.parametrize("kind, flags, expected", [
     ("cpu", AVX2, ("float32", "", True)),
-    ("cpu", AVX512_BF16, ("mixed_bfloat16", "bfloat16", False)),
-    ("cpu", AMX, ("mixed_bfloat16", "bfloat16", False)),
+    ("cpu", AVX512_BF16, ("mixed_bfloat16", "bfloat16", "fusible")),
+    ("cpu", AMX, ("mixed_bfloat16", "bfloat16", "fusible")),
     ("tpu", frozenset(), ("mixed_bfloat16", "bfloat16", True)),
     ("gpu:9.0", AVX2, ("mixed_bfloat16", "bfloat16", True)),
     ("gpu:8.0", AVX2, ("mixed_bfloat16", "bfloat16", True)),
@@ -31,8 +31,52 @@ def test_explicit_values_pass_through():
         "float32", "bfloat16", False)
     assert hardware.resolve("mixed_float16", "", True, "gpu:7.0", AVX2)[:3] == (
         "mixed_float16", "", True)
-    # auto jit with an explicit bf16 teacher on CPU: off (XLA's CPU bf16 dot is slower).
-    assert hardware.resolve("float32", "bfloat16", "auto", "cpu", AVX512_BF16)[2] is False
+    assert hardware.resolve("auto", "", "Fusible", "cpu", AVX2)[2] == "fusible"
+    # auto jit with an explicit bf16 teacher on CPU: no whole-step XLA (XLA's CPU bf16 dot is
+    # slower), element-wise clusters only.
+    assert hardware.resolve("float32", "bfloat16", "auto", "cpu", AVX512_BF16)[2] == "fusible"
+    # an int8 teacher needs XLA's int8 dots
+    assert hardware.resolve("auto", "int8", "auto", "cpu", AMX)[2] is True
+
+
+def test_an_int8_teacher_where_it_measured_fastest_and_only_for_teacher_steps():
+    """AMX (amx_int8): distillation steps get the int8 teacher under XLA with a float32 student;
+    fine-tuning/evaluation keep the bf16 choice; the avx512_bf16 kind, JAX and a several-device
+    MirroredStrategy never get int8; explicit values win."""
+    amx = AMX | {"amx_int8"}
+    assert hardware.resolve("auto", "auto", "auto", "cpu", amx, teacher_steps=True)[:3] == (
+        "float32", "int8", True)
+    assert "int8 teacher" in hardware.resolve("auto", "auto", "auto", "cpu", amx,
+                                              teacher_steps=True)[3]
+    assert hardware.resolve("auto", "auto", "auto", "cpu", amx)[:3] == (
+        "mixed_bfloat16", "bfloat16", "fusible")
+    assert hardware.resolve("auto", "auto", "auto", "cpu", AVX512_BF16 | {"avx512_vnni"},
+                            teacher_steps=True)[:3] == ("mixed_bfloat16", "bfloat16", "fusible")
+    assert hardware.resolve("auto", "auto", "auto", "cpu", amx, backend="jax",
+                            teacher_steps=True)[:3] == ("float32", "", True)
+    assert hardware.resolve("auto", "auto", "auto", "cpu", amx, mirrored=True,
+                            teacher_steps=True)[:3] == ("mixed_bfloat16", "bfloat16", "fusible")
+    assert hardware.resolve("auto", "auto", "auto", "gpu:9.0", amx, teacher_steps=True)[:3] == (
+        "mixed_bfloat16", "bfloat16", True)
+    assert hardware.resolve("mixed_bfloat16", "auto", "auto", "cpu", amx,
+                            teacher_steps=True)[:3] == ("mixed_bfloat16", "int8", True)
+    assert hardware.resolve("auto", "bfloat16", "auto", "cpu", amx, teacher_steps=True)[:3] == (
+        "mixed_bfloat16", "bfloat16", "fusible")
+
+
+def test_fusible_clusters_are_allowed_beside_the_users_xla_flags():
+    env = {}
+    hardware.allow_fusible_clusters(env)
+    assert env["TF_XLA_FLAGS"] == "--tf_xla_cpu_global_jit --tf_xla_ops_to_cluster=FUSIBLE"
+    hardware.allow_fusible_clusters(env)  # idempotent
+    assert env["TF_XLA_FLAGS"].split() == list(hardware.FUSIBLE_FLAGS)
+    env = {"TF_XLA_FLAGS": "--tf_xla_auto_jit=2 --tf_xla_ops_to_cluster=MatMul"}
+    hardware.allow_fusible_clusters(env)  # the user's own choice of ops is kept
+    assert env["TF_XLA_FLAGS"].split() == [
+        "--tf_xla_auto_jit=2", "--tf_xla_ops_to_cluster=MatMul", "--tf_xla_cpu_global_jit"]
+    env = {}
+    hardware.enable_onednn(AVX2, env)
+    assert env["TF_XLA_FLAGS"].split() == list(hardware.FUSIBLE_FLAGS)
 
 
 def test_cpu_flags_reads_cpuinfo(tmp_path):
@@ -57,3 +101,5 @@ def test_no_xla_under_mirrored_strategy():
         assert got[:3] == ("mixed_bfloat16", "bfloat16", False)
         assert "XLA off under MirroredStrategy" in got[3]
     assert hardware.resolve("auto", "auto", "auto", "gpu:9.0", AVX2)[2] is True
+    # element-wise clusters need no cross-replica access: they stay
+    assert hardware.resolve("auto", "auto", "auto", "cpu", AMX, mirrored=True)[2] == "fusible"

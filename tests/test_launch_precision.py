@@ -1,5 +1,5 @@
 """Every training mode end to end under the precisions users run: mixed_bfloat16 with a bfloat16
-teacher (what `auto` picks on bf16 CPUs) and mixed_float16. The loss falls, the trained weights
+teacher and XLA's element-wise clusters (what `auto` picks on bf16 CPUs) and mixed_float16. The loss falls, the trained weights
 moved, every preset stores float32 and loads with plain keras-hub in a fresh process and under
 every other precision through the package's loaders."""
 
@@ -19,7 +19,8 @@ from tinybert_tf.launch.modes import run as run_mode
 
 pytestmark = pytest.mark.slow
 
-RUNS = {"bf16": {"precision": "mixed_bfloat16", "teacher_dtype": "bfloat16"},
+RUNS = {"bf16": {"precision": "mixed_bfloat16", "teacher_dtype": "bfloat16",
+                 "jit_compile": "fusible"},
         "fp16": {"precision": "mixed_float16", "teacher_dtype": ""}}
 LOADS = (("float32", ""), ("mixed_bfloat16", ""), ("mixed_bfloat16", "bfloat16"),
          ("mixed_float16", ""))

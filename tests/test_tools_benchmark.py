@@ -96,7 +96,8 @@ def test_task_bench_tiny(tmp_path):
     assert bucketed["finetune"]["padding_fraction"] < padded["finetune"]["padding_fraction"]
     for step in ("intermediate", "prediction", "finetune"):
         _finite(_get(task, f"summary.32.{step}.vs_unbucketed"), step)
-    assert _get(task, "auto.variant").split("_")[0] in ("fp32", "bf16", "mixed")
+    assert _get(task, "auto.variant").split("_")[0] in ("fp32", "bf16", "mixed", "int8t")
+    assert _get(task, "auto.finetune_variant").split("_")[0] in ("fp32", "bf16")
 
 
 @pytest.mark.slow

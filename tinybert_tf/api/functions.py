@@ -23,10 +23,13 @@ from tinybert_tf.errors import Interrupted, UserError
 
 def _environment():
     """When TensorFlow is not imported yet, the launcher's environment for it (its C++ log
-    quiet, oneDNN on): first thing in every call, before in-memory data is written with it."""
-    if "tensorflow" not in sys.modules:
-        from tinybert_tf.launch import hardware
+    quiet, oneDNN on): first thing in every call, before in-memory data is written with it.
+    XLA's element-wise clusters are allowed either way (read when TensorFlow's first function
+    runs, which may still be ahead)."""
+    from tinybert_tf.launch import hardware
 
+    hardware.allow_fusible_clusters()
+    if "tensorflow" not in sys.modules:
         hardware.quiet_tensorflow()
         hardware.enable_onednn()
 

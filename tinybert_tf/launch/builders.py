@@ -218,7 +218,7 @@ def compile_model(model, strategy, c, total_steps, stage=None, **kwargs):
     model.compile(
         optimizer=optim.make_optimizer(o.name, lr, total_steps, o.warmup_fraction,
                                        o.weight_decay, o.clipnorm),
-        jit_compile=hardware.as_bool(c.jit_compile),
+        jit_compile=hardware.jit_value(c.jit_compile) is True,
         steps_per_execution=steps_per_execution(strategy, c.steps_per_execution),
         **kwargs,
     )

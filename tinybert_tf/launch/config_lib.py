@@ -38,13 +38,17 @@ def base(mode):
     c.num_processes = 1
     c.process_id = 0
     # auto | float32 | mixed_bfloat16 | mixed_float16. auto: mixed_bfloat16 where the hardware
-    # computes bf16 natively (avx512_bf16/amx_bf16 CPUs, TPU, NVIDIA cc >= 8.0), else float32.
+    # computes bf16 natively (avx512_bf16/amx_bf16 CPUs, TPU, NVIDIA cc >= 8.0), else float32;
+    # float32 beside auto's int8 teacher (distillation on AMX CPUs).
     c.precision = "auto"
     # Frozen teacher's dtype policy: auto (bfloat16 where native, else the precision's), "" (the
     # precision's), e.g. "bfloat16" (fastest measured step on a bf16 CPU, features ~1-2 % off), or
-    # "int8" (float32 with int8 kernels, Keras' quantize; needs XLA on CPU; never chosen by auto).
+    # "int8" (float32 with int8 kernels, Keras' quantize; needs XLA on CPU; auto's choice for
+    # distillation on AMX CPUs, where it measured fastest).
     c.teacher_dtype = "auto"
-    c.jit_compile = "auto"  # auto (XLA where it measured faster: fp32 CPU, TPU, GPU) | True | False
+    # auto | True | False | fusible (XLA clusters of element-wise ops, matmuls on oneDNN). auto:
+    # XLA where it measured faster (fp32 CPU, TPU, GPU), fusible for a bf16 CPU step.
+    c.jit_compile = "auto"
     c.steps_per_execution = 1
     c.batch_size = 32  # global batch, split across replicas
     c.log_every = 100

@@ -1,7 +1,8 @@
 """What a run changes in the process, put back when it ends: `preserved()`.
 
 A run sets the mixed-precision policy, the seeds (Python's, NumPy's, TensorFlow's and Keras'),
-op determinism and, on JAX, the Keras distribution. From the command line the process ends with
+op determinism, TensorFlow's auto-clustering (jit_compile "fusible") and, on JAX, the Keras
+distribution. From the command line the process ends with
 the run; a notebook or a script calling `tinybert_tf.finetune(...)` twice keeps going, so each run
 leaves these as it found them. (TensorFlow strategies are cached per device set for the process,
 `strategy.tf_strategy`: a second MirroredStrategy over the same devices would clash with the
@@ -23,15 +24,16 @@ def _tf_state():
     from tensorflow.python.framework import config as tf_config
 
     return (context.global_seed(), tf_config.is_op_determinism_enabled(),
-            tf.random.get_global_generator().state.numpy().copy())
+            tf.random.get_global_generator().state.numpy().copy(), tf.config.optimizer.get_jit())
 
 
 def _restore_tf(state):
     import tensorflow as tf
     from tensorflow.python.framework import config as tf_config
 
-    seed, deterministic, generator = state
+    seed, deterministic, generator, jit = state
     tf.random.set_seed(seed)
+    tf.config.optimizer.set_jit(jit or False)
     if not deterministic and tf_config.is_op_determinism_enabled():
         tf_config.disable_op_determinism()
     tf.random.get_global_generator().state.assign(generator)
@@ -51,8 +53,8 @@ def _restore_keras_seed(generator):
 
 @contextlib.contextmanager
 def preserved():
-    """Run the block, then restore the dtype policy, the seeds, op determinism and the Keras
-    distribution (JAX) to what they were before it, also when it raised."""
+    """Run the block, then restore the dtype policy, the seeds, op determinism, auto-clustering
+    and the Keras distribution (JAX) to what they were before it, also when it raised."""
     policy = keras.mixed_precision.global_policy()
     py_state, np_state = random.getstate(), np.random.get_state()
     tf_state, keras_seed = _tf_state(), _keras_seed()

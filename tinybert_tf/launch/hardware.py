@@ -6,8 +6,14 @@ GPUs of compute capability >= 8.0. NVIDIA GPUs of capability 7.x (Volta, Turing)
 tensor cores and no bf16 ones: auto = mixed_float16 there (Keras wraps the optimizer in a
 LossScaleOptimizer; TensorFlow's mixed-precision guide: 7.0+ is where float16 pays); older GPUs
 float32. XLA (`jit_compile`) measured faster for float32 CPU steps and
-slower for bfloat16 ones (bench/RESULTS.md: XLA's CPU dot runs bf16 at half oneDNN's rate), so
-auto = on for float32 and off for bfloat16 on CPU, on for TPU/GPU. TensorFlow turns its oneDNN
+slower for bfloat16 ones (bench/RESULTS.md: XLA's CPU dot runs bf16 at a fifth of oneDNN's AMX
+rate), so auto = on for float32 on CPU and for TPU/GPU. A bfloat16 CPU step instead gets
+jit_compile = "fusible": TensorFlow's auto-clustering with only the element-wise ops XLA can fuse
+(GELU, LayerNorm, casts, masks), the matmuls left to oneDNN (TensorFlow's own bf16 element-wise
+kernels ran a GELU 3-4x slower than its XLA fusion; the bf16 step 1.15-1.2x faster, measured).
+TF_XLA_FLAGS gains `--tf_xla_cpu_global_jit --tf_xla_ops_to_cluster=FUSIBLE` before TensorFlow
+reads it (`allow_fusible_clusters`; those flags alone cluster nothing) and a run turns
+auto-clustering on or off (`set_clustering`). TensorFlow turns its oneDNN
 kernels on by default only on CPUs with AVX-512 VNNI/BF16 or AMX; on AVX2-only CPUs a training
 step ran 1.45x faster with `TF_ENABLE_ONEDNN_OPTS=1` (a demo run on a 2-core AVX2 machine,
 bench/RESULTS.md), so the launcher, the demo and the tools turn it on before TensorFlow is
@@ -49,8 +55,10 @@ def cpu_flags(path="/proc/cpuinfo"):
 
 
 def enable_onednn(flags=None, environ=os.environ):
-    """Set TF_ENABLE_ONEDNN_OPTS=1 unless the user set it; call before importing TensorFlow.
-    Returns a one-line reason."""
+    """Set TF_ENABLE_ONEDNN_OPTS=1 unless the user set it, and let a run use XLA's element-wise
+    clusters (`allow_fusible_clusters`); call before importing TensorFlow. Returns a one-line
+    reason."""
+    allow_fusible_clusters(environ)
     if "TF_ENABLE_ONEDNN_OPTS" in environ:
         return f"oneDNN as set by the user (TF_ENABLE_ONEDNN_OPTS={environ['TF_ENABLE_ONEDNN_OPTS']})"
     environ["TF_ENABLE_ONEDNN_OPTS"] = "1"
@@ -58,6 +66,34 @@ def enable_onednn(flags=None, environ=os.environ):
     native = "avx512_vnni" in flags or "amx_bf16" in flags or "avx512_bf16" in flags
     return "oneDNN on" + ("" if native else " (TensorFlow leaves it off on this CPU; 1.45x "
                           "faster measured on AVX2)")
+
+
+FUSIBLE_FLAGS = ("--tf_xla_cpu_global_jit", "--tf_xla_ops_to_cluster=FUSIBLE")
+
+
+def allow_fusible_clusters(environ=os.environ):
+    """Add `FUSIBLE_FLAGS` to TF_XLA_FLAGS (keeping the user's, and their own choice of either
+    flag): CPU graphs may then be auto-clustered, element-wise ops only, once a run turns
+    auto-clustering on (`set_clustering`); until then nothing changes. TensorFlow reads the
+    variable once, when its first function runs: call before that."""
+    given = environ.get("TF_XLA_FLAGS", "").split()
+    names = {flag.split("=")[0] for flag in given}
+    added = [flag for flag in FUSIBLE_FLAGS if flag.split("=")[0] not in names]
+    if added:
+        environ["TF_XLA_FLAGS"] = " ".join(given + added)
+
+
+def set_clustering(jit_compile):
+    """TensorFlow's auto-clustering on for jit_compile "fusible", off otherwise (a whole-step
+    XLA compile or none); `global_state.preserved` puts the caller's setting back."""
+    import tensorflow as tf
+
+    tf.config.optimizer.set_jit("autoclustering" if jit_compile == "fusible" else False)
+
+
+def jit_value(jit_compile):
+    """A given jit_compile as True, False or "fusible" (absl passes text)."""
+    return "fusible" if str(jit_compile).lower() == "fusible" else as_bool(jit_compile)
 
 
 # A line of TensorFlow's C++ log (absl's format: severity, date, time, thread, file:line]), absl's
@@ -155,27 +191,47 @@ def as_bool(value):
     return value in (True, 1, "True", "true", "1")
 
 
+def int8_teacher_fastest(kind, flags, backend="tensorflow", mirrored=False):
+    """(bool, reason): is an int8 teacher under XLA the fastest distillation step here? Measured
+    so on AMX CPUs (`amx_int8`; bench/RESULTS.md: int8 teacher + float32 student under XLA 18.0
+    seq/s vs 15.4 for the bf16 teacher + mixed_bfloat16 student with element-wise clusters,
+    teacher features 1.6 % mean error vs bf16's 1.0 %, within the benchmark's 2 % bound); level
+    with bf16 on the avx512_vnni + avx512_bf16 CPUs measured, never on JAX, and not under a
+    several-device MirroredStrategy, where the step cannot be jit-compiled (TensorFlow's own int8
+    matmul is ~8x slower)."""
+    if backend != "tensorflow" or kind != "cpu" or mirrored or "amx_int8" not in flags:
+        return False, ""
+    return True, ("int8 teacher under XLA with a float32 student: the fastest distillation step "
+                  "measured on AMX")
+
+
 def resolve(precision, teacher_dtype, jit_compile, kind, flags, backend="tensorflow",
-            mirrored=False):
+            mirrored=False, teacher_steps=False):
     """Resolve "auto" settings. Returns (precision, teacher_dtype, jit_compile, one-line reason).
 
     precision auto -> mixed_bfloat16 where bf16 is native, mixed_float16 on NVIDIA 7.x GPUs,
     else float32; teacher_dtype auto -> bfloat16 where native, else "" (the precision's);
-    jit_compile auto -> see module doc, and on for an int8 teacher. Explicit values pass through unchanged, except jit_compile on JAX
-    (always True).
+    jit_compile auto -> see module doc ("fusible" for a bf16 CPU step), and on for an int8
+    teacher. Explicit values pass through unchanged (jit_compile as True, False or "fusible"),
+    except jit_compile on JAX (always True) and XLA under a several-device MirroredStrategy.
 
-    teacher_dtype auto never picks "int8" (`distill.quantize`), not even with avx512_vnni/AMX: on
-    the avx512_vnni + avx512_bf16 CPUs measured, the int8 BERT-base teacher under XLA was at best
-    level with the bfloat16 one on oneDNN, without XLA ~8x slower (TensorFlow's own int8 MatMul),
-    and its features are further from float32 (bench/RESULTS.md). An explicit int8 teacher turns
-    jit_compile auto on (its matmuls then run as XLA int8 dots).
+    `teacher_steps`: the run's steps run a teacher (general and task distillation). Then, where
+    `int8_teacher_fastest` (AMX CPUs), teacher_dtype auto -> "int8" (`distill.quantize`, its
+    fidelity printed at load) and precision auto -> float32, jit on; elsewhere auto never picks
+    int8 (level with bf16 on the avx512_vnni + avx512_bf16 CPUs measured, without XLA ~8x
+    slower). Fine-tuning, evaluation and comparisons keep the float teacher. An int8 teacher
+    turns jit_compile auto on (its matmuls then run as XLA int8 dots).
     """
     bf16, why = native_bf16(kind, flags)
+    int8, int8_why = int8_teacher_fastest(kind, flags, backend, mirrored)
+    if teacher_steps and teacher_dtype == "auto" and int8:
+        teacher_dtype, why = "int8", f"{why}; {int8_why}"
+        precision = "float32" if precision == "auto" else precision
     if backend == "jax":
         if kind == "cpu" and bf16:
             bf16, why = False, f"{why}, but JAX on CPU runs bf16 through XLA (slower than fp32)"
-        if not as_bool(jit_compile) and jit_compile != "auto":
-            why += "; jit_compile=False ignored: Keras' JAX trainer jits every step"
+        if jit_value(jit_compile) is not True and jit_compile != "auto":
+            why += f"; jit_compile={jit_compile} ignored: Keras' JAX trainer jits every step"
         jit_compile = True
     if precision == "auto":
         precision = "mixed_bfloat16" if bf16 else "float32"
@@ -189,8 +245,11 @@ def resolve(precision, teacher_dtype, jit_compile, kind, flags, backend="tensorf
         jit_compile = kind != "cpu" or not uses_bf16 or teacher_dtype == "int8"
         if kind == "cpu" and uses_bf16 and teacher_dtype == "int8":
             why += "; XLA for the int8 teacher (TensorFlow's own int8 matmul is ~8x slower)"
-    jit_compile = as_bool(jit_compile)
-    if mirrored and jit_compile:  # TF MirroredStrategy over several devices: never XLA
+        elif not jit_compile:
+            jit_compile = "fusible"
+            why += "; XLA fuses the element-wise ops, matmuls stay on oneDNN"
+    jit_compile = jit_value(jit_compile)
+    if mirrored and jit_compile is True:  # TF MirroredStrategy over several devices: no XLA step
         jit_compile = False
         why += ("; XLA off under MirroredStrategy (a jit-compiled Keras step cannot reach the "
                 "other replicas' variables)")

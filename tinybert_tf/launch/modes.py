@@ -47,6 +47,8 @@ MODES = {
 _READ_ONLY = ("evaluate", "export")
 # Fields a restart may change: how this process joins the run, not what the run is.
 LAUNCH_ONLY = ("overwrite", "coordinator_address", "process_id")
+# The modes whose training steps run a teacher (`hardware.resolve`'s teacher_steps).
+_TEACHER_STEPS = ("general_distill", "task_distill")
 # What a run writes once training started; a workdir holding any of them is not un-claimed.
 _TRAINED = ("checkpoints", "tensorboard", "metrics.jsonl")
 
@@ -134,7 +136,16 @@ def _start(config, workdir, launch):
         print(unused)
     config = resolve_auto(config, choice)
     strategy.set_precision(config.precision)
+    if keras.backend.backend() == "tensorflow":
+        hardware.set_clustering(config.jit_compile)
     return MODES[config.mode](config, workdir, launch)
+
+
+def _teacher_steps(config):
+    """Do the run's steps run a frozen teacher that may be int8 (`hardware.resolve`)? Not when
+    the student starts as a copy of the teacher's layers (`validate.check_teacher_dtype`)."""
+    return (config.mode in _TEACHER_STEPS
+            and not str(config.get("student", "")).startswith("from_teacher:"))
 
 
 def resolve_auto(config, choice):
@@ -148,9 +159,9 @@ def resolve_auto(config, choice):
         config.precision, config.teacher_dtype, config.jit_compile,
         choice.kind, hardware.cpu_flags(), backend=backend,
         mirrored=backend == "tensorflow" and choice.strategy == "mirrored"
-        and len(choice.devices) > 1)
+        and len(choice.devices) > 1, teacher_steps=_teacher_steps(config))
     resolved = ml_collections.ConfigDict(config.to_dict(), type_safe=False)
-    ignored = jit != hardware.as_bool(config.jit_compile) and config.jit_compile != "auto"
+    ignored = jit != hardware.jit_value(config.jit_compile) and config.jit_compile != "auto"
     resolved.precision, resolved.teacher_dtype, resolved.jit_compile = precision, teacher_dtype, jit
     resolved.strategy = choice.strategy
     resolved.device_kind = choice.kind  # what builders.buckets reads: one shape on a TPU

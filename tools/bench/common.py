@@ -19,7 +19,8 @@ POLICIES = {
 
 
 def parse_variant(name):
-    """'bf16_xla_spe4' -> precision 'bf16', jit True, steps_per_execution 4."""
+    """'bf16_xla_spe4' -> precision 'bf16', jit True, steps_per_execution 4; '_fus' -> jit
+    "fusible" (XLA clusters of element-wise ops, matmuls on oneDNN: `launch.hardware`)."""
     parts = name.split("_")
     precision, jit, spe = parts[0], False, 1
     if precision not in POLICIES:
@@ -27,6 +28,8 @@ def parse_variant(name):
     for part in parts[1:]:
         if part == "xla":
             jit = True
+        elif part == "fus":
+            jit = "fusible"
         elif part.startswith("spe") and part[3:].isdigit():
             spe = int(part[3:])
         else:
@@ -34,20 +37,42 @@ def parse_variant(name):
     return precision, jit, spe
 
 
-def auto_variant(kind="cpu", flags=None):
+def auto_variant(kind="cpu", flags=None, teacher_steps=True):
     """The variant name of what the launcher's precision/teacher_dtype/jit_compile = auto pick
-    here (`tinybert_tf.launch.hardware.resolve`), and its one-line reason."""
+    here (`tinybert_tf.launch.hardware.resolve`) for steps that run a teacher (distillation) or,
+    `teacher_steps=False`, for fine-tuning; and its one-line reason."""
     from tinybert_tf.launch import hardware
 
     flags = hardware.cpu_flags() if flags is None else flags
-    precision, teacher_dtype, jit, reason = hardware.resolve("auto", "auto", "auto", kind, flags)
-    if precision == "float32" and teacher_dtype in ("", "float32"):
+    precision, teacher_dtype, jit, reason = hardware.resolve("auto", "auto", "auto", kind, flags,
+                                                             teacher_steps=teacher_steps)
+    student = "t" if precision == "float32" else ""
+    if teacher_dtype == "int8":
+        name = "int8" + student
+    elif precision == "float32" and teacher_dtype in ("", "float32"):
         name = "fp32"
     elif precision == "mixed_bfloat16" and teacher_dtype == "bfloat16":
         name = "bf16"
     else:
         name = "mixed"
-    return name + ("_xla" if jit else ""), reason
+    return name + variant_suffix(jit), reason
+
+
+def keras_jit(jit):
+    """Keras' jit_compile for a variant's jit (True, False or "fusible"), with TensorFlow's
+    auto-clustering set to match: on for "fusible" (the process's TF_XLA_FLAGS allow element-wise
+    clusters: `hardware.enable_onednn`), off otherwise."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        from tinybert_tf.launch import hardware
+
+        hardware.set_clustering(jit)
+    return jit is True
+
+
+def variant_suffix(jit):
+    return {True: "_xla", "fusible": "_fus"}.get(jit, "")
 
 
 def build_backbones(vocab, max_len, teacher_arch, student_arch, precision="fp32"):

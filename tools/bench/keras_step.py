@@ -109,7 +109,8 @@ def _RepeatPyDataset(batch):
 def build_distiller(cfg, precision, jit, spe, recipe="tinybert_general", teacher_weights=None,
                     student_weights=None):
     """A compiled Distiller (AdamW) of one precision variant with `recipe` (a name or a
-    `Recipe`), random weights or the given ones; an int8 teacher quantised after they are set."""
+    `Recipe`), random weights or the given ones; an int8 teacher quantised after they are set.
+    jit: True, False or "fusible" (`common.keras_jit`)."""
     import keras
 
     from tinybert_tf import Distiller
@@ -120,8 +121,8 @@ def build_distiller(cfg, precision, jit, spe, recipe="tinybert_general", teacher
         load_weights(student, student_weights)
     common.quantize_if_int8(teacher, precision)
     distiller = Distiller(teacher, student, recipe)
-    distiller.compile(optimizer=keras.optimizers.AdamW(learning_rate=1e-4), jit_compile=jit,
-                      steps_per_execution=spe)
+    distiller.compile(optimizer=keras.optimizers.AdamW(learning_rate=1e-4),
+                      jit_compile=common.keras_jit(jit), steps_per_execution=spe)
     return distiller
 
 
@@ -180,7 +181,8 @@ def bench_cached_logits(cfg, precision, jit):
     teacher = keras_hub.models.BertTextClassifier(teacher_bb, num_classes=2, preprocessor=None)
     student = keras_hub.models.BertTextClassifier(student_bb, num_classes=2, preprocessor=None)
     distiller = Distiller(teacher, student, "tinybert_task_prediction")
-    distiller.compile(optimizer=keras.optimizers.AdamW(learning_rate=1e-4), jit_compile=jit)
+    distiller.compile(optimizer=keras.optimizers.AdamW(learning_rate=1e-4),
+                      jit_compile=common.keras_jit(jit))
     batch = random_batch(cfg)
     calls = cfg.warmup + cfg.repeats
     teacher_s = median(time_fit(distiller, repeat_dataset(batch), calls, 1)[cfg.warmup:])
@@ -191,7 +193,7 @@ def bench_cached_logits(cfg, precision, jit):
     variables = distiller.student.trainable_variables
     optimizer.build(variables)
 
-    @tf.function(jit_compile=jit)
+    @tf.function(jit_compile=jit is True)
     def cached_step(x, teacher_logits):
         with tf.GradientTape() as tape:
             feats = distiller.student_features(x, training=True)
@@ -209,7 +211,7 @@ def bench_cached_logits(cfg, precision, jit):
         if i >= cfg.warmup:
             times.append(time.perf_counter() - start)
     cached_s = median(times)
-    return {"variant": f"{precision}{'_xla' if jit else ''}",
+    return {"variant": precision + common.variant_suffix(jit),
             "teacher_step_ms": teacher_s * 1e3, "cached_step_ms": cached_s * 1e3,
             "teacher_seq_per_s": cfg.batch / teacher_s, "cached_seq_per_s": cfg.batch / cached_s,
             "speedup": teacher_s / cached_s}

@@ -26,12 +26,13 @@ flags.DEFINE_integer("threads", 0, "Intra-op threads for every framework; 0 = al
 flags.DEFINE_integer("inter_op_threads", 1, "Inter-op threads (TF and torch).")
 flags.DEFINE_list(
     "variants",
-    ["fp32", "fp32_xla", "bf16t", "mixedt", "mixedt_xla", "bf16", "bf16_xla", "mixedt_spe4",
-     "int8_xla", "int8t_xla"],
+    ["fp32", "fp32_xla", "fp32_fus", "bf16t", "mixedt", "mixedt_xla", "bf16", "bf16_xla",
+     "bf16_fus", "mixed_fus", "mixedt_spe4", "int8_xla", "int8t_xla"],
     "TF step variants: fp32 | bf16 (teacher policy bfloat16, student mixed_bfloat16) | "
     "mixed (both mixed_bfloat16) | bf16t (teacher bfloat16, student float32) | mixedt (teacher "
     "mixed_bfloat16, student float32) | int8 (teacher int8 kernels, student mixed_bfloat16) | "
-    "int8t (teacher int8, student float32), with optional _xla (jit_compile) and _speN "
+    "int8t (teacher int8, student float32), with optional _xla (jit_compile), _fus (XLA "
+    "clusters of element-wise ops, matmuls on oneDNN: jit_compile=fusible) and _speN "
     "(steps_per_execution=N).",
 )
 flags.DEFINE_list(

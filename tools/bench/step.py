@@ -95,12 +95,13 @@ def bench_step(cfg):
         peer_fp32 = "fp32" if "fp32" in pv else None
         peer["fastest"] = peer_fastest
         out["fastest_ratio"] = variants[fastest]["seq_per_s"] / pv[peer_fastest]["seq_per_s"]
+        out["auto_ratio"] = rate[auto] / pv[peer_fastest]["seq_per_s"]
         if fastest_fp32 and peer_fp32:
             out["fp32_ratio"] = variants[fastest_fp32]["seq_per_s"] / pv["fp32"]["seq_per_s"]
         else:
             out["fp32_ratio"] = None
     else:
-        out["fastest_ratio"] = out["fp32_ratio"] = None
+        out["fastest_ratio"] = out["fp32_ratio"] = out["auto_ratio"] = None
     print_table(
         f"step: tinybert_general, batch {cfg.batch} x seq {cfg.seq}, {cfg.threads} threads "
         f"({flops['total'] / 1e9:.1f} GFLOP/step)",
@@ -110,7 +111,8 @@ def bench_step(cfg):
     else:
         print(f"step ratio: ours {fastest} {variants[fastest]['seq_per_s']:.3g} seq/s vs torch "
               f"{peer_fastest} {pv[peer_fastest]['seq_per_s']:.3g} seq/s = "
-              f"{out['fastest_ratio']:.2f}x; fp32 vs fp32 = {fmt(out['fp32_ratio'])}x; "
+              f"{out['fastest_ratio']:.2f}x; auto ({auto}) {out['auto_ratio']:.2f}x; "
+              f"fp32 vs fp32 = {fmt(out['fp32_ratio'])}x; "
               f"FLOP/s {out['flops_fraction']:.0%} of matmul")
 
     out["int8"] = _int8_summary(variants, fastest, peer if not peer.get("skipped") else None)

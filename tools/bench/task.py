@@ -29,7 +29,14 @@ import os
 import random
 import time
 
-from .common import POLICIES, auto_variant, build_backbones, parse_variant, quantize_if_int8
+from .common import (
+    POLICIES,
+    auto_variant,
+    build_backbones,
+    keras_jit,
+    parse_variant,
+    quantize_if_int8,
+)
 from .options import FLAGS
 from .report import print_table
 from .spawn import peer_env, run_worker
@@ -135,12 +142,12 @@ def keras_step_model(cfg, teacher_arch, step, precision_name, jit, num_classes):
         ("mixed" if step == "finetune" else precision_name), num_classes)
     if step == "finetune":
         model = teacher
-        model.compile(optimizer=keras.optimizers.AdamW(1e-4), jit_compile=jit,
+        model.compile(optimizer=keras.optimizers.AdamW(1e-4), jit_compile=keras_jit(jit),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         return model
     name = "tinybert_task_intermediate" if step == "intermediate" else "tinybert_task_prediction"
     model = Distiller(teacher, student, recipes.get(name, layer_map=list(cfg["layer_map"])))
-    model.compile(optimizer=keras.optimizers.AdamW(1e-4), jit_compile=jit)
+    model.compile(optimizer=keras.optimizers.AdamW(1e-4), jit_compile=keras_jit(jit))
     return model
 
 
@@ -193,10 +200,12 @@ def ours(cfg, teacher_arch, spec, tokenizer, seq, variants, log):
         examples = sum(len(y) for _, y in batches)
         pad = padding_fraction([x["padding_mask"] for x, _ in batches])
         for name in variants:
-            precision, jit, _ = parse_variant(name)
             key = f"{'bucketed' if bucketed else 'padded'}:{name}"
             out[key] = {}
             for step in STEPS:
+                # auto's fine-tuning step is its own choice (no teacher runs in it)
+                step_variant = cfg.get("finetune_of", {}).get(name, name)
+                precision, jit, _ = parse_variant(step_variant if step == "finetune" else name)
                 model = keras_step_model(cfg, teacher_arch, step, precision, jit,
                                          spec.num_classes)
                 seconds = time_keras(model, batches, step, cfg["passes"])
@@ -274,10 +283,11 @@ def run_task_bench(cfg):
     from tinybert_tf.distill import students
 
     auto, reason = auto_variant()
+    auto_finetune, _ = auto_variant(teacher_steps=False)
     variants = list(dict.fromkeys(auto if v == "auto" else v for v in FLAGS.task_variants))
     for name in variants:
         parse_variant(name)
-    print(f"task: auto = {auto} ({reason}); variants {variants}")
+    print(f"task: auto = {auto} ({reason}), for fine-tuning {auto_finetune}; variants {variants}")
     tokenizer = demo.minilm_dir()
     task_cfg = dict(
         tiny=cfg.tiny, task_file=FLAGS.task_file, rows=64 if cfg.tiny else FLAGS.task_rows,
@@ -288,7 +298,8 @@ def run_task_bench(cfg):
         seq_lens=[32] if cfg.tiny else [int(s) for s in FLAGS.task_seq_lens],
         buckets=tuple(int(b) for b in FLAGS.task_buckets), passes=1 if cfg.tiny else
         FLAGS.task_passes, variants=variants[:1] if cfg.tiny else variants,
-        peer_variants=FLAGS.task_peer_variants[:1] if cfg.tiny else FLAGS.task_peer_variants)
+        peer_variants=FLAGS.task_peer_variants[:1] if cfg.tiny else FLAGS.task_peer_variants,
+        finetune_of={auto: auto_finetune})
     peer = None
     if FLAGS.peer != "none" and all(importlib.util.find_spec(m) for m in ("torch", "transformers")):
         def peer(args):
@@ -296,7 +307,7 @@ def run_task_bench(cfg):
     else:
         print("task: PyTorch peer skipped (--peer=none or torch/transformers not importable)")
     results = bench_task(task_cfg, peer)
-    results["auto"] = {"variant": auto, "reason": reason}
+    results["auto"] = {"variant": auto, "reason": reason, "finetune_variant": auto_finetune}
     for seq in task_cfg["seq_lens"]:
         r = results[str(seq)]
         sides = {**r["ours"], **{f"torch {k}": v for k, v in
