@@ -11,14 +11,9 @@ from __future__ import annotations
 import sys
 import urllib.error
 
-from tinybert_tf.errors import Interrupted, UserError
+from tinybert_tf.errors import Interrupted, UserError, first_line
 
 _FILE_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
-
-
-def _first_line(err):
-    text = str(err).strip()
-    return text.splitlines()[0].strip() if text else type(err).__name__
 
 
 def _raised_in(err, package):
@@ -31,23 +26,23 @@ def _raised_in(err, package):
 def user_message(err):
     """(one-line message, exit code) for a user-facing error; None for a bug."""
     if isinstance(err, UserError):
-        return _first_line(err), err.exit_code
+        return first_line(err), err.exit_code
     if isinstance(err, (ValueError, OSError)) and _raised_in(err, "keras_hub") and \
             "preset" in str(err).lower():
         lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
         received = f" ({lines[-1]})" if len(lines) > 1 and "Received" in lines[-1] else ""
-        return (f"keras-hub could not load a preset: {_first_line(err)}{received}; pass a "
+        return (f"keras-hub could not load a preset: {first_line(err)}{received}; pass a "
                 "preset directory or a keras-hub preset name.", 1)
     if isinstance(err, (*_FILE_ERRORS, FloatingPointError)):
-        return _first_line(err), 1
+        return first_line(err), 1
     tf = sys.modules.get("tensorflow")
     if tf is not None and isinstance(err, tf.errors.PermissionDeniedError):
-        return f"permission denied: {_first_line(err)}; pass a path you can write to.", 1
+        return f"permission denied: {first_line(err)}; pass a path you can write to.", 1
     if isinstance(err, urllib.error.URLError):
         return (f"network lookup failed ({err.reason}); a TPU name needs the GCE metadata server "
                 "(on a TPU VM use --config.tpu=local).", 1)
     if type(err).__module__.startswith(("requests", "urllib3")):
-        return (f"download failed ({_first_line(err)[:200]}); check the network, or pass a local "
+        return (f"download failed ({first_line(err)[:200]}); check the network, or pass a local "
                 "preset directory.", 1)
     return None
 

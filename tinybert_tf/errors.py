@@ -25,3 +25,12 @@ class Interrupted(Exception):
     def __init__(self, message, exit_code):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def first_line(err, default=None):
+    """The first line of an exception's (or a string's) text, stripped: the one-line reason a user
+    error quotes. `default` when the text is blank (None: the exception's type name)."""
+    text = str(err).strip()
+    if text:
+        return text.splitlines()[0].strip()
+    return type(err).__name__ if default is None else default

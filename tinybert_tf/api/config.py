@@ -12,7 +12,7 @@ import copy
 
 import ml_collections
 
-from tinybert_tf.errors import UserError
+from tinybert_tf.errors import UserError, first_line
 from tinybert_tf.launch import config_lib
 
 
@@ -44,7 +44,7 @@ def _set(c, name, value):
         raise UserError(f"unknown config key {name}; check the spelling against the config "
                         f"(tinybert_tf/configs/{source}.py lists every key).") from None
     except TypeError as err:
-        raise UserError(f"config key {name}: {str(err).splitlines()[0]}") from None
+        raise UserError(f"config key {name}: {first_line(err)}") from None
 
 
 def build(name, mode, config=None, variant=None, keys=None):

@@ -20,7 +20,7 @@ import os
 import keras
 
 from tinybert_tf.distill import quantize
-from tinybert_tf.errors import UserError
+from tinybert_tf.errors import UserError, first_line
 
 INT8 = "int8"  # the teacher_dtype of a frozen teacher with int8 kernels (`quantize`)
 
@@ -74,7 +74,7 @@ def damaged_weights(preset):
             with h5py.File(path, "r"):
                 pass
         except OSError as err:
-            return path, str(err).splitlines()[0] if str(err) else type(err).__name__
+            return path, first_line(err)
     return None
 
 

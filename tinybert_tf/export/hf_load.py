@@ -28,7 +28,7 @@ import inspect
 import json
 import os
 
-from tinybert_tf.errors import UserError
+from tinybert_tf.errors import UserError, first_line
 from tinybert_tf.export.hf import (
     CLASSIFIER,
     ENCODER_ARCHITECTURE,
@@ -192,8 +192,8 @@ def load_tokenizer(path, what="teacher"):
     except (ValueError, OSError) as err:
         if isinstance(err, UserError):
             raise
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise UserError(f"{what} {path}: its tokenizer does not load ({first}).") from None
+        raise UserError(
+            f"{what} {path}: its tokenizer does not load ({first_line(err)}).") from None
 
 
 def _weight_keys(path, what):
@@ -324,8 +324,7 @@ def _convert_encoder(backbone, weights, config, path, what):
     try:
         convert_bert.convert_weights(backbone, weights, config)
     except (ValueError, KeyError, SafetensorError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise UserError(f"{what} {path}: its encoder weights do not load ({first}); pass "
+        raise UserError(f"{what} {path}: its encoder weights do not load ({first_line(err)}); pass "
                         "the directory model.save_pretrained(dir) wrote.") from None
 
 

@@ -40,6 +40,7 @@ import dataclasses
 import os
 import time
 
+from tinybert_tf.errors import first_line
 from tinybert_tf.export import storage
 from tinybert_tf.export.assets import (
     export_config,
@@ -207,10 +208,9 @@ def stage_version(module, signatures, student, report, warmup, verify, sample_te
         storage.remove_tree(stage)
         if isinstance(e, ExportError):
             raise
-        msg = (str(e).strip().splitlines() or [""])[0]
         raise ExportError(
             f"export of {report.model_name!r} v{report.version} failed: "
-            f"{type(e).__name__}: {msg}"
+            f"{type(e).__name__}: {first_line(e, '')}"
         ) from e
     return stage, cases
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from tinybert_tf.errors import UserError
+from tinybert_tf.errors import UserError, first_line
 
 DEFAULT_SIGNATURE = "serving_default"
 TEXT_SIGNATURE = "serving_text"
@@ -56,9 +56,8 @@ def load_student(preset_dir: str):
         if has_file("tokenizer.json"):
             tokenizer = keras_hub.tokenizers.Tokenizer.from_preset(preset_dir)
     except Exception as e:  # keras-hub raises many types; keep the CLI message to one line
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise ExportError(
-            f"cannot load student preset {preset_dir!r}: {type(e).__name__}: {msg}"
+            f"cannot load student preset {preset_dir!r}: {type(e).__name__}: {first_line(e, '')}"
         ) from e
     return model, tokenizer
 

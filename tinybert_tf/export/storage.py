@@ -15,6 +15,8 @@ import os
 import tempfile
 import time
 
+from tinybert_tf.errors import first_line
+
 # Moved into a remote version directory last: the file that makes the directory loadable.
 LAST_FILE = "saved_model.pb"
 
@@ -39,7 +41,7 @@ def staging_dir(model_dir: str, version: int) -> str:
 def error_text(e: Exception) -> str:
     """The one-line reason of an ``OSError`` or ``tf.errors.OpError``."""
     reason = getattr(e, "strerror", None) or getattr(e, "message", None) or str(e)
-    return (str(reason).strip().splitlines() or [""])[0]
+    return first_line(reason, "")
 
 
 def check_writable(directory: str) -> None:

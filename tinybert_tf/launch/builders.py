@@ -17,7 +17,7 @@ import tensorflow as tf
 from tinybert_tf.data.task_batches import count_batches
 from tinybert_tf.distill import distiller as distiller_lib
 from tinybert_tf.distill import dtypes, heads, optim, recipes, students
-from tinybert_tf.errors import LaunchError
+from tinybert_tf.errors import LaunchError, first_line
 from tinybert_tf.export import hf_load
 from tinybert_tf.launch import distribution, hardware
 from tinybert_tf.launch.strategy import steps_per_execution
@@ -77,8 +77,8 @@ def load_tokenizer(preset):
     try:
         return keras_hub.tokenizers.Tokenizer.from_preset(preset)
     except (ValueError, OSError) as err:  # a broken preset dir; no network for a preset name
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise LaunchError(f"teacher {preset}: its tokenizer does not load ({first}).") from None
+        raise LaunchError(
+            f"teacher {preset}: its tokenizer does not load ({first_line(err)}).") from None
 
 
 def load_task_model(preset, what="model"):

@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tinybert_tf.errors import LaunchError
+from tinybert_tf.errors import LaunchError, first_line
 from tinybert_tf.launch.teacher_record import TeacherRecord, flat, nest
 
 
@@ -60,8 +60,7 @@ def _short(err):
     """One line of an exception: its type and the first line of its text, without TF's op noise."""
     text = getattr(err, "message", None) or str(err) or ""
     text = re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\]", "", text.strip())
-    text = text.splitlines()[0] if text else ""
-    return f"{type(err).__name__}: {text[:200]}"
+    return f"{type(err).__name__}: {first_line(text, '')[:200]}"
 
 
 def _none_restores(directory, names):

@@ -44,7 +44,7 @@ def copy_tree(src, dst):
             tf.io.gfile.copy(os.path.join(root, name), os.path.join(target, name), overwrite=True)
 
 
-def _step(model):
+def current_step(model):
     """The optimizer's step counter as an int, on any backend."""
     return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
 
@@ -92,7 +92,7 @@ class EvalSelector(keras.callbacks.Callback):
         no further. A stop recorded at a later step (a kill between selection.json and that
         step's checkpoint) is not one yet: the resumed run re-scores up to it and stops there."""
         stop = self.state.get("stopped")
-        return stop is not None and _step(self.model) >= stop["step"]
+        return stop is not None and current_step(self.model) >= stop["step"]
 
     def since_best(self, step):
         """Evaluations up to `step` after the best one: those without a strict improvement."""
@@ -102,7 +102,7 @@ class EvalSelector(keras.callbacks.Callback):
         return sum(1 for h in self.state["history"] if best["step"] < h["step"] <= step)
 
     def on_epoch_end(self, epoch, logs=None):
-        step = _step(self.model)
+        step = current_step(self.model)
         # The last evaluation before this chunk end (selection.json survives restarts), not the
         # step this fit began at: the same chunk ends are scored however the run was resumed.
         last = max((h["step"] for h in self.state["history"] if h["step"] < step), default=0)
@@ -160,7 +160,7 @@ class EvalSelector(keras.callbacks.Callback):
 
         The model is scored first unless it was at its step (the run's last step, or the step
         it stopped early at)."""
-        step = _step(self.model)
+        step = current_step(self.model)
         if self.state["best"] is None or not self.state["history"] or \
                 self.state["history"][-1]["step"] < step:
             self.evaluate(step)

@@ -16,7 +16,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from tinybert_tf.errors import LaunchError
+from tinybert_tf.errors import LaunchError, first_line
 from tinybert_tf.launch import devices, distribution
 
 STRATEGIES = ("cpu", "one_device", "mirrored", "multi_worker", "tpu")
@@ -87,8 +87,7 @@ def _tpu_strategy(tpu):
     except (ValueError, RuntimeError, OSError, tf.errors.OpError) as err:
         # OSError: urllib's URLError, when the GCE metadata server that resolves a TPU name
         # cannot be reached (off Cloud).
-        text = str(getattr(err, "reason", None) or err).strip()
-        first = text.splitlines()[0] if text else type(err).__name__
+        first = first_line(getattr(err, "reason", None) or err, type(err).__name__)
         raise LaunchError(
             f"TPU {tpu!r} not reachable ({first}); a TPU name is looked up through the GCE "
             "metadata server: on a TPU VM use --config.tpu=local, elsewhere the TPU name from "

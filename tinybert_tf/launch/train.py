@@ -47,12 +47,7 @@ from absl import logging
 from tinybert_tf import errors
 from tinybert_tf.launch import checkpoints, distribution
 from tinybert_tf.launch.progress import Progress
-from tinybert_tf.launch.selection import EvalSelector
-
-
-def current_step(model):
-    """The optimizer's step counter as an int, on any backend."""
-    return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+from tinybert_tf.launch.selection import EvalSelector, current_step
 
 
 class StepLogger(keras.callbacks.Callback):
