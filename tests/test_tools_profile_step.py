@@ -39,16 +39,22 @@ def test_split_turns_cumulative_times_into_parts():
 
 
 @pytest.mark.slow
-def test_tiny_profile_runs_and_names_onednn_primitives(tmp_path):
+@pytest.mark.parametrize("jit, onednn_steps", [("none", 1), ("fusible", 0)])
+def test_tiny_profile_runs_and_names_onednn_primitives(tmp_path, jit, onednn_steps):
     out = tmp_path / "profile.json"
     done = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "bench", "profile_step.py"),
-                           "--tiny", "--repeats=2", "--onednn_steps=1", "--precision=fp32",
-                           f"--json={out}"], capture_output=True, text=True, timeout=900,
+                           "--tiny", "--repeats=2", f"--onednn_steps={onednn_steps}",
+                           "--precision=fp32", f"--jit={jit}", f"--json={out}"],
+                          capture_output=True, text=True, timeout=900,
                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(out.read_text())
+    assert report["jit"] == jit
     assert set(report["parts_ms"]) == {"teacher", "student_forward", "loss_terms", "backward",
                                        "optimizer_and_loop", "step"}
     assert all(v > 0 for v in report["cumulative_ms"].values())
+    if not onednn_steps:
+        assert report["onednn"] == {}
+        return
     matmuls = {k: v for k, v in report["onednn"].items() if k.startswith("matmul ")}
     assert matmuls and all(v["calls_per_step"] > 0 for v in matmuls.values())

@@ -2,7 +2,8 @@
 same models and batch, and the oneDNN implementation of every primitive the step ran. Parts are
 differences of cumulative timings, so a small part carries the noise of two larger ones.
 
-    python tools/bench/profile_step.py [--precision=bf16] [--threads=2] [--tiny] [--json=F]
+    python tools/bench/profile_step.py [--precision=bf16] [--jit=fusible] [--threads=2] [--tiny]
+        [--json=F]
 
 Parts (medians of --repeats calls, each a `tf.function` on the benchmark's BERT-base teacher and
 TinyBERT-4 student, batch 8 x 128, recipe tinybert_general, AdamW): `teacher` (the frozen
@@ -32,11 +33,14 @@ TINY = dict(num_layers=2, hidden_dim=32, num_heads=2, intermediate_dim=64)
 def _args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--precision", default="bf16", help="a tools/bench variant precision")
+    p.add_argument("--jit", default="none", choices=("none", "fusible", "xla"),
+                   help="fusible: XLA clusters of element-wise ops (jit_compile=fusible); xla: "
+                        "every part and the step jit-compiled")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--tiny", action="store_true", help="2-layer models, batch 2 x 16 (tests)")
     p.add_argument("--json", default="", help="write the profile here")
-    p.add_argument("--onednn_steps", type=int, default=3)
+    p.add_argument("--onednn_steps", type=int, default=3, help="0: no oneDNN process")
     p.add_argument("--worker", default="", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -70,10 +74,15 @@ def _distiller(args):
                                               args.precision)
     common.quantize_if_int8(teacher, args.precision)
     model = Distiller(teacher, student, "tinybert_general")
-    model.compile(optimizer=keras.optimizers.AdamW(1e-4))
+    model.compile(optimizer=keras.optimizers.AdamW(1e-4),
+                  jit_compile=common.keras_jit(_jit(args)))
     ids = np.random.default_rng(0).integers(1, s["vocab"], (s["batch"], s["seq"])).astype("int32")
     x = {"token_ids": ids, "segment_ids": np.zeros_like(ids), "padding_mask": np.ones_like(ids)}
     return model, x
+
+
+def _jit(args):
+    return {"none": False, "fusible": "fusible", "xla": True}[args.jit]
 
 
 def _median_ms(fn, x, repeats):
@@ -120,12 +129,15 @@ def part_times(args):
         leaves = [t for t in tf.nest.flatten(features) if hasattr(t, "shape") and t.shape.rank]
         return tf.add_n([tf.cast(tf.reshape(t, [-1])[0], tf.float32) for t in leaves])
 
+    def compiled(fn):
+        return tf.function(fn, jit_compile=_jit(args) is True)
+
     parts = {
-        "teacher": tf.function(lambda x: touched(model.teacher_features(x))),
-        "teacher + student_forward": tf.function(
+        "teacher": compiled(lambda x: touched(model.teacher_features(x))),
+        "teacher + student_forward": compiled(
             lambda x: touched(model.teacher_features(x), model.student_features(x, training=True))),
-        "teacher + student_forward + loss_terms": tf.function(terms),
-        "teacher + student_forward + loss_terms + backward": tf.function(backward),
+        "teacher + student_forward + loss_terms": compiled(terms),
+        "teacher + student_forward + loss_terms + backward": compiled(backward),
     }
     out = {name: _median_ms(fn, x, args.repeats) for name, fn in parts.items()}
     from bench import keras_step
@@ -185,7 +197,7 @@ def onednn_table(text, steps):
 
 def run_onednn(args):
     argv = [sys.executable, os.path.abspath(__file__), "--worker=onednn",
-            f"--precision={args.precision}", f"--threads={args.threads}",
+            f"--precision={args.precision}", f"--jit={args.jit}", f"--threads={args.threads}",
             f"--onednn_steps={args.onednn_steps}", *(["--tiny"] if args.tiny else [])]
     env = dict(os.environ, ONEDNN_VERBOSE="1", TF_ENABLE_ONEDNN_OPTS="1",
                TF_CPP_MIN_LOG_LEVEL="3")
@@ -201,12 +213,12 @@ def main(argv=None):
         return onednn_worker(args)
     flags = sorted({f for f in open("/proc/cpuinfo").read().split() if f.startswith(("avx512",
                                                                                      "amx"))})
-    report = {"precision": args.precision, "threads": args.threads, "shapes": _shapes(args),
+    report = {"precision": args.precision, "jit": args.jit, "threads": args.threads, "shapes": _shapes(args),
               "cpu_flags": flags, "load_before": os.getloadavg()[0]}
     report["cumulative_ms"] = part_times(args)
     report["parts_ms"] = split(report["cumulative_ms"])
-    report["onednn"] = {k: {"calls_per_step": c, "ms_per_step": ms}
-                        for k, (c, ms) in run_onednn(args).items()}
+    onednn = run_onednn(args) if args.onednn_steps else {}
+    report["onednn"] = {k: {"calls_per_step": c, "ms_per_step": ms} for k, (c, ms) in onednn.items()}
     report["load_after"] = os.getloadavg()[0]
     print(json.dumps(report, indent=1))
     if args.json:
@@ -218,4 +230,8 @@ def main(argv=None):
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+    sys.path.insert(0, ROOT)
+    from tinybert_tf.launch import hardware
+
+    hardware.allow_fusible_clusters()  # before TensorFlow's first function: --jit=fusible
     main()
