@@ -19,7 +19,7 @@ import tiny
 
 from tinybert_tf import main
 from tinybert_tf.errors import LaunchError
-from tinybert_tf.launch import builders, config_lib, hardware, progress, train
+from tinybert_tf.launch import builders, config_lib, hardware, progress, selection, train
 from tinybert_tf.launch.modes import run as run_mode
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -123,7 +123,7 @@ def test_plan_schedule_and_steps_run_agree(tmp_path, monkeypatch, capsys, bucket
     def recording_run(model, data, workdir, total_steps, **kwargs):
         seen["schedule"] = model.optimizer.get_config()["learning_rate"]["config"]["total_steps"]
         real_run(model, data, workdir, total_steps, **kwargs)
-        seen["steps_run"] = train.current_step(model)
+        seen["steps_run"] = selection.current_step(model)
 
     monkeypatch.setattr(train, "run", recording_run)
     c = config_lib.load("task_distill", "tiny", mode="finetune", teacher=tiny.write_teacher(

@@ -37,7 +37,7 @@ class _Raise(keras.callbacks.Callback):
         self.step = step
 
     def on_epoch_end(self, epoch, logs=None):
-        if train.current_step(self.model) == self.step:
+        if selection.current_step(self.model) == self.step:
             raise RuntimeError(f"killed at step {self.step}")
 
 
@@ -49,13 +49,13 @@ class _SignalAt(keras.callbacks.Callback):
         self.sig, self.step = sig, step
 
     def on_train_batch_end(self, batch, logs=None):
-        if train.current_step(self.model) == self.step:
+        if selection.current_step(self.model) == self.step:
             signal.raise_signal(self.sig)
 
 
 def _selector(model, workdir, scored=None):
     def score():
-        step = train.current_step(model)
+        step = selection.current_step(model)
         if scored is not None:
             scored.append(step)
         return {"m": SCORES.get(step, 0.9)}
@@ -93,7 +93,7 @@ def _latest(workdir):
 def test_run_ends_at_the_stop_with_a_checkpoint_and_a_restart_trains_no_further(
         uninterrupted, capsys):
     workdir, model = uninterrupted
-    assert train.current_step(model) == STOP < TOTAL
+    assert selection.current_step(model) == STOP < TOTAL
     assert _latest(workdir).endswith(f"ckpt-{STOP}")
     state = json.load(open(os.path.join(workdir, "selection.json")))
     assert state["stopped"] == {"step": STOP, "patience": 2}
@@ -104,7 +104,7 @@ def test_run_ends_at_the_stop_with_a_checkpoint_and_a_restart_trains_no_further(
     again, scored = tiny.dense_model(seed=1), []
     selector = _run(again, workdir, scored=scored)
     assert f"Run already stopped early at step {STOP}." in capsys.readouterr().out
-    assert selector.stopped and scored == [] and train.current_step(again) == STOP
+    assert selector.stopped and scored == [] and selection.current_step(again) == STOP
     for a, b in zip(_weights(model), _weights(again)):
         np.testing.assert_array_equal(a, b)
     assert _latest(workdir).endswith(f"ckpt-{STOP}")
@@ -131,7 +131,7 @@ def test_an_interrupted_run_resumes_to_the_same_stop(uninterrupted, tmp_path, ca
     assert f"(step {resumed_at} of {TOTAL})" in out and "already stopped" not in out
     assert f"Early stop at step {STOP}: no better m in 2 evaluations (best 0.6000 at step " \
            f"{BEST})." in out
-    assert train.current_step(resumed) == STOP and selector.stopped
+    assert selection.current_step(resumed) == STOP and selector.stopped
     assert _latest(workdir).endswith(f"ckpt-{STOP}")
     for a, b in zip(_weights(full), _weights(resumed)):
         np.testing.assert_array_equal(a, b)
