@@ -49,3 +49,33 @@ def test_short_demo_end_to_end(tmp_path):
 
     assert train.read_metrics(str(out / "general_distill"))[-1]["step"] == 60
     assert plan["cpu"] in table
+
+
+@pytest.mark.slow
+def test_the_demo_prints_progress_and_results_only(tmp_path):
+    """`make demo`'s console, as a user sees it: no TensorFlow/absl INFO line (the SavedModel
+    and checkpoint savers log some), no Python warning, no C++ log line."""
+    import re
+    import subprocess
+    import sys
+
+    try:
+        demo.minilm_dir()
+    except FileNotFoundError as err:
+        pytest.skip(str(err))
+    corpus = tmp_path / "corpus"
+    from examples.stdlib import stdlib_text
+
+    stdlib_text.build_corpus(str(corpus), max_files=40)
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run(
+        [sys.executable, "-m", "examples.stdlib.demo", f"--workdir={tmp_path / 'demo'}",
+         "--steps=6", "--batch_size=8", "--eval_docs=32", f"--corpus={corpus / 'train.txt'}",
+         f"--heldout={corpus / 'heldout.txt'}"],
+        capture_output=True, text=True, timeout=1200, env=env,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.returncode == 0, done.stderr[-3000:]
+    noise = re.compile(r"^(INFO|WARNING):|^[IWEF]\d{4} |Warning\b|warnings\.warn|absl::")
+    printed = (done.stdout + done.stderr).splitlines()
+    assert not [line for line in printed if noise.search(line)], printed
+    assert (tmp_path / "demo" / "summary.md").exists()

@@ -111,11 +111,8 @@ def _launch(config, workdir, verbose, reexec=False):
 
 def main(argv):
     del argv
-    if not _VERBOSE.value and not flags.FLAGS["verbosity"].present:
-        # Python-side INFO logs (TensorFlow's checkpoint saver, ...) only with --verbose.
-        from absl import logging
-
-        logging.set_verbosity(logging.WARNING)
+    # Python-side INFO logs (TensorFlow's checkpoint saver, ...) only with --verbose.
+    hardware.quiet_python_logs(_VERBOSE.value or flags.FLAGS["verbosity"].present)
     _launch(_CONFIG.value, _WORKDIR.value, _VERBOSE.value, reexec=True)
 
 

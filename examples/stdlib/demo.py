@@ -332,6 +332,7 @@ def define_flags():
 
 def main(argv):
     del argv
+    hardware.quiet_python_logs()  # TensorFlow's SavedModel and checkpoint INFO lines
     f = flags.FLAGS
     run_demo(f.teacher or minilm_dir(), f.workdir, f.steps, f.batch_size, f.seq_len, f.student,
              f.layer_map, f.learning_rate, f.eval_docs, corpus=f.corpus, heldout=f.heldout,

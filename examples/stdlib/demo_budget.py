@@ -60,9 +60,9 @@ def measure_step_seconds(teacher_dir, student, recipe, layer_map, loss_weights, 
     ids = rng.integers(1000, teacher.vocabulary_size, (batch_size, seq_len)).astype("int32")
     x = {"token_ids": ids, "segment_ids": np.zeros_like(ids), "padding_mask": np.ones_like(ids)}
     data = tf.data.Dataset.from_tensors(x).repeat()
-    distiller.fit(data, epochs=1, steps_per_epoch=CALIBRATION_WARMUP, verbose=0)
+    distiller.fit(data, epochs=1, steps_per_epoch=CALIBRATION_WARMUP, verbose=0, shuffle=False)
     start = time.perf_counter()
-    distiller.fit(data, epochs=1, steps_per_epoch=CALIBRATION_STEPS, verbose=0)
+    distiller.fit(data, epochs=1, steps_per_epoch=CALIBRATION_STEPS, verbose=0, shuffle=False)
     seconds = (time.perf_counter() - start) / CALIBRATION_STEPS
     del distiller, teacher
     keras.backend.clear_session()

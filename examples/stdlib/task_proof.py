@@ -40,7 +40,7 @@ from tinybert_tf.launch import hardware  # noqa: E402  (os only: before TensorFl
 hardware.enable_onednn()
 hardware.import_tensorflow_quietly()
 
-from absl import app, flags, logging  # noqa: E402
+from absl import app, flags  # noqa: E402
 
 from examples.stdlib import proof_rows  # noqa: E402
 
@@ -133,7 +133,7 @@ def main(argv):
     del argv
     from examples.stdlib import proof_stages
 
-    logging.set_verbosity(logging.WARNING)  # TF's checkpoint INFO lines would interleave the bars
+    hardware.quiet_python_logs()  # TF's checkpoint INFO lines would interleave the bars
 
     s = settings()
     unknown = sorted(set(_ROWS.value) - set(proof_rows.ROWS))

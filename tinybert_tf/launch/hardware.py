@@ -149,6 +149,21 @@ def native_start_up_filtered(quiet=True):
                 os.write(2, "".join(kept).encode())
 
 
+def quiet_python_logs(verbose=False):
+    """The console of a normal run: Python-side INFO lines off unless `verbose` (absl's, which
+    TensorFlow's savers use: `functional_saver.py:440] Sharding callback duration`,
+    `signature_serialization.py:156] ...`, and the `tensorflow` logger's `Assets written`);
+    warnings and errors still show. Every entry point (launcher, examples, tools) calls it."""
+    if verbose:
+        return
+    import logging as py_logging
+
+    from absl import logging
+
+    logging.set_verbosity(logging.WARNING)
+    py_logging.getLogger("tensorflow").setLevel(py_logging.WARNING)
+
+
 def import_tensorflow_quietly():
     """For scripts: `quiet_tensorflow` and import TensorFlow with its libraries' start-up lines
     dropped (`native_start_up_filtered`), as the CLI does, so a run shows only its own lines."""

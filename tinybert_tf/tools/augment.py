@@ -71,6 +71,7 @@ def main(argv):
     del argv
     from tinybert_tf import cli
 
+    hardware.quiet_python_logs(FLAGS.verbose)
     cli.report(_augment, verbose=FLAGS.verbose)  # a user error (no MLM head, a bad TSV): one line
 
 

@@ -43,6 +43,8 @@ def define_flags():
 def main(argv):
     del argv
     from tinybert_tf import cli
+
+    hardware.quiet_python_logs(FLAGS.verbose)
     from tinybert_tf.export.publish import export
 
     report = cli.report(  # a user error (ExportError, a missing file, ...): one line, exit 1

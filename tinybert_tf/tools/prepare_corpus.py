@@ -83,6 +83,8 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     from tinybert_tf import cli
 
+    hardware.quiet_python_logs(FLAGS.verbose)
+
     cli.report(run, FLAGS, verbose=FLAGS.verbose)  # a mistake (e.g. no documents): one line
 
 

@@ -24,9 +24,9 @@ from .worker import worker_main
 
 def main(argv):
     del argv
-    from absl import logging
+    from tinybert_tf.launch import hardware
 
-    logging.set_verbosity(logging.WARNING)
+    hardware.quiet_python_logs()
     if FLAGS.worker:
         text = FLAGS.worker_args
         if text.startswith("@"):

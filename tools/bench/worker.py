@@ -13,9 +13,9 @@ from .torch_peer import torch_step_worker
 
 
 def worker_main(name, args):
-    from absl import logging
+    from tinybert_tf.launch import hardware
 
-    logging.set_verbosity(logging.WARNING)
+    hardware.quiet_python_logs()
     if name == "torch_task":
         from . import task_peer
 
