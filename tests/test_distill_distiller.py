@@ -1,5 +1,6 @@
 """Distiller: frozen teacher, trained student + projections, loss terms, precision, save/reload."""
 
+import json
 import os
 
 import keras
@@ -275,6 +276,33 @@ def test_saved_student_round_trip_without_teacher(tmp_path):
     teacher_bytes = 4 * students.count_params(teacher)
     assert size < teacher_bytes  # the teacher (4 layers, 32 wide) is never written
     assert not any("projection" in w.path for w in reloaded.weights)
+
+
+def _config_case(case):
+    """A Distiller for the config round trip, with its labels: a registered recipe on backbones,
+    or a recipe with fields overridden (not a registered one) on classifiers."""
+    if case == "registered":
+        return tinybert_tf.Distiller(*_pair(), "tinybert_general"), None
+    teacher = tiny.classifier(tiny.backbone(num_layers=4, seed=0))
+    student = tiny.classifier(tiny.backbone(hidden_dim=16, seed=1))
+    recipe = recipes.get("distilbert_task", temperature=3.0, layer_map=(1, 3))
+    return tinybert_tf.Distiller(teacher, student, recipe), np.array([0, 1, 2, 1], "int32")
+
+
+@pytest.mark.parametrize("case", ["registered", "overridden"])
+def test_config_round_trip_gives_the_same_losses(case):
+    d, y = _config_case(case)
+    config = json.loads(json.dumps(d.get_config()))  # plain JSON data
+    again = tinybert_tf.Distiller.from_config(config)
+    assert again.recipe == d.recipe and again.layer_map == d.layer_map
+    assert isinstance(config["recipe"], str) == (case == "registered")
+    again.set_weights(d.get_weights())
+    x = tiny.inputs()
+    want, got = (m.compute_terms(x, y, None, m.teacher_outputs(x), m.student_features(x, False))
+                 for m in (d, again))
+    assert set(got) == set(want)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name])
 
 
 @pytest.mark.parametrize("clipnorm", [None, 1.0])

@@ -13,6 +13,7 @@ import importlib
 
 import keras
 from keras import ops
+from keras.saving import deserialize_keras_object, serialize_keras_object
 
 from tinybert_tf.distill import dtypes, recipes
 from tinybert_tf.distill import features as feature_view
@@ -164,7 +165,29 @@ class Distiller(keras.Model):
             term: keras.metrics.Mean(name=f"{term}_loss") for term in self.recipe.terms
         }
         self.trackers["loss"] = keras.metrics.Mean(name="loss")
+        self._replica_clipnorm = None  # set by `compile`
         self.built = True
+
+    def get_config(self):
+        """The Distiller's constructor arguments: the teacher and student serialised with
+        `keras.saving.serialize_keras_object`, the recipe as `recipes.recipe_config` (its name, or
+        its fields when it is not a registered recipe) and the name. The weights are not in it."""
+        config = super().get_config()
+        config.update({
+            "teacher": serialize_keras_object(self.teacher),
+            "student": serialize_keras_object(self.student),
+            "recipe": recipes.recipe_config(self.recipe),
+        })
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        """A Distiller (newly initialised weights) from `get_config`'s dict."""
+        config = dict(config)
+        for role in ("teacher", "student"):
+            config[role] = deserialize_keras_object(config[role])
+        config["recipe"] = recipes.from_recipe_config(config["recipe"])
+        return cls(**config)
 
     @property
     def metrics(self):
@@ -203,7 +226,7 @@ class Distiller(keras.Model):
         weighted `loss`. Each term is a mean over the local batch (the steps divide by the
         replica count for gradients)."""
         r = self.recipe
-        inputs = terms_lib.TermInputs(self, x, y, sample_weight, t_feats, s_feats)
+        inputs = terms_lib.TermInputs(self.pairing, x, y, sample_weight, t_feats, s_feats)
         terms = {name: fn(inputs) for name, fn in terms_lib.FUNCTIONS.items() if name in r.weights}
         total = 0.0
         for name, value in terms.items():
@@ -211,14 +234,42 @@ class Distiller(keras.Model):
         terms["loss"] = total
         return terms
 
-    def _update_trackers(self, terms):
+    @property
+    def pairing(self):
+        """What the loss terms read of this teacher/student pair: a `terms.Pairing` of the
+        recipe, layer map, projections, MiniLM's teacher layer and the student's head count and
+        kind."""
+        return terms_lib.Pairing(
+            self.recipe, self.layer_map, self.projections, self.teacher_layer,
+            feature_view.num_heads(self.student), hasattr(self.student, "masked_lm_head"))
+
+    def update_metrics(self, terms):
+        """Adds a step's loss terms to the `<term>_loss` trackers (stateful; the JAX step
+        updates `trackers` statelessly instead).
+
+        Args:
+            terms: `compute_terms`' dict, `{term: scalar}` plus `loss`.
+
+        Returns:
+            The logs: `{tracker name: running mean}` for every tracker.
+        """
         for name, value in terms.items():
             self.trackers[name].update_state(value)
         return {tracker.name: tracker.result() for tracker in self.trackers.values()}
 
-    # ---- the per-backend steps (`tf_step`, `jax_step`) -------------------------------------------
+    # ---- what the per-backend steps (`tf_step`, `jax_step`) read ------------------------------
 
-    def _teacher_or_empty(self, x):
+    def teacher_outputs(self, x):
+        """The teacher's side of a step, gradients stopped.
+
+        Args:
+            x: the batch's inputs (may carry `CACHED_LOGITS`).
+
+        Returns:
+            `teacher_features(x)`; or `{"logits": x[CACHED_LOGITS]}` when the batch carries
+            cached teacher logits and no term reads the teacher's layers; or `{}` when no term
+            reads the teacher at all (the teacher does not run).
+        """
         # The finetune recipe has no teacher term: skip the teacher forward entirely.
         if not self.recipe.needs_teacher:
             return {}
@@ -227,6 +278,18 @@ class Distiller(keras.Model):
         if CACHED_LOGITS in x and not self.recipe.needs_teacher_layers:
             return {"logits": ops.stop_gradient(x[CACHED_LOGITS])}
         return self.teacher_features(x)
+
+    _teacher_or_empty = teacher_outputs  # the name tests/test_distill_minilm.py reads
+
+    @property
+    def replica_clipnorm(self):
+        """The optimizer's `global_clipnorm` when the step clips the gradients summed across
+        several replicas itself (`compile` then takes it off the optimizer); None otherwise.
+
+        Returns:
+            A float, or None (one replica, no clipping, or not compiled yet).
+        """
+        return self._replica_clipnorm
 
     def compile(self, *args, **kwargs):
         dtypes.check_trainable(self)  # student, head and projections: float32 variables

@@ -21,8 +21,13 @@ The step mirrors the TensorFlow one (`tf_step`) around the same backend-neutral
 
 from __future__ import annotations
 
+import weakref
+
 import jax
 import keras
+
+# Distiller -> {input signature: which trainable variables the loss reaches} (`_live_trainable`).
+_LIVE = weakref.WeakKeyDictionary()
 
 
 def num_replicas():
@@ -47,7 +52,7 @@ def _new_values(scope, variables, old):
 def _teacher_values(model, trainable, non_trainable, x):
     """Teacher feature view (gradients stopped) on the current values."""
     with keras.StatelessScope(state_mapping=_bind(model, trainable, non_trainable)):
-        t_feats = model._teacher_or_empty(x)
+        t_feats = model.teacher_outputs(x)
     return jax.tree_util.tree_map(jax.lax.stop_gradient, t_feats)
 
 
@@ -87,7 +92,7 @@ def live_arguments(fn, args):
 def _live_trainable(model, trainable, non_trainable, t_feats, x, y, sample_weight):
     """Cached per input signature: True for each trainable variable the loss reaches."""
     key = str(_abstract((t_feats, x, y, sample_weight)))
-    cache = model.__dict__.setdefault("_jax_live_trainable", {})
+    cache = _LIVE.setdefault(model, {})
     if key not in cache:
 
         def loss_only(tv, ntv, t, xx, yy, sw):

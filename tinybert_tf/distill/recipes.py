@@ -196,6 +196,25 @@ def get(name, **overrides):
     return dataclasses.replace(RECIPES[name], **overrides) if overrides else RECIPES[name]
 
 
+def recipe_config(recipe):
+    """`recipe` (a `Recipe`) as JSON-ready data: its name when it is the registered recipe of that
+    name, else a dict of all its fields (`layer_map` a list when explicit). `from_recipe_config`
+    reads it back."""
+    if RECIPES.get(recipe.name) == recipe:
+        return recipe.name
+    config = dataclasses.asdict(recipe)
+    if isinstance(config["layer_map"], tuple):
+        config["layer_map"] = list(config["layer_map"])
+    return config
+
+
+def from_recipe_config(config):
+    """The `Recipe` of `recipe_config`'s data: a registered recipe's name, or a dict of fields."""
+    if isinstance(config, str):
+        return get(config)
+    return Recipe(**config)
+
+
 def resolve_layer_map(layer_map, teacher_layers, student_layers):
     """Teacher layer (0-based) for each student layer; validated with a one-line error.
 

@@ -1,8 +1,9 @@
 """The loss terms' functions, one per `recipes.TERMS` entry; what each needs is `recipes.NEEDS`.
 
-`FUNCTIONS[name](inputs)` computes one term from a `TermInputs` (the Distiller, the batch and the
-two feature views), in backend-neutral `keras.ops`, as a mean over the local batch.
-`Distiller.compute_terms` calls the recipe's terms in `FUNCTIONS` order and adds them up.
+`FUNCTIONS[name](inputs)` computes one term from a `TermInputs` (the `Pairing` of teacher and
+student, the batch and the two feature views), in backend-neutral `keras.ops`, as a mean over the
+local batch. `Distiller.compute_terms` calls the recipe's terms in `FUNCTIONS` order and adds
+them up.
 
 To add a term: declare its needs in `recipes.NEEDS` (its place there is its tracker/log order),
 write its function here and add it to `FUNCTIONS`.
@@ -10,29 +11,52 @@ write its function here and add it to `FUNCTIONS`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 from keras import ops
 
-from tinybert_tf.distill import features as feature_view
 from tinybert_tf.distill import losses, recipes
 
 
+@dataclasses.dataclass(frozen=True)
+class Pairing:
+    """What the terms read of a teacher/student pair besides the batch, fixed when the Distiller
+    is built.
+
+    recipe: the `recipes.Recipe`.
+    layer_map: the teacher layer (0-based) of each student layer, `()` when no term maps layers.
+    projections: the student -> teacher width projections (keras layers; empty when the widths
+      match or no term compares hidden states): one shared, or one per hidden state
+      (0 = embeddings).
+    teacher_layer: MiniLM's teacher layer as a 0-based index into the teacher's feature lists.
+    student_heads: the student's attention-head count (MiniLM's value relations).
+    student_mlm: whether the student is a masked-LM model (its logits are per masked position).
+    """
+
+    recipe: recipes.Recipe
+    layer_map: tuple[int, ...] | list[int]
+    projections: tuple | list
+    teacher_layer: int
+    student_heads: int
+    student_mlm: bool
+
+
 class TermInputs:
-    """What the term functions read: the Distiller's recipe, layer map and projections, the batch
+    """What the term functions read: the `Pairing`'s recipe, layer map and projections, the batch
     (`x`, `y`, `sample_weight`) and the teacher's and student's feature views `t`, `s`."""
 
-    def __init__(self, distiller, x, y, sample_weight, t_feats, s_feats):
-        self.distiller, self.recipe = distiller, distiller.recipe
+    def __init__(self, pairing, x, y, sample_weight, t_feats, s_feats):
+        self.pairing, self.recipe = pairing, pairing.recipe
         self.x, self.y, self.sample_weight = x, y, sample_weight
         self.t, self.s = t_feats, s_feats
         self.mask = x["padding_mask"]
         self.hidden_mask = self.mask if self.recipe.hidden_mask else None
-        self.is_mlm = hasattr(distiller.student, "masked_lm_head")
+        self.is_mlm = pairing.student_mlm
 
     def project(self, index, hidden):
         """Student -> teacher width projection `index` (0 = embeddings), if there are any."""
-        projections = self.distiller.projections
+        projections = self.pairing.projections
         if not projections:
             return hidden
         return projections[0 if len(projections) == 1 else index](hidden)
@@ -40,7 +64,7 @@ class TermInputs:
     @functools.cached_property
     def last(self):
         """The student's projected last hidden state (once for all the sentence terms)."""
-        return self.project(len(self.distiller.layer_map), self.s["sequence_output"])
+        return self.project(len(self.pairing.layer_map), self.s["sequence_output"])
 
     @property
     def token_weights(self):
@@ -62,7 +86,7 @@ def emb(inp):
 
 def att(inp):
     total = 0.0
-    for s_i, t_i in enumerate(inp.distiller.layer_map):
+    for s_i, t_i in enumerate(inp.pairing.layer_map):
         if inp.recipe.attention == "mse":
             term = losses.attention_mse(
                 inp.s["attention_scores"][s_i], inp.t["attention_scores"][t_i], inp.mask)
@@ -75,7 +99,7 @@ def att(inp):
 
 def hidden(inp):
     total = 0.0
-    for s_i, t_i in enumerate(inp.distiller.layer_map):
+    for s_i, t_i in enumerate(inp.pairing.layer_map):
         projected = inp.project(s_i + 1, inp.s["hidden_states"][s_i])
         total = total + losses.hidden_mse(projected, inp.t["hidden_states"][t_i], inp.hidden_mask)
     return total
@@ -98,23 +122,23 @@ def pooled_rel(inp):
 
 
 # ---- MiniLM: teacher layer `recipe.teacher_layer` -> the student's last layer ------------------
-# (`distiller.teacher_layer`: that layer as a 0-based index, valid in a teacher run only as deep
+# (`Pairing.teacher_layer`: that layer as a 0-based index, valid in a teacher run only as deep
 # as the recipe reads, `Distiller.teacher_depth`)
 
 
 def minilm_att(inp):
     return losses.attention_kl(inp.s["attention_probs"][-1],
-                               inp.t["attention_probs"][inp.distiller.teacher_layer], inp.mask)
+                               inp.t["attention_probs"][inp.pairing.teacher_layer], inp.mask)
 
 
 def minilm_val(inp):
-    return losses.relation_kl(inp.s["values"][-1], inp.t["values"][inp.distiller.teacher_layer],
-                              inp.mask, feature_view.num_heads(inp.distiller.student))
+    return losses.relation_kl(inp.s["values"][-1], inp.t["values"][inp.pairing.teacher_layer],
+                              inp.mask, inp.pairing.student_heads)
 
 
 def _relation(key):
     def term(inp):
-        return losses.relation_kl(inp.s[key][-1], inp.t[key][inp.distiller.teacher_layer], inp.mask,
+        return losses.relation_kl(inp.s[key][-1], inp.t[key][inp.pairing.teacher_layer], inp.mask,
                                   inp.recipe.relation_heads)
 
     term.__name__ = f"relation_{key}"

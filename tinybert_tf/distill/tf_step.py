@@ -42,7 +42,7 @@ def agree_on_finite(grads):
 
 def train_step(model, data):
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-    t_feats = model._teacher_or_empty(x)
+    t_feats = model.teacher_outputs(x)
     variables = model.trainable_variables
     with tf.GradientTape() as tape:
         s_feats = model.student_features(x, training=True)
@@ -55,16 +55,16 @@ def train_step(model, data):
     scaled = isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     if scaled and num_replicas() > 1:
         grads = agree_on_finite(grads)
-    clipnorm = getattr(model, "_replica_clipnorm", None)
+    clipnorm = model.replica_clipnorm
     if clipnorm:  # the gradients are still multiplied by the loss scale here
         scale = model.optimizer.dynamic_scale if scaled else 1.0
         grads = clip_across_replicas(grads, clipnorm * scale)
     model.optimizer.apply(grads, variables)
-    return model._update_trackers(terms)
+    return model.update_metrics(terms)
 
 
 def test_step(model, data):
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-    t_feats = model._teacher_or_empty(x)
+    t_feats = model.teacher_outputs(x)
     s_feats = model.student_features(x, training=False)
-    return model._update_trackers(model.compute_terms(x, y, sample_weight, t_feats, s_feats))
+    return model.update_metrics(model.compute_terms(x, y, sample_weight, t_feats, s_feats))
