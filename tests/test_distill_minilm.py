@@ -207,7 +207,7 @@ def test_minilm_v2_with_task_models_reads_teacher_layers_despite_cached_logits()
     student = tiny.classifier(_student_4_heads(), 3)
     d = tinybert_tf.Distiller(teacher, student, recipes.get("minilm_v2", relation_heads=4))
     x = dict(tiny.inputs(), **{distiller_lib.CACHED_LOGITS: np.zeros((4, 3), "float32")})
-    assert "queries" in d._teacher_or_empty(x)  # cached logits are not enough for relations
+    assert "queries" in d.teacher_outputs(x)  # cached logits are not enough for relations
     d.compile(optimizer=keras.optimizers.Adam(1e-3))
     w0 = _weights(student.backbone)
     labels = lambda x: (np.zeros(len(x["token_ids"]), "int32"),)  # noqa: E731

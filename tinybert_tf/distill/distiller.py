@@ -279,8 +279,6 @@ class Distiller(keras.Model):
             return {"logits": ops.stop_gradient(x[CACHED_LOGITS])}
         return self.teacher_features(x)
 
-    _teacher_or_empty = teacher_outputs  # the name tests/test_distill_minilm.py reads
-
     @property
     def replica_clipnorm(self):
         """The optimizer's `global_clipnorm` when the step clips the gradients summed across
