@@ -15,7 +15,7 @@ from seqeval.metrics import f1_score as seqeval_f1
 from tinybert_tf import main
 from tinybert_tf.data import conll_files, metrics, tasks
 from tinybert_tf.errors import UserError
-from tinybert_tf.launch import builders, config_lib
+from tinybert_tf.launch import config_lib, task_data
 from tinybert_tf.launch.modes import run as run_mode
 
 # CoNLL-2003's layout: token, POS, chunk, NER; a BOM, CRLF line ends, tabs and runs of spaces.
@@ -119,7 +119,8 @@ def test_first_word_piece_labels_score_as_seqeval(tmp_path):
     train = _write(tmp_path, "train.conll", _tagged_text(rng, 12))
     dev = _write(tmp_path, "dev.conll", _tagged_text(rng, 10))
     spec = tasks.load_conll_task(train, dev)
-    data = tasks.task_dataset(spec, "validation", tiny.tokenizer(), seq_len=32, batch_size=4)
+    data = tasks.task_dataset(spec, "validation", tiny.tokenizer(),
+                              tasks.Batching(seq_len=32, batch_size=4))
     labels = np.concatenate([np.asarray(y) for _, y, _ in data])
     noisy = np.where(rng.random(labels.shape) < 0.3,
                      rng.integers(0, spec.num_classes, labels.shape), labels)
@@ -226,8 +227,8 @@ def test_finetune_distil_evaluate_export_a_conll_file_task(tmp_path):
     report = run_mode(config(mode="evaluate", teacher=teacher, student=student, latency_runs=1),
                       str(tmp_path / "eval"))
     c = config()
-    spec = builders.task_spec(c)
-    data = builders.task_data(c, spec, "validation", tiny.tokenizer(), training=False)
+    spec = task_data.task_spec(c)
+    data = task_data.TaskData(c, spec, tiny.tokenizer()).evaluation("validation")
     true = [tags for _, tags in _sentences(spec, "validation")]
     for row, path in zip(report["models"], (teacher, student), strict=True):
         model = heads.load_task_model(path)

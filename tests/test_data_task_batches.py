@@ -38,11 +38,13 @@ def test_every_row_once_in_the_smallest_bucket_that_holds_it(tmp_path):
     spec = _task(tmp_path)
     tok = tiny.tokenizer()
     buckets = (8, 16, SEQ)
-    kwargs = dict(seq_len=SEQ, batch_size=4, extra={"row": np.arange(41)})
-    plain = _rows(tasks.task_dataset(spec, "train", tok, **kwargs))
+    rows = tasks.Rows(extra={"row": np.arange(41)})
+    plain = _rows(tasks.task_dataset(spec, "train", tok, tasks.Batching(seq_len=SEQ, batch_size=4),
+                                     rows=rows))
     lengths = {int(r): int(m.sum()) for rows, mask, _ in plain for r, m in zip(rows, mask)}
     labels = {int(r): int(v) for rows, _, y in plain for r, v in zip(rows, y)}
-    bucketed = _rows(tasks.task_dataset(spec, "train", tok, buckets=buckets, **kwargs))
+    bucketed = _rows(tasks.task_dataset(
+        spec, "train", tok, tasks.Batching(seq_len=SEQ, batch_size=4, buckets=buckets), rows=rows))
     seen = np.concatenate([rows for rows, _, _ in bucketed]).tolist()
     assert sorted(seen) == list(range(41))  # every row exactly once
     assert len({lengths[r] for r in seen}) > 3  # the task really has varied lengths
@@ -62,10 +64,12 @@ def test_metrics_equal_bucketed_and_padded_to_seq_len(tmp_path):
     tok = tiny.tokenizer()
     model = keras_hub.models.BertTextClassifier(tiny.backbone(max_sequence_length=SEQ), 2,
                                                 preprocessor=None)
-    common = dict(seq_len=SEQ, batch_size=4, extra={"row": np.arange(41)})
+    rows = tasks.Rows(extra={"row": np.arange(41)})
 
     def outputs(buckets):
-        ds = tasks.task_dataset(spec, "train", tok, buckets=buckets, **common)
+        ds = tasks.task_dataset(spec, "train", tok,
+                                tasks.Batching(seq_len=SEQ, batch_size=4, buckets=buckets),
+                                rows=rows)
         by_row = {}
         for x, _ in ds:
             logits = model({k: v for k, v in x.items() if k != "row"}, training=False)
@@ -73,9 +77,9 @@ def test_metrics_equal_bucketed_and_padded_to_seq_len(tmp_path):
         return np.stack([by_row[i] for i in range(41)])
 
     np.testing.assert_allclose(outputs((8, 16, SEQ)), outputs(None), atol=1e-5)
-    plain = tasks.task_dataset(spec, "train", tok, seq_len=SEQ, batch_size=4)
-    bucketed = tasks.task_dataset(spec, "train", tok, seq_len=SEQ, batch_size=4,
-                                  buckets=(8, 16, SEQ))
+    plain = tasks.task_dataset(spec, "train", tok, tasks.Batching(seq_len=SEQ, batch_size=4))
+    bucketed = tasks.task_dataset(spec, "train", tok,
+                                  tasks.Batching(seq_len=SEQ, batch_size=4, buckets=(8, 16, SEQ)))
     a, b = evaluate_model(model, plain, spec), evaluate_model(model, bucketed, spec)
     assert a.keys() == b.keys()
     for k in a:
@@ -87,29 +91,35 @@ def test_training_epochs_with_buckets_are_seeded(tmp_path):
     tok = tiny.tokenizer()
 
     def first(n, seed):
-        ds = tasks.task_dataset(spec, "train", tok, seq_len=SEQ, batch_size=4, shuffle=True,
-                                seed=seed, repeat=True, drop_remainder=True, buckets=(8, 16, SEQ),
-                                extra={"row": np.arange(41)})
+        ds = tasks.task_dataset(
+            spec, "train", tok,
+            tasks.Batching(seq_len=SEQ, batch_size=4, buckets=(8, 16, SEQ), drop_remainder=True),
+            tasks.Order(shuffle=True, seed=seed, repeat=True),
+            tasks.Rows(extra={"row": np.arange(41)}))
         return [x["row"].numpy().tolist() for x, _ in ds.take(n)]
 
     assert first(12, 0) == first(12, 0)
     assert first(12, 0) != first(12, 1)
 
 
-def test_counted_training_data_is_the_same_data_with_one_epochs_batches(tmp_path):
-    """`count=True` returns the pipeline unchanged beside the batches of one epoch: the batches
-    an epoch of the repeated pipeline yields before its rows come round again."""
+def test_count_batches_of_one_epoch_equals_the_batches_of_each_repeated_epoch(tmp_path):
+    """`task_batches.count_batches` of the one-epoch pipeline (`repeat=False`) is the number of
+    batches an epoch of the repeated pipeline yields before its rows come round again."""
     spec = _task(tmp_path)
     tok = tiny.tokenizer()
 
-    def build(count):
-        return tasks.task_dataset(spec, "train", tok, seq_len=SEQ, batch_size=4, shuffle=True,
-                                  seed=3, repeat=True, drop_remainder=True, buckets=(8, 16, SEQ),
-                                  extra={"row": np.arange(41)}, count=count)
+    def build(repeat):
+        return tasks.task_dataset(
+            spec, "train", tok,
+            tasks.Batching(seq_len=SEQ, batch_size=4, buckets=(8, 16, SEQ), drop_remainder=True),
+            tasks.Order(shuffle=True, seed=3, repeat=repeat),
+            tasks.Rows(extra={"row": np.arange(41)}))
 
-    counted, per_epoch = build(True)
-    plain = [x["row"].numpy().tolist() for x, _ in build(False).take(3 * per_epoch)]
-    assert [x["row"].numpy().tolist() for x, _ in counted.take(3 * per_epoch)] == plain
+    per_epoch = task_batches.count_batches(build(False))
+    one_epoch = [x["row"].numpy().tolist() for x, _ in build(False)]
+    assert len(one_epoch) == per_epoch
+    plain = [x["row"].numpy().tolist() for x, _ in build(True).take(3 * per_epoch)]
+    assert plain[:per_epoch] == one_epoch  # the one-epoch pipeline is the first epoch
     seen, epoch_ends = set(), []
     for i, rows in enumerate(plain):
         if seen & set(rows):  # a row seen again: a new epoch started at batch i

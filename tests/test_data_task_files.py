@@ -9,7 +9,7 @@ import pytest
 
 from tinybert_tf.data import task_files, tasks
 from tinybert_tf.errors import LaunchError, UserError
-from tinybert_tf.launch import builders, config_lib, transfer_set
+from tinybert_tf.launch import config_lib, task_data, transfer_set
 
 HINT = "pass --config.data.skip_bad_rows=True to skip such rows."
 PLAIN_FIX = ("every tab separates fields in plain TSV (a tab inside a text must be a space; a file "
@@ -206,8 +206,8 @@ def test_skip_bad_rows_config_reaches_task_files_and_transfer_sets(tmp_path):
 
     assert config_lib.load("task_distill").data.skip_bad_rows is False
     with pytest.raises(UserError, match=r"train.tsv:3: 3 fields, the header has 2"):
-        builders.task_spec(config(False))
-    spec = builders.task_spec(config(True))
+        task_data.task_spec(config(False))
+    spec = task_data.task_spec(config(True))
     assert spec.skip_bad_rows and spec.label_names == ("neg", "pos")
     assert spec.counts("train")["bad_fields"] == 1
     c = config(False)
@@ -312,9 +312,9 @@ def test_finetune_selects_and_reports_on_the_chosen_metric(tmp_path):
     records = {r["step"]: r for r in train.read_metrics(str(tmp_path / "ft" / "finetune"))}
     assert [records[h["step"]]["val_macro_f1"] for h in state["history"]] == scores
 
-    spec = builders.task_spec(c)
+    spec = task_data.task_spec(c)
     assert spec.metrics == ("macro_f1", "accuracy")
-    data = builders.task_data(c, spec, "validation", tiny.tokenizer(), training=False)
+    data = task_data.TaskData(c, spec, tiny.tokenizer()).evaluation("validation")
     model = keras_hub.models.TextClassifier.from_preset(out, preprocessor=None)
     pred = np.concatenate([np.asarray(model(x, training=False)).argmax(-1) for x, _ in data])
     gold = np.concatenate([np.asarray(y) for _, y in data])

@@ -77,7 +77,8 @@ def test_every_glue_config_loads_through_tfds(tok, name):
     spec = tasks.TASKS[name]
     split = spec.train_split or spec.eval_splits[0]
     with tfds.testing.mock_data(num_examples=6, policy=USE_CODE):
-        ds = tasks.task_dataset(name, split, tok, seq_len=16, batch_size=4, drop_remainder=True)
+        ds = tasks.task_dataset(name, split, tok,
+                                tasks.Batching(seq_len=16, batch_size=4, drop_remainder=True))
         x, y = next(iter(ds))
     assert x["token_ids"].shape == (4, 16) and x["token_ids"].dtype == tf.int32
     ids, seg, mask = (x[k].numpy() for k in ("token_ids", "segment_ids", "padding_mask"))
@@ -98,8 +99,9 @@ def test_pair_packing_content_and_seeded_shuffle(tok):
     ]
     with tfds.testing.mock_data(policy=USE_CODE, as_dataset_fn=fixed_examples(examples)):
         batches = [
-            next(iter(tasks.task_dataset("stsb", "train", tok, seq_len=16, batch_size=6,
-                                         shuffle=True, seed=s)))
+            next(iter(tasks.task_dataset("stsb", "train", tok,
+                                         tasks.Batching(seq_len=16, batch_size=6),
+                                         tasks.Order(shuffle=True, seed=s))))
             for s in (7, 7, 8)
         ]
     (x, y), orders = batches[0], [b[1].numpy() for b in batches]
@@ -122,7 +124,8 @@ def test_conll_labels_land_on_first_word_pieces(tok):
         "chunks": [0] * 6,
     }]
     with tfds.testing.mock_data(policy=USE_CODE, as_dataset_fn=fixed_examples(examples)):
-        x, y, w = next(iter(tasks.task_dataset("conll2003", "dev", tok, seq_len=12, batch_size=1)))
+        x, y, w = next(iter(tasks.task_dataset("conll2003", "dev", tok,
+                                               tasks.Batching(seq_len=12, batch_size=1))))
     ids, y, w = x["token_ids"].numpy()[0], y.numpy()[0], w.numpy()[0]
     pieces = [VOCAB[i] for i in ids[: int(x["padding_mask"].numpy().sum())]]
     assert pieces == ["[CLS]", "peter", "jump", "##ed", "in", "中", "文", "paris", "[UNK]", "[SEP]"]
@@ -131,8 +134,8 @@ def test_conll_labels_land_on_first_word_pieces(tok):
     np.testing.assert_array_equal(w, (y != -100).astype(np.float32))
     # Random TFDS mock data (tokens/tags of unequal length, spaces in words) still works.
     with tfds.testing.mock_data(num_examples=4, policy=USE_CODE):
-        x, y, w = next(iter(tasks.task_dataset("conll2003", "train", tok, seq_len=32,
-                                               batch_size=4)))
+        x, y, w = next(iter(tasks.task_dataset("conll2003", "train", tok,
+                                               tasks.Batching(seq_len=32, batch_size=4))))
     assert y.shape == (4, 32) and w.dtype == tf.float32 and (y.numpy()[:, 0] == -100).all()
     assert (w.numpy().sum(1) >= 1).all()
 
@@ -152,16 +155,18 @@ def test_local_files_task(tok, tmp_path):
     spec = tasks.load_file_task(str(tmp_path / "train.tsv"), str(tmp_path / "dev.jsonl"),
                                 str(tmp_path / "test.csv"), text_b_column="text_b")
     assert spec.label_names == ("neg", "pos") and spec.metrics == ("accuracy", "f1")
-    x, y = next(iter(tasks.task_dataset(spec, "train", tok, seq_len=12, batch_size=3)))
+    x, y = next(iter(tasks.task_dataset(spec, "train", tok,
+                                        tasks.Batching(seq_len=12, batch_size=3))))
     np.testing.assert_array_equal(y.numpy(), [1, 0, 1])
     assert detok(tok, x["token_ids"].numpy()[1]) == "a cat world"
-    x_test, y_test = next(iter(tasks.task_dataset(spec, "test", tok, seq_len=12, batch_size=3)))
+    x_test, y_test = next(iter(tasks.task_dataset(spec, "test", tok,
+                                                  tasks.Batching(seq_len=12, batch_size=3))))
     assert y_test.numpy().tolist() == [-1]
     assert detok(tok, x_test["token_ids"].numpy()[0]) == "the cat , a dog hello"
     (tmp_path / "scores.csv").write_text("text,label\nthe dog,0.5\na cat,4\n")
     reg = tasks.load_file_task(str(tmp_path / "scores.csv"), regression=True)
     assert (reg.kind, reg.num_classes, reg.metrics) == ("regression", 1, ("pearson", "spearman"))
-    x, y = next(iter(tasks.task_dataset(reg, "train", tok, seq_len=8, batch_size=2)))
+    x, y = next(iter(tasks.task_dataset(reg, "train", tok, tasks.Batching(seq_len=8, batch_size=2))))
     assert y.dtype == tf.float32 and y.numpy().tolist() == [0.5, 4.0]
     assert (x["segment_ids"].numpy() == 0).all()
 
@@ -169,10 +174,11 @@ def test_local_files_task(tok, tmp_path):
 def test_extra_features_follow_their_examples_through_the_shuffle(tok, tmp_path):
     write_files(tmp_path)
     spec = tasks.load_file_task(str(tmp_path / "train.tsv"), text_b_column="text_b")
-    plain = next(iter(tasks.task_dataset(spec, "train", tok, seq_len=12, batch_size=3)))[0]
+    batching = tasks.Batching(seq_len=12, batch_size=3)
+    plain = next(iter(tasks.task_dataset(spec, "train", tok, batching)))[0]
     tag = np.arange(3, dtype="float32")[:, None] * [1.0, 10.0]  # row i -> [i, 10 i]
-    ds = tasks.task_dataset(spec, "train", tok, seq_len=12, batch_size=3, shuffle=True, seed=0,
-                            extra={"teacher_logits": tag})
+    ds = tasks.task_dataset(spec, "train", tok, batching, tasks.Order(shuffle=True, seed=0),
+                            tasks.Rows(extra={"teacher_logits": tag}))
     x, _ = next(iter(ds))
     assert x["teacher_logits"].numpy()[:, 0].tolist() != [0, 1, 2]  # the shuffle did move rows
     for row, logits in zip(x["token_ids"].numpy(), x["teacher_logits"].numpy()):
@@ -180,8 +186,8 @@ def test_extra_features_follow_their_examples_through_the_shuffle(tok, tmp_path)
         np.testing.assert_array_equal(row, plain["token_ids"].numpy()[i])
         assert logits[1] == 10 * i
     with pytest.raises(ValueError, match="have \\[2\\] rows but split 'train' has 3 examples"):
-        tasks.task_dataset(spec, "train", tok, seq_len=12, batch_size=3,
-                           extra={"teacher_logits": tag[:2]})
+        tasks.task_dataset(spec, "train", tok, batching,
+                           rows=tasks.Rows(extra={"teacher_logits": tag[:2]}))
 
 
 def test_local_file_errors_name_file_and_line(tmp_path):

@@ -151,8 +151,9 @@ def test_transfer_rows_follow_the_labelled_rows_with_weight_zero(tok, tmp_path):
     n, extra = len(labels), _transfer_rows()
     total = n + len(extra["text"])
     mark = tok.token_to_id(MARK)
-    ds = tasks.task_dataset(spec, "train", tok, seq_len=8, batch_size=4, shuffle=True, seed=3,
-                            extra={"row": np.arange(total)}, extra_examples=extra, repeat=True)
+    ds = tasks.task_dataset(spec, "train", tok, tasks.Batching(seq_len=8, batch_size=4),
+                            tasks.Order(shuffle=True, seed=3, repeat=True),
+                            tasks.Rows(extra={"row": np.arange(total)}, transfer=extra))
     assert total % 4 == 0
     per_epoch = total // 4
     batches = list(ds.take(2 * per_epoch))
@@ -171,10 +172,12 @@ def test_transfer_rows_follow_the_labelled_rows_with_weight_zero(tok, tmp_path):
             assert spec.label_names[y] == labels[row]
     assert orders[0] != orders[1] and orders[0] != list(range(total))  # the shuffle mixes rows
     with pytest.raises(ValueError, match=r"\[5\] rows but split 'train' \+ transfer has 12"):
-        tasks.task_dataset(spec, "train", tok, extra={"row": np.arange(n)}, extra_examples=extra)
-    # Empty extra_examples: still (x, y, sample_weight), every row labelled.
-    e = _epoch(tasks.task_dataset(spec, "train", tok, seq_len=8, batch_size=4,
-                                  extra={"row": np.arange(n)}, extra_examples={"text": []}))
+        tasks.task_dataset(spec, "train", tok,
+                           rows=tasks.Rows(extra={"row": np.arange(n)}, transfer=extra))
+    # Empty transfer rows: still (x, y, sample_weight), every row labelled.
+    e = _epoch(tasks.task_dataset(spec, "train", tok, tasks.Batching(seq_len=8, batch_size=4),
+                                  rows=tasks.Rows(extra={"row": np.arange(n)},
+                                                  transfer={"text": []})))
     assert (e["w"] == 1).all() and [spec.label_names[i] for i in e["y"]] == labels
 
 
@@ -182,25 +185,28 @@ def test_transfer_only_mode_and_regression(tok, tmp_path):
     spec, _ = _file_task(tmp_path)
     extra = _transfer_rows()
     m = len(extra["text"])
-    e = _epoch(tasks.task_dataset(spec, "train", tok, seq_len=8, batch_size=3, shuffle=True,
-                                  extra={"row": np.arange(m)}, extra_examples=extra,
-                                  labelled=False))
+    e = _epoch(tasks.task_dataset(spec, "train", tok, tasks.Batching(seq_len=8, batch_size=3),
+                                  tasks.Order(shuffle=True),
+                                  tasks.Rows(extra={"row": np.arange(m)}, transfer=extra,
+                                             labelled=False)))
     assert sorted(e["row"].tolist()) == list(range(m))
     assert (e["w"] == 0).all() and (e["y"] == -1).all()
     assert (e["ids"] == tok.token_to_id(MARK)).any(1).all()
     with pytest.raises(ValueError, match=r"\[12\] rows but the transfer set has 7"):
-        tasks.task_dataset(spec, "train", tok, extra={"row": np.arange(12)},
-                           extra_examples=extra, labelled=False)
-    with pytest.raises(ValueError, match="needs extra_examples"):
-        tasks.task_dataset(spec, "train", tok, labelled=False)
+        tasks.task_dataset(spec, "train", tok,
+                           rows=tasks.Rows(extra={"row": np.arange(12)}, transfer=extra,
+                                           labelled=False))
+    with pytest.raises(ValueError, match="needs transfer rows"):
+        tasks.task_dataset(spec, "train", tok, rows=tasks.Rows(labelled=False))
     with pytest.raises(ValueError, match=r"needs exactly \['text'\]"):
-        tasks.task_dataset(spec, "train", tok, extra_examples={"sentence": ["a"]})
+        tasks.task_dataset(spec, "train", tok, rows=tasks.Rows(transfer={"sentence": ["a"]}))
     with pytest.raises(ValueError, match="transfer sets are for sentence and sentence-pair tasks"):
-        tasks.task_dataset("conll2003", "train", tok, extra_examples={"tokens": []})
+        tasks.task_dataset("conll2003", "train", tok, rows=tasks.Rows(transfer={"tokens": []}))
     reg, labels = _file_task(tmp_path / "reg", regression=True)
     n = len(labels)
-    e = _epoch(tasks.task_dataset(reg, "train", tok, seq_len=8, batch_size=4,
-                                  extra={"row": np.arange(n + m)}, extra_examples=extra))
+    e = _epoch(tasks.task_dataset(reg, "train", tok, tasks.Batching(seq_len=8, batch_size=4),
+                                  rows=tasks.Rows(extra={"row": np.arange(n + m)},
+                                                  transfer=extra)))
     assert e["y"].dtype == np.float32
     labelled = e["row"] < n
     np.testing.assert_array_equal(e["w"], labelled.astype("float32"))
@@ -212,8 +218,8 @@ def test_pair_transfer_rows_pack_both_segments(tok, tmp_path):
     train = _write(tmp_path / "pairs.csv", "a,b,label\nthe model,is small,yes\nthe data,is fast,no\n")
     spec = tasks.load_file_task(train, text_column="a", text_b_column="b")
     x, y, w = next(iter(tasks.task_dataset(
-        spec, "train", tok, seq_len=10, batch_size=4,
-        extra_examples={"a": ["the layer"], "b": [f"{MARK} text"]})))
+        spec, "train", tok, tasks.Batching(seq_len=10, batch_size=4),
+        rows=tasks.Rows(transfer={"a": ["the layer"], "b": [f"{MARK} text"]}))))
     ids, seg = x["token_ids"].numpy(), x["segment_ids"].numpy()
     assert w.numpy().tolist() == [1, 1, 0] and y.numpy().tolist()[2] == -1
     assert tok.token_to_id(MARK) in ids[2][seg[2] == 1]  # second segment of the transfer row
@@ -250,8 +256,9 @@ def test_split_keys_and_transfer_examples(tok, tmp_path):
             text_columns=("text",))
         assert extra == {"sentence": ["small data"]}
         assert (counts["leaked"], counts["duplicate"], counts["used"]) == (1, 1, 1)
-        x, y, w = next(iter(tasks.task_dataset("sst2", "train", tok, seq_len=8, batch_size=4,
-                                               extra_examples=extra)))
+        x, y, w = next(iter(tasks.task_dataset("sst2", "train", tok,
+                                               tasks.Batching(seq_len=8, batch_size=4),
+                                               rows=tasks.Rows(transfer=extra))))
     assert y.numpy().tolist() == [1, -1] and w.numpy().tolist() == [1, 0]
 
 
@@ -376,7 +383,7 @@ def test_transfer_examples_normalise_the_splits_too(tmp_path):
 def test_transfer_set_compares_as_the_teachers_tokenizer_reads(tmp_path, capsys):
     """task_distill's transfer set: the teacher preset's tokenizer (tiny's lower-cases) decides
     the normalisation; a cased tokenizer passed in compares exactly."""
-    from tinybert_tf.launch import builders, config_lib, transfer_set
+    from tinybert_tf.launch import config_lib, task_data, transfer_set
 
     train = _write(tmp_path / "train.tsv", "text\tlabel\nthe model is\tpos\nthe data\tneg\n")
     dev = _write(tmp_path / "dev.tsv", "text\tlabel\na small layer\tpos\n")
@@ -384,7 +391,7 @@ def test_transfer_set_compares_as_the_teachers_tokenizer_reads(tmp_path, capsys)
     c = config_lib.load("task_distill", "tiny", **{
         "task": "file", "data.train_file": train, "data.eval_file": dev, "transfer_file": extra,
         "teacher": tiny.write_teacher(tmp_path / "teacher", num_layers=1)})
-    spec = builders.task_spec(c)
+    spec = task_data.task_spec(c)
     columns, counts = transfer_set.transfer_set(c, spec, str(tmp_path / "run"))
     assert columns == {"text": ["fast text"]}
     assert (counts["leaked_by_case"], counts["duplicate_by_case"]) == (1, 2)

@@ -7,7 +7,8 @@ import pytest
 
 from tinybert_tf.data import task_files, tasks, transfer
 from tinybert_tf.errors import UserError
-from tinybert_tf.launch import builders, config_lib
+from tinybert_tf.launch import config_lib
+from tinybert_tf.launch.task_data import task_spec
 
 # Texts a plain TSV holds as they are: GLUE-style quotes (leading, lone, both ends, doubled),
 # apostrophes, backslashes, spaces at the ends, non-ASCII, and line-break-like characters that
@@ -115,12 +116,12 @@ def test_tsv_quoting_config_reaches_the_task_files(tmp_path, capsys):
             {} if quoting is None else {"data.tsv_quoting": quoting}))
 
     assert config_lib.load("task_distill").data.tsv_quoting == "none"
-    spec = builders.task_spec(config(plain))
+    spec = task_spec(config(plain))
     data = list(task_files.file_split_dataset(spec, "train").as_numpy_iterator())
     assert data[0]["text"].decode("utf-8") == '"Best," says all'
     with pytest.raises(UserError, match=r"train.tsv:2: 3 fields"):
-        builders.task_spec(config(train))
-    spec = builders.task_spec(config(train, "csv"))
+        task_spec(config(train))
+    spec = task_spec(config(train, "csv"))
     assert spec.tsv_quoting == "csv"
     data = list(task_files.file_split_dataset(spec, "train").as_numpy_iterator())
     assert data[0]["text"].decode("utf-8") == "a\tb"
@@ -133,5 +134,5 @@ def test_tsv_quoting_config_reaches_the_task_files(tmp_path, capsys):
         c = config(plain, "quoted")
         c.task = task
         with pytest.raises(UserError, match=r"tsv_quoting='quoted' is not one of 'none', 'csv'"):
-            builders.task_spec(c)
+            task_spec(c)
     capsys.readouterr()

@@ -84,7 +84,8 @@ def test_report_has_every_field_and_consistent_numbers(tsv_run):
     assert list(rows) == ["teacher", "small", "student2"] and report["reference"] == "teacher"
     spec = tasks.load_file_task(tsv_run["config"].data.train_file,
                                 tsv_run["config"].data.eval_file, name="file")
-    data = tasks.task_dataset(spec, "validation", tiny.tokenizer(), seq_len=SEQ, batch_size=3)
+    data = tasks.task_dataset(spec, "validation", tiny.tokenizer(),
+                              tasks.Batching(seq_len=SEQ, batch_size=3))
     for name, row in rows.items():
         assert set(row) == ROW_FIELDS
         model = keras_hub.models.TextClassifier.from_preset(tsv_run["dirs"][name],
@@ -196,7 +197,8 @@ def test_token_classification_entity_f1(tmp_path):
     with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE,
                                 as_dataset_fn=_fixed(examples)):
         report = run_mode(c, str(tmp_path / "work"))
-        data = tasks.task_dataset("conll2003", "dev", tiny.tokenizer(), seq_len=SEQ, batch_size=4)
+        data = tasks.task_dataset("conll2003", "dev", tiny.tokenizer(),
+                                  tasks.Batching(seq_len=SEQ, batch_size=4))
         assert evaluate.evaluate_model(Oracle(), data, spec) == {"entity_f1": 1.0}
         batches = list(data)
     assert report["split"] == "dev" and report["metric_names"] == ["entity_f1"]

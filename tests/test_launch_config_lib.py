@@ -1,6 +1,6 @@
 """tinybert_tf/configs/ and `config_lib`: `--config` names a packaged config or a file from any
 directory; every config leaf is read by a mode its file serves; the savers'
-width projections (`builders.save_model` / `builders.load_projections`) round-trip.
+width projections (`builders.save_model` / `presets.load_projections`) round-trip.
 
 The leaf test runs each mode of each config file end to end on tiny models (tests/tiny.py) and
 local files, with `ml_collections.ConfigDict.__getitem__` patched to record which leaves code in
@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 import tiny
 
+from tinybert_tf.distill import presets
 from tinybert_tf.errors import LaunchError
-from tinybert_tf.launch import builders, config_lib
+from tinybert_tf.launch import builders, config_lib, task_data
 from tinybert_tf.launch.modes import run as run_mode
 
 PACKAGE = os.path.dirname(os.path.abspath(config_lib.__file__)).rsplit(os.sep, 1)[0] + os.sep
@@ -197,7 +198,7 @@ def test_projections_round_trip(tmp_path):
     with np.load(os.path.join(path, "projections.npz")) as data:
         assert data.files == ["projection_0/kernel", "projection_0/bias", "projection_1/kernel",
                               "projection_1/bias"]
-    loaded = builders.load_projections(path)
+    loaded = presets.load_projections(path)
     assert [p.name for p in loaded] == ["projection_0", "projection_1"]
     for saved, back in zip(projections, loaded):
         for a, b in zip(saved.get_weights(), back.get_weights()):
@@ -207,7 +208,7 @@ def test_projections_round_trip(tmp_path):
     # A student saved without projections has none to load.
     bare = builders.save_model(tiny.backbone(), tiny.tokenizer(), str(tmp_path / "bare"))
     assert not os.path.exists(os.path.join(bare, "projections.npz"))
-    assert builders.load_projections(bare) == []
+    assert presets.load_projections(bare) == []
 
 
 def test_recorder_counts_package_reads_only(monkeypatch):
@@ -221,7 +222,7 @@ def test_recorder_counts_package_reads_only(monkeypatch):
         c.to_dict()
         ml_collections.ConfigDict(c.to_dict())
         assert c.data.seq_len == 32 and not reads.paths  # read here, not by the package
-        builders.buckets(c)  # reads data.buckets and strategy
+        task_data.buckets(c)  # reads data.buckets and strategy
         # reads precision, teacher_dtype, jit_compile, and mode and student (may the teacher be
         # int8?); copies the rest
         modes.resolve_auto(c, devices.choose("tensorflow", "cpu", []))

@@ -61,10 +61,11 @@ def test_cached_soft_targets_are_the_members_combined(ensemble, combine):
     dirs = teachers.resolve(ensemble["teacher"])
     c = _config(mode="task_distill", teacher=ensemble["teacher"], **ensemble["common"],
                 **{"prediction.temperature": 2.0, "prediction.combine": combine})
-    from tinybert_tf.launch import builders
+    from tinybert_tf.launch import builders, task_data
 
-    spec, tokenizer = builders.task_spec(c), builders.load_tokenizer(dirs[0])
-    data = task_modes.cached_logits_data(c, spec, tokenizer, dirs, tf.distribute.get_strategy())
+    spec, tokenizer = task_data.task_spec(c), builders.load_tokenizer(dirs[0])
+    data = task_modes.cached_logits_data(c, task_data.TaskData(c, spec, tokenizer), dirs,
+                                         tf.distribute.get_strategy())
     x = next(iter(data))[0]
     inputs = {k: v for k, v in x.items() if k != CACHED_LOGITS}
     logits = [np.asarray(builders.load_classifier(p)(inputs, training=False)) for p in dirs]

@@ -70,12 +70,12 @@ def test_best_on_eval_is_the_output_when_eval_gets_worse(tmp_path):
     best, last = _weights(out), _weights(out + "_last")
     assert max(np.abs(a - b).max() for a, b in zip(best, last)) > 1e-4
     # The output really is the model scored best: re-scoring it gives the recorded value.
-    from tinybert_tf.launch import builders
+    from tinybert_tf.launch import builders, task_data
     from tinybert_tf.launch.task_modes import task_scores
 
     c = _finetune_config(tmp_path)
-    spec = builders.task_spec(c)
-    data = builders.task_data(c, spec, "validation", builders.load_tokenizer(out), False)
+    spec = task_data.task_spec(c)
+    data = task_data.TaskData(c, spec, builders.load_tokenizer(out)).evaluation("validation")
     model = keras_hub.models.TextClassifier.from_preset(out, preprocessor=None)
     assert task_scores(model, data, spec)["accuracy"] == state["best"]["value"]
     # eval/<metric> is logged with the chunk's training metrics.

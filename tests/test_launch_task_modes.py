@@ -140,20 +140,20 @@ def test_hard_term_counts_labelled_rows_only(task_run):
     """On a batch of labelled + transfer rows the hard term is the cross-entropy of the
     labelled rows alone (NumPy reference), the soft term averages over every row."""
     from tinybert_tf.distill.distiller import Distiller
-    from tinybert_tf.launch import builders
+    from tinybert_tf.launch import builders, task_data
 
     c = _config(mode="task_distill", teacher=task_run["teacher"], **task_run["common"])
-    spec = builders.task_spec(c)
+    spec = task_data.task_spec(c)
     tok = builders.load_tokenizer(task_run["teacher"])
     extra = {"text": ["teacher data small"] * 3}
-    ds = builders.task_data(c, spec, "train", tok, False, extra_examples=extra)
+    ds = task_data.TaskData(c, spec, tok, (extra, {})).one_pass()
     batches = list(ds)
     x, y, w = batches[-1]  # the last batch holds the 3 transfer rows (48 + 3 rows, batch 4)
     assert w.numpy().tolist() == [0.0, 0.0, 0.0]
     x, y, w = batches[-2]
     teacher = builders.load_classifier(task_run["teacher"])
     student = builders.load_classifier(task_run["student"], what="student")
-    distiller = Distiller(teacher, student, builders.make_recipe(
+    distiller = Distiller(teacher, student, config_lib.make_recipe(
         "tinybert_task_prediction", weights={"pred": 1.0, "hard": 1.0}))
     x = {k: v[:4] for k, v in x.items()}
     mixed_w = np.array([1, 0, 1, 0], "float32")

@@ -142,10 +142,7 @@ def _parse_flags(argv, fv=flags.FLAGS):
             hint = re.search(r"Did you mean [\"']([\w.]+)", str(err))
             fix = f"did you mean {hint.group(1)}?" if hint else "check the spelling against " \
                 "the config file (its get_config() lists every key)."
-            if "learning_rate" in str(err) and "optimizer" in " ".join(argv):
-                key = "optimizer.learning_rate"
-                fix = ("task modes set each stage's own rate: --config.finetune.learning_rate, "
-                       "--config.intermediate.learning_rate, --config.prediction.learning_rate.")
+            key, fix = config_lib.removed_key_fix(str(err), " ".join(argv)) or (key, fix)
             text = f"unknown config key {key}; {fix}"
         print(f"Error: {text}", file=sys.stderr)
         sys.exit(2)

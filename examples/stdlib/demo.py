@@ -122,10 +122,10 @@ def _read_docs(path, limit):
 def _load_student(path):
     import keras_hub
 
-    from tinybert_tf.launch import builders
+    from tinybert_tf.distill import presets
 
     backbone = keras_hub.models.Backbone.from_preset(path)
-    projections = builders.load_projections(path)
+    projections = presets.load_projections(path)
     return backbone, projections[0] if projections else None
 
 

@@ -50,11 +50,11 @@ def measure_step_seconds(teacher_dir, student, recipe, layer_map, loss_weights, 
     import tensorflow as tf
 
     from tinybert_tf.distill.distiller import Distiller
-    from tinybert_tf.launch import builders
+    from tinybert_tf.launch import builders, config_lib
 
     teacher = keras_hub.models.Backbone.from_preset(teacher_dir)
     distiller = Distiller(teacher, builders.student_backbone(student, teacher),
-                          builders.make_recipe(recipe, layer_map, loss_weights))
+                          config_lib.make_recipe(recipe, layer_map, loss_weights))
     distiller.compile(optimizer=keras.optimizers.AdamW(learning_rate), jit_compile=False)
     rng = np.random.default_rng(0)
     ids = rng.integers(1000, teacher.vocabulary_size, (batch_size, seq_len)).astype("int32")

@@ -35,13 +35,13 @@ class Scorer:
     def _datasets(self):
         """The dev and test datasets, built once (the same batches the evaluate mode reads)."""
         if self.data is None:
-            from tinybert_tf.launch import builders, config_lib
+            from tinybert_tf.launch import builders, config_lib, task_data
 
             config = config_lib.load("task_distill", **self.proof.task_fields())
-            self.spec = builders.task_spec(config)
+            self.spec = task_data.task_spec(config)
             tokenizer = builders.load_tokenizer(self.proof.teacher_pre)
-            self.data = {name: builders.task_data(config, self.spec, split, tokenizer, False)
-                         for name, split in SPLITS.items()}
+            data = task_data.TaskData(config, self.spec, tokenizer)
+            self.data = {name: data.evaluation(split) for name, split in SPLITS.items()}
         return self.data
 
     def __call__(self, model, split):

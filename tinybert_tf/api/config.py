@@ -28,8 +28,8 @@ def _flatten(keys, prefix=""):
     return out
 
 
-def _set(c, name, value):
-    target, (*parents, last) = c, name.split(".")
+def _set(run_config, name, value):
+    target, (*parents, last) = run_config, name.split(".")
     try:
         for part in parents:
             target = target[part]
@@ -40,7 +40,7 @@ def _set(c, name, value):
                             f"{last}={{{next(iter(target[last]), 'key')!r}: ...}}.")
         target[last] = value
     except (KeyError, AttributeError):
-        source = "general_distill" if c.mode == "general_distill" else "task_distill"
+        source = "general_distill" if run_config.mode == "general_distill" else "task_distill"
         raise UserError(f"unknown config key {name}; check the spelling against the config "
                         f"(tinybert_tf/configs/{source}.py lists every key).") from None
     except TypeError as err:
@@ -52,11 +52,11 @@ def build(name, mode, config=None, variant=None, keys=None):
     `--config` takes) else the packaged `name`, with `variant` (e.g. "tiny"), `mode` and `keys`
     (a flat or nested dict of overrides) applied."""
     if isinstance(config, ml_collections.ConfigDict):
-        c = copy.deepcopy(config)
-        c.lock()
+        run_config = copy.deepcopy(config)
+        run_config.lock()
     else:
-        c = config_lib.load(config or name, variant)
-    c.mode = mode
+        run_config = config_lib.load(config or name, variant)
+    run_config.mode = mode
     for key, value in _flatten(dict(keys or {})).items():
-        _set(c, key, value)
-    return c
+        _set(run_config, key, value)
+    return run_config

@@ -34,20 +34,20 @@ def _environment():
         hardware.enable_onednn()
 
 
-def _prepare_process(c):
+def _prepare_process(run_config):
     """The backend check: Keras is fixed per process (`launch.backend`)."""
     from tinybert_tf.launch import backend
 
-    backend.check_backend(backend.select_backend(c))
+    backend.check_backend(backend.select_backend(run_config))
 
 
-def _run(c, workdir, callbacks=()):
+def _run(run_config, workdir, callbacks=()):
     """`modes.run` with every user-facing error as a `UserError` (the launcher's one line)."""
     from tinybert_tf import cli
     from tinybert_tf.launch import modes
 
     try:
-        return modes.run(c, workdir, callbacks)
+        return modes.run(run_config, workdir, callbacks)
     except (UserError, Interrupted):
         raise
     except Exception as err:
@@ -73,15 +73,15 @@ def _task_config(mode, workdir, teacher, train, eval, test, task, config, varian
         keys["task"] = task
     elif train is not None:
         keys["task"] = "file"
-    c = config_api.build("task_distill", mode, config, variant, keys)
-    _prepare_process(c)
-    d = c.data
+    run_config = config_api.build("task_distill", mode, config, variant, keys)
+    _prepare_process(run_config)
+    d = run_config.data
     columns = [d.text_column, *([d.text_b_column] if d.text_b_column else []), d.label_column]
     for split, data, key in (("train", train, "train_file"), ("eval", eval, "eval_file"),
                              ("test", test, "test_file")):
         if data is not None:
-            d[key] = inputs.task_file(data, workdir, split, columns, bool(c.overwrite))
-    return c
+            d[key] = inputs.task_file(data, workdir, split, columns, bool(run_config.overwrite))
+    return run_config
 
 
 def finetune(workdir, teacher=None, *, train=None, eval=None, test=None, task=None,
@@ -116,9 +116,10 @@ def finetune(workdir, teacher=None, *, train=None, eval=None, test=None, task=No
     """
     workdir = os.fspath(workdir)
     _environment()
-    c = _task_config("finetune", workdir, teacher, train, eval, test, task, config, variant, keys)
-    preset = _run(c, workdir, callbacks)
-    stages = results.stage_dirs(workdir, "finetune", ["finetune"], int(c.finetune.members))
+    run_config = _task_config("finetune", workdir, teacher, train, eval, test, task, config,
+                              variant, keys)
+    preset = _run(run_config, workdir, callbacks)
+    stages = results.stage_dirs(workdir, "finetune", ["finetune"], int(run_config.finetune.members))
     return results.read_run(workdir, "finetune", preset, stages)
 
 
@@ -157,12 +158,12 @@ def distill_task(workdir, teacher=None, student=None, *, train=None, eval=None, 
     if transfer is not None:
         keys["transfer_file"] = inputs.text_file(transfer, workdir, "transfer",
                                                  bool(keys.get("overwrite")))
-    c = _task_config("task_distill", workdir, teacher, train, eval, test, task, config, variant,
-                     keys)
-    preset = _run(c, workdir, callbacks)
+    run_config = _task_config("task_distill", workdir, teacher, train, eval, test, task, config,
+                              variant, keys)
+    preset = _run(run_config, workdir, callbacks)
     from tinybert_tf.launch import config_lib
 
-    stages = results.stage_dirs(workdir, "task_distill", config_lib.stages(c), 1)
+    stages = results.stage_dirs(workdir, "task_distill", config_lib.stages(run_config), 1)
     return results.read_run(workdir, "task_distill", preset, stages)
 
 
@@ -200,9 +201,9 @@ def distill_general(workdir, teacher=None, corpus=None, *, student=None, recipe=
     if corpus is not None:
         keys["data.train"] = inputs.text_file(corpus, workdir, "corpus",
                                               bool(keys.get("overwrite")))
-    c = config_api.build("general_distill", "general_distill", config, variant, keys)
-    _prepare_process(c)
-    preset = _run(c, workdir, callbacks)
+    run_config = config_api.build("general_distill", "general_distill", config, variant, keys)
+    _prepare_process(run_config)
+    preset = _run(run_config, workdir, callbacks)
     stages = results.stage_dirs(workdir, "general_distill", [], 1)
     return results.read_run(workdir, "general_distill", preset, stages)
 
@@ -244,9 +245,9 @@ def compare(workdir, teacher=None, students=None, *, train=None, eval=None, test
         keys["student"] = _students(students)
     if split is not None:
         keys["eval_split"] = split
-    c = _task_config("evaluate", workdir, teacher, train, eval, test, task, config, variant,
-                     keys)
-    report = _run(c, workdir)
+    run_config = _task_config("evaluate", workdir, teacher, train, eval, test, task, config,
+                              variant, keys)
+    report = _run(run_config, workdir)
     return results.read_comparison(workdir, report)
 
 
@@ -280,6 +281,6 @@ def export_model(workdir, student=None, *, dir=None, model_name=None, version=No
                        ("version", version)):
         if value is not None:
             keys[f"export.{key}"] = os.fspath(value) if key in ("student", "dir") else value
-    c = config_api.build("task_distill", "export", config, variant, keys)
-    _prepare_process(c)
-    return results.Export(_run(c, workdir))
+    run_config = config_api.build("task_distill", "export", config, variant, keys)
+    _prepare_process(run_config)
+    return results.Export(_run(run_config, workdir))

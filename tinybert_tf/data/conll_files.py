@@ -181,7 +181,7 @@ def load_conll_task(train_file, eval_file=None, test_file=None, *, name="file",
         eval_splits=("validation",) if eval_file else (), label_names=names,
         test_splits=("test",) if test_file else (), files=files, skip_bad_rows=skip_bad_rows,
         row_counts=tuple((s, tuple(p.counts.items())) for s, p in parsed.items()),
-        file_format="conll", tag_column=column,
+        file_format="conll", tag_column=column, parsed=tuple(parsed.items()),
     )
     for split, path in files:
         encode_tags(path, parsed[split], names)
@@ -192,8 +192,9 @@ def load_conll_task(train_file, eval_file=None, test_file=None, *, name="file",
 def conll_split_dataset(spec, split):
     """Dataset of one sentence per element, {"tokens": string [W], "tags": int32 [W]}, for one
     split of a CoNLL file task (what `task_batches.ner_example` reads)."""
-    path = split_path(spec, split)
-    sentences = parse_conll(path, spec.tag_column, spec.skip_bad_rows)
+    path = split_path(spec, split)  # the sentences the spec's loader read, else parsed now
+    sentences = dict(spec.parsed).get(split) or parse_conll(path, spec.tag_column,
+                                                            spec.skip_bad_rows)
     ids = encode_tags(path, sentences, spec.label_names)
     lengths = tf.constant([len(t) for t in sentences.tokens], tf.int64)
     tokens = tf.constant([w for words in sentences.tokens for w in words], tf.string)

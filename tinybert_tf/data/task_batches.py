@@ -97,11 +97,10 @@ def ner_example(tokens, tags, tokenizer, seq_len):
     return x, y, tf.cast(y != IGNORE_LABEL, tf.float32)
 
 
-def seeded_epochs(ds, shuffle, seed, repeat, batches=lambda d: d, count=False):
+def seeded_epochs(ds, shuffle, seed, repeat, batches=lambda d: d):
     """`ds` (finite) in epochs: epoch e is a full permutation drawn from the seed (seed, e),
     turned into batches by `batches(dataset) -> dataset` epoch by epoch (a batch never spans
-    two epochs). `count`: return `(dataset, batches of one epoch)`, counted over epoch 0 of the
-    same in-memory split (every epoch has as many: the count does not depend on the order).
+    two epochs).
 
     The order is a function of the seed and the epoch alone, not of how many iterators were made
     before: Keras' TF `fit` peeks a batch and then starts a new iterator, which advances a
@@ -110,7 +109,7 @@ def seeded_epochs(ds, shuffle, seed, repeat, batches=lambda d: d, count=False):
     (task splits are small: GLUE's largest, MNLI, is ~400 k sentence pairs).
     """
     if not shuffle and not repeat:
-        return _counted(batches(ds), count)
+        return batches(ds)
     columns = ds.ragged_batch(2**31 - 1).get_single_element() if shuffle else None
     if columns is not None:
         n = tf.shape(tf.nest.flatten(columns)[0])[0]
@@ -123,15 +122,9 @@ def seeded_epochs(ds, shuffle, seed, repeat, batches=lambda d: d, count=False):
         return batches(tf.data.Dataset.from_tensor_slices(order).map(
             lambda i: tf.nest.map_structure(lambda col: tf.gather(col, i), columns)))
 
-    first = epoch(tf.constant(0, tf.int64))
     if not repeat:
-        return _counted(first, count)
-    repeated = tf.data.Dataset.counter().flat_map(epoch)
-    return (repeated, count_batches(first)) if count else repeated
-
-
-def _counted(ds, count):
-    return (ds, count_batches(ds)) if count else ds
+        return epoch(tf.constant(0, tf.int64))
+    return tf.data.Dataset.counter().flat_map(epoch)
 
 
 def count_batches(ds):

@@ -18,10 +18,9 @@ A malformed row (field count, quoting, a JSONL line that is not an object or lac
 a `TaskFileError`; with ``skip_bad_rows=True`` (``--config.data.skip_bad_rows=True``) it is
 skipped and counted instead. Task files also skip and count rows with a blank text in any text
 column; a blank label is an error (skipped with skip_bad_rows) in a labelled split and means
-"no label" in a test split. `load_file_task` prints one count line per file.
-
-The package's own TSV writers use `tsv_text` (the default dialect), so what it writes
-`read_rows` reads back identically; `read_table` reads a whole file for tools that rewrite it.
+"no label" in a test split. `load_file_task` prints one count line per file. The package's TSV
+writers use `tsv_text` (the default dialect), so `read_rows` reads back what they wrote;
+`read_table` reads a whole file for tools that rewrite it.
 """
 
 from __future__ import annotations
@@ -69,8 +68,7 @@ class _BadRow(NamedTuple):
 
 class Parsed(NamedTuple):
     """One file read by `parse_file`: the used rows' texts (one list per column), labels (str,
-    or None where a test split has none), line numbers, and the counts (`SKIP_REASONS` names
-    plus "read", "used")."""
+    or None in a test split without), line numbers, counts (`SKIP_REASONS`, "read", "used")."""
 
     texts: list
     labels: list
@@ -373,6 +371,7 @@ def load_file_task(
         test_splits=("test",) if test_file else (), files=files, skip_bad_rows=skip_bad_rows,
         tsv_quoting=tsv_quoting,
         row_counts=tuple((s, tuple(p.counts.items())) for s, p in parsed.items()),
+        parsed=tuple(parsed.items()),
     )
     for split, path in files:
         encode_labels(path, parsed[split].labels, parsed[split].lines, spec)
@@ -389,10 +388,12 @@ def split_path(spec, split):
 
 
 def file_split_dataset(spec, split):
-    """Dataset of {text keys..., label key} for one split of a file task."""
+    """Dataset of {text keys..., label key} for one split of a file task: the rows the spec's
+    loader read (`spec.parsed`), else the file parsed now."""
     path = split_path(spec, split)
-    texts, labels, lines, _ = parse_file(path, spec.text_keys, spec.label_key, split != "test",
-                                         spec.skip_bad_rows, spec.tsv_quoting)
+    texts, labels, lines, _ = dict(spec.parsed).get(split) or parse_file(
+        path, spec.text_keys, spec.label_key, split != "test", spec.skip_bad_rows,
+        spec.tsv_quoting)
     y = encode_labels(path, labels, lines, spec)
     features = {k: tf.constant(v, tf.string) for k, v in zip(spec.text_keys, texts, strict=True)}
     features[spec.label_key] = tf.constant(y, tf.float32 if spec.kind == "regression" else tf.int32)

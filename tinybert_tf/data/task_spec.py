@@ -44,6 +44,9 @@ class TaskSpec:
     positive_label: str = ""  # the class binary "f1" counts as positive ("" = class 1)
     file_format: str = ""  # local files: "" tables / JSONL by extension | "conll" (token tags)
     tag_column: int = -1  # conll files: the tag column, 0-based (negative: from the end)
+    # Local files: (split, parsed rows) as the loader read them, so a run reads each file once
+    # (`task_files.file_split_dataset`); not part of what the task is (no compare, no repr).
+    parsed: tuple = dataclasses.field(default=(), compare=False, repr=False)
 
     @property
     def is_pair(self) -> bool:

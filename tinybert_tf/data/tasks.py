@@ -9,12 +9,14 @@
     id on the **first** word piece of each word and `IGNORE_LABEL` (-100) elsewhere
     ([CLS]/[SEP]/padding/continuation pieces); sample_weight float32 is 1 where y != -100.
 
-With `extra_examples` (a transfer set, see `transfer.py`) sentence tasks yield
+With transfer rows (`Rows.transfer`: a transfer set, see `transfer.py`) sentence tasks yield
 `(x, y, sample_weight)`: the split's rows (weight 1) then the transfer rows (weight 0, y = -1 or
 NaN), so hard-label losses see only labelled rows while soft (teacher) targets see all.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import tensorflow as tf
 
@@ -40,8 +42,9 @@ from tinybert_tf.data.task_spec import (
     with_metric,
 )
 
-__all__ = ["CONLL_NER_TAGS", "IGNORE_LABEL", "TASKS", "TaskFileError", "TaskSpec", "get_task",
-           "load_conll_task", "load_file_task", "task_dataset", "task_splits", "with_metric"]
+__all__ = ["CONLL_NER_TAGS", "IGNORE_LABEL", "TASKS", "Batching", "Order", "Rows", "TaskFileError",
+           "TaskSpec", "get_task", "load_conll_task", "load_file_task", "task_dataset",
+           "task_splits", "with_metric"]
 
 
 def _load_tfds(spec, split, shuffle, seed, data_dir):
@@ -54,19 +57,19 @@ def _load_tfds(spec, split, shuffle, seed, data_dir):
     )
 
 
-def _with_transfer(spec, ds, extra_examples, labelled):
+def _with_transfer(spec, ds, transfer, labelled):
     """{text keys, label, weight} rows: the split's (`ds`, weight 1; none if not `labelled`),
-    then the transfer rows (`extra_examples` `{text key: [str]}`, label -1 / NaN, weight 0)."""
-    if set(extra_examples) != set(spec.text_keys):
-        raise TaskFileError(f"extra_examples has columns {sorted(extra_examples)}; task "
+    then the transfer rows (`transfer` `{text key: [str]}`, label -1 / NaN, weight 0)."""
+    if set(transfer) != set(spec.text_keys):
+        raise TaskFileError(f"the transfer rows have columns {sorted(transfer)}; task "
                             f"{spec.name!r} needs exactly {list(spec.text_keys)}.")
-    sizes = {len(v) for v in extra_examples.values()}
+    sizes = {len(v) for v in transfer.values()}
     if len(sizes) != 1:
-        raise TaskFileError(f"extra_examples columns differ in length: {sorted(sizes)}.")
+        raise TaskFileError(f"the transfer columns differ in length: {sorted(sizes)}.")
     regression = spec.kind == "regression"
     y_dtype = tf.float32 if regression else tf.int32
     n = sizes.pop()
-    rows = {k: tf.constant(list(extra_examples[k]), tf.string, [n]) for k in spec.text_keys}
+    rows = {k: tf.constant(list(transfer[k]), tf.string, [n]) for k in spec.text_keys}
     rows["label"] = tf.fill([n], float("nan")) if regression else tf.fill([n], -1)
     rows[_WEIGHT] = tf.zeros([n], tf.float32)
     transfer = tf.data.Dataset.from_tensor_slices(rows)
@@ -78,82 +81,98 @@ def _with_transfer(spec, ds, extra_examples, labelled):
     return own.concatenate(transfer)
 
 
-def task_dataset(
-    task,
-    split,
-    tokenizer,
-    seq_len=128,
-    batch_size=32,
-    shuffle=False,
-    seed=0,
-    data_dir=None,
-    drop_remainder=False,
-    repeat=False,
-    extra=None,
-    extra_examples=None,
-    labelled=True,
-    buckets=None,
-    count=False,
-):
-    """Tokenised, packed, batched dataset for a TASKS name or a file TaskSpec (see module doc).
+@dataclasses.dataclass(frozen=True)
+class Batching:
+    """How rows become batches: packed to `seq_len`, `batch_size` rows each; `buckets`
+    (lengths, e.g. (16, 32, 64, 128)): rows batched with rows of their bucket, each batch cut to
+    the smallest bucket that holds it (`task_batches.batch_rows`); `drop_remainder`: no partial
+    batch (of each bucket)."""
 
-    Training order: each epoch a full permutation that is a function of (`seed`, epoch) alone
-    (`seeded_epochs`), so a resumed run sees the batches an uninterrupted one does.
-    extra: `{name: array [N, ...]}`, one row per example of the split in its unshuffled order,
-    added to `x` (e.g. cached teacher logits); a count that does not match the split is an error.
-    extra_examples: `{text key: [str, ...]}` transfer rows appended after the split's own
-    examples (label -1 / NaN, sample_weight 0; the split's rows get weight 1); `extra` then
-    covers split + transfer rows in that order. `labelled=False` uses the transfer rows alone.
-    buckets: lengths (e.g. (16, 32, 64, 128)); rows are batched with rows of their bucket and
-    each batch is cut to the smallest bucket that holds it (`task_batches.batch_rows`), so short
-    texts are not padded to `seq_len`. Batch order then follows the buckets, not the rows: map
-    per-row outputs back with a row index, not by position.
-    count: return `(dataset, batches of one epoch)` (`seeded_epochs`), the split read once.
+    seq_len: int = 128
+    batch_size: int = 32
+    buckets: tuple | None = None
+    drop_remainder: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Order:
+    """The order of the rows: each epoch a seeded permutation when `shuffle` (`seeded_epochs`);
+    `repeat`: epochs without end (training), else one pass."""
+
+    shuffle: bool = False
+    seed: int = 0
+    repeat: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Rows:
+    """Which rows, with what: `examples` (the split's example dicts, already read: a run reads
+    each split once) instead of reading the split; `transfer` (`{text key: [str, ...]}`) rows
+    appended after the split's own (label -1 / NaN, sample_weight 0; the split's rows weight 1),
+    or alone when not `labelled`; `extra` (`{name: array [N, ...]}`, one row per example of the
+    split (+ transfer) in its unshuffled order) added to `x`, e.g. cached teacher logits."""
+
+    examples: object = None
+    transfer: dict | None = None
+    labelled: bool = True
+    extra: dict | None = None
+
+
+def task_dataset(task, split, tokenizer, batching=Batching(), order=Order(), rows=Rows(),
+                 data_dir=None):
+    """Tokenised, packed, batched dataset for a TASKS name or a file TaskSpec (see module doc):
+    `batching` (a `Batching`), `order` (an `Order`), `rows` (a `Rows`), `data_dir` (TFDS's).
+
+    Training order: each epoch a full permutation that is a function of (seed, epoch) alone
+    (`seeded_epochs`), so a resumed run sees the batches an uninterrupted one does. A count of
+    `rows.extra` that does not match the rows is an error. With buckets, batch order follows the
+    buckets, not the rows: map per-row outputs back with a row index, not by position.
     """
     spec = get_task(task)
-    ds, what = _examples(spec, split, shuffle and extra is None, seed, data_dir, extra_examples,
-                         labelled)
+    ds, what = _examples(spec, split, order.shuffle and rows.extra is None, order.seed, data_dir,
+                         rows)
     extra_keys = ()
-    if extra:
-        extra_keys = tuple(extra)
-        ds = _with_extra(ds, extra, what)
+    if rows.extra:
+        extra_keys = tuple(rows.extra)
+        ds = _with_extra(ds, rows.extra, what)
     # Token tasks keep seq_len: their per-token outputs [B, S, C] must stack across batches.
-    if spec.kind == "token_classification":
-        buckets = None
-    else:
-        buckets = bucket_lengths(buckets or (), seq_len)
-    rows_of = _rows_fn(spec, tokenizer, seq_len, extra_keys, relabel=extra_examples is None)
+    seq_len = batching.seq_len
+    buckets = None if spec.kind == "token_classification" else bucket_lengths(
+        batching.buckets or (), seq_len)
+    rows_of = _rows_fn(spec, tokenizer, seq_len, extra_keys, relabel=rows.transfer is None)
     ds = seeded_epochs(
-        ds, shuffle, seed, repeat,
-        lambda examples: batch_rows(rows_of(examples), batch_size, drop_remainder, buckets),
-        count=count,
+        ds, order.shuffle, order.seed, order.repeat,
+        lambda examples: batch_rows(rows_of(examples), batching.batch_size,
+                                    batching.drop_remainder, buckets),
     )
-    ds, batches = ds if count else (ds, None)
     options = tf.data.Options()
     options.deterministic = True
-    ds = ds.with_options(options).prefetch(tf.data.AUTOTUNE)
-    return (ds, batches) if count else ds
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
-def _examples(spec, split, shuffle_files, seed, data_dir, extra_examples, labelled):
-    """``(examples, what)``: the split's example dicts (TFDS or files; with `extra_examples`
-    followed or replaced by the transfer rows, `_with_transfer`) and how an error names them.
-    `shuffle_files` only for TFDS; with `extra` the file order must be the unshuffled one."""
-    if not labelled and extra_examples is None:
-        raise TaskFileError("labelled=False (transfer rows only) needs extra_examples.")
-    if extra_examples is not None:
+def _examples(spec, split, shuffle_files, seed, data_dir, rows=Rows()):
+    """``(examples, what)``: the split's example dicts (`rows.examples`, else read from TFDS or
+    files; with `rows.transfer` followed or replaced by the transfer rows, `_with_transfer`) and
+    how an error names them. `shuffle_files` only for TFDS; with `extra` the file order must be
+    the unshuffled one."""
+    transfer = rows.transfer
+    if not rows.labelled and transfer is None:
+        raise TaskFileError("labelled=False (transfer rows only) needs transfer rows.")
+    if transfer is not None:
         check_transfer_kind(spec)
-    if extra_examples is not None and not labelled:
+    if transfer is not None and not rows.labelled:
         ds = None
+    elif rows.examples is not None:
+        ds = rows.examples
     elif spec.files:
         read = conll_split_dataset if spec.file_format == "conll" else file_split_dataset
         ds = read(spec, split)
     else:
         ds = _load_tfds(spec, split, shuffle_files, seed, data_dir)
-    if extra_examples is None:
+    if transfer is None:
         return ds, f"split {split!r}"
-    what = f"split {split!r} + transfer" if labelled else "the transfer set"
-    return _with_transfer(spec, ds, extra_examples, labelled), what
+    what = f"split {split!r} + transfer" if rows.labelled else "the transfer set"
+    return _with_transfer(spec, ds, transfer, rows.labelled), what
 
 
 def _with_extra(ds, extra, what):
@@ -188,4 +207,4 @@ def _rows_fn(spec, tokenizer, seq_len, extra_keys, relabel):
 def split_examples(spec, split, data_dir=None):
     """A split's example dicts in file / TFDS order (what `task_dataset` tokenises), e.g. to
     count the texts the packer cuts (`truncation.count`)."""
-    return _examples(get_task(spec), split, False, 0, data_dir, None, True)[0]
+    return _examples(get_task(spec), split, False, 0, data_dir)[0]

@@ -13,7 +13,7 @@ A transfer set is one or more local files of task-shaped text with no labels:
 ``read_transfer`` drops rows that would leak evaluation data into training (their key is one of
 an eval / test split's, see ``split_keys``) and rows that add nothing (a key of the labelled train
 split, or seen earlier in the transfer set), and counts why each row was dropped.
-``transfer_examples`` does all of that for a task and returns the ``extra_examples`` columns for
+``transfer_examples`` does all of that for a task and returns the transfer columns for
 ``tasks.task_dataset``, whose transfer rows get label -1 / NaN and sample weight 0.
 
 The checks compare what the teacher sees: with ``lowercase`` / ``strip_accents`` (the teacher's
@@ -170,15 +170,18 @@ def split_keys(spec, split, data_dir=None, lowercase=False, strip_accents=False)
     """The `text_key` of every example of one split of a task (a TaskSpec or a TASKS name),
     normalised with `lowercase` / `strip_accents` (see `text_key`; default: exact keys).
 
-    Local-file tasks read the split's file with the same reader as `tasks.task_dataset`; TFDS
-    tasks iterate ``tfds.load(spec.tfds_name, split=split, data_dir=data_dir)``.
+    Local-file tasks use the rows the spec's loader read (`spec.parsed`), else read the split's
+    file with the same reader as `tasks.task_dataset`; TFDS tasks iterate
+    ``tfds.load(spec.tfds_name, split=split, data_dir=data_dir)``.
     """
     norm = {"lowercase": lowercase, "strip_accents": strip_accents}
     spec = get_task(spec)
     check_transfer_kind(spec)
     if spec.files:
-        columns = parse_file(split_path(spec, split), spec.text_keys, spec.label_key, False,
-                             spec.skip_bad_rows, spec.tsv_quoting).texts
+        held = dict(spec.parsed).get(split)
+        columns = held.texts if held else parse_file(
+            split_path(spec, split), spec.text_keys, spec.label_key, False, spec.skip_bad_rows,
+            spec.tsv_quoting).texts
         return {text_key(texts, **norm) for texts in zip(*columns, strict=True)}
     import tensorflow_datasets as tfds
 
@@ -326,8 +329,8 @@ def transfer_examples(task, paths, data_dir=None, text_columns=None, dedupe_trai
                       tsv_quoting="none"):
     """`read_transfer` for a task: the eval and test splits' keys are excluded (leakage), the
     train split's keys count as duplicates (unless ``dedupe_train=False``). Returns
-    ``(extra_examples, counts)`` with ``extra_examples`` keyed by the task's text keys, ready for
-    ``tasks.task_dataset(..., extra_examples=...)``. text_columns: the transfer files' column
+    ``(columns, counts)`` with the columns keyed by the task's text keys, ready for
+    ``tasks.task_dataset(..., rows=tasks.Rows(transfer=...))``. text_columns: the transfer files' column
     names when they differ from the task's text keys (same number and order). skip_bad_rows:
     see `read_transfer` (a file task's own splits follow ``spec.skip_bad_rows``).
     tsv_quoting: how the transfer .tsv files are read (see `read_transfer`; a file task's own

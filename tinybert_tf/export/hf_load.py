@@ -28,6 +28,7 @@ import inspect
 import json
 import os
 
+from tinybert_tf.distill.presets import is_hf_config
 from tinybert_tf.errors import UserError, first_line
 from tinybert_tf.export.hf import (
     CLASSIFIER,
@@ -53,12 +54,6 @@ def _read_json(path):
 
     with tf.io.gfile.GFile(path) as f:
         return json.load(f)
-
-
-def is_hf_config(config) -> bool:
-    """Is a parsed ``config.json`` a transformers one (keras-hub's rule: ``model_type`` and no
-    keras ``registered_name``)?"""
-    return isinstance(config, dict) and "model_type" in config and "registered_name" not in config
 
 
 def is_hf_dir(path) -> bool:

@@ -19,6 +19,7 @@ from tinybert_tf import evaluate
 from tinybert_tf.distill import heads, students
 from tinybert_tf.errors import LaunchError
 from tinybert_tf.launch import builders, teachers
+from tinybert_tf.launch.task_data import TaskData, task_spec
 
 RESERVED = ("teacher", "ensemble")  # row names a student cannot take (and "teacher K")
 
@@ -104,7 +105,7 @@ def _dev_scores(config, spec, tokenizer, models, names, split):
     """{teacher name: first metric on the task's first eval split}, or None when `split` is it."""
     if len(names) < 2 or not spec.eval_splits or split == spec.eval_splits[0]:
         return None
-    dev = builders.task_data(config, spec, spec.eval_splits[0], tokenizer, training=False)
+    dev = TaskData(config, spec, tokenizer).evaluation(spec.eval_splits[0])
     return {n: evaluate.evaluate_model(models[n][0], dev, spec)[spec.metrics[0]] for n in names}
 
 
@@ -113,7 +114,7 @@ def run_from_config(config, workdir, launch=None):
     to `<workdir>/report.json`, with `split`). `launch` (what the dispatcher built) is unused:
     nothing here runs under a strategy, and the tokenizer is the first teacher's."""
     teacher_dirs, student_dirs = _presets(config, workdir)
-    spec = builders.task_spec(config)
+    spec = task_spec(config)
     split = _split(config, spec)
     tokenizer = builders.load_tokenizer(teacher_dirs[0])
     _check_tokenizers(tokenizer, student_dirs)
@@ -125,7 +126,7 @@ def run_from_config(config, workdir, launch=None):
     models = {name: (heads.reorder_classes(builders.load_task_model(
         path, name if name in names else f"student {name}"), orders[name]), path)
         for name, path in rows.items()}
-    dataset = builders.task_data(config, spec, split, tokenizer, training=False)
+    dataset = TaskData(config, spec, tokenizer).evaluation(split)
     kwargs = dict(reference="teacher")
     if len(names) > 1:
         kwargs = dict(ensembles={"ensemble": names}, reference="ensemble")

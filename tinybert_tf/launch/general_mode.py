@@ -2,78 +2,84 @@
 text, from one teacher preset into a student backbone; writes `<workdir>/student`.
 
 The corpus scan the launch checks made (`validate.check_corpus`) is printed and written to
-`<workdir>/corpus_scan.json` first; `train.StepLogger` copies it to the head of metrics.jsonl.
+`<workdir>/corpus_scan.json` first; it heads the run's metrics.jsonl too (`train.StepLogger`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 import keras_hub
 import tensorflow as tf
 
 from tinybert_tf.distill import dtypes, students
-from tinybert_tf.launch import builders as b
-from tinybert_tf.launch import distribution, teachers, train
+from tinybert_tf.launch import builders, config_lib, distribution, teachers, train
 
 
-def general_distill(c, workdir, launch):
-    """Distil `c.teacher` into `c.student` with `c.recipe` for `c.steps` steps; returns the
-    student preset dir. launch: the dispatcher's (strategy, teacher tokenizer, corpus scan)."""
+def general_distill(config, workdir, launch):
+    """Distil `config.teacher` into `config.student` with `config.recipe` for `config.steps`
+    steps; returns the student preset dir. launch: the dispatcher's (strategy, the teacher's dir
+    and tokenizer, the corpus scan)."""
     if launch.corpus_scan is not None and distribution.is_chief():
         record_scan(launch.corpus_scan, workdir)
     tokenizer, strategy = launch.tokenizer, launch.strategy
-    recipe = b.config_recipe(c)
-    masked = b.masked_lm(recipe)
-    data = _corpus_data(c, tokenizer, masked)
+    recipe = config_lib.config_recipe(config)
+    masked = config_lib.masked_lm(recipe)
+    data = _corpus_data(config, tokenizer, masked)
+    teacher_dir = launch.teacher_dirs[0] if launch.teacher_dirs else teachers.one(
+        config.teacher, "general_distill")
     with strategy.scope():
-        teacher, student = _models(c, teachers.one(c.teacher, "general_distill"), masked)
-        distiller = b.make_distiller(teacher, student, recipe)
-        b.compile_model(distiller, strategy, c, c.steps)
+        teacher, student = _models(config, teacher_dir, masked)
+        distiller = builders.make_distiller(teacher, student, recipe)
+        builders.compile_model(distiller, strategy, config, config.steps,
+                               config.optimizer.learning_rate)
     print(f"teacher {students.count_params(teacher):,} params -> student "
           f"{students.count_params(student):,} params; layer map {distiller.layer_map}")
     backbone = student.backbone if masked else student
     fresh = not tf.io.gfile.exists(os.path.join(workdir, "checkpoints"))
-    if c.save_initial and fresh:
-        b.save_model(backbone, tokenizer, os.path.join(workdir, "student_init"),
-                     distiller.projections)
-    train.run_stage(distiller, data, workdir, c, c.steps, launch.callbacks,
-                    label="general_distill")
-    return b.save_model(backbone, tokenizer, os.path.join(workdir, "student"),
-                        distiller.projections)
+    if config.save_initial and fresh:
+        builders.save_model(backbone, tokenizer, os.path.join(workdir, "student_init"),
+                            distiller.projections)
+    head = {"corpus_scan": launch.corpus_scan} if launch.corpus_scan is not None else {}
+    train.run_stage(distiller, data, workdir, builders.train_settings(config, head),
+                    config.steps, launch.callbacks, label="general_distill")
+    return builders.save_model(backbone, tokenizer, os.path.join(workdir, "student"),
+                               distiller.projections)
 
 
-def _corpus_data(c, tokenizer, masked):
+def _corpus_data(config, tokenizer, masked):
     """The training batches of `data.train` (`data.format` as checked by the launch: text or
     pretokenized shards), masked for a masked-LM recipe. drop_remainder on every strategy:
     static shapes for TPU, equal replica slices, exact resume."""
     from tinybert_tf.data import corpus, masking, shards
 
-    common = dict(batch_size=c.batch_size, shuffle_buffer=c.data.shuffle_buffer, seed=c.seed,
-                  repeat=True, drop_remainder=True, deterministic=True)
-    if c.data.format == "pretokenized":
-        data = shards.pretokenized_dataset(c.data.train, seq_len=c.data.seq_len, **common)
+    d = config.data
+    common = dict(batch_size=config.batch_size, shuffle_buffer=d.shuffle_buffer,
+                  seed=config.seed, repeat=True, drop_remainder=True, deterministic=True)
+    if d.format == "pretokenized":
+        data = shards.pretokenized_dataset(d.train, seq_len=d.seq_len, **common)
     else:
-        data = corpus.corpus_dataset(c.data.train, tokenizer, seq_len=c.data.seq_len,
-                                     doc_format=c.data.doc_format, **common)
+        data = corpus.corpus_dataset(d.train, tokenizer, seq_len=d.seq_len,
+                                     doc_format=d.doc_format, **common)
     if masked:
-        data = masking.mask_dataset(data, tokenizer, mask_rate=c.data.mask_rate,
-                                    whole_word=c.data.whole_word, seed=c.seed)
+        data = masking.mask_dataset(data, tokenizer, mask_rate=d.mask_rate,
+                                    whole_word=d.whole_word, seed=config.seed)
     return data
 
 
-def _models(c, teacher_dir, masked):
+def _models(config, teacher_dir, masked):
     """(teacher, student) under the current scope: masked-LM models for a masked-LM recipe, else
     backbones; the teacher frozen in `teacher_dtype`, the student's dropout `student_dropout`."""
     if masked:
-        teacher = dtypes.load_preset(keras_hub.models.MaskedLM, teacher_dir, c.teacher_dtype,
-                                     preprocessor=None)
-        student = keras_hub.models.BertMaskedLM(b.student_backbone(c.student, teacher),
-                                                preprocessor=None)
+        teacher = dtypes.load_preset(keras_hub.models.MaskedLM, teacher_dir,
+                                     config.teacher_dtype, preprocessor=None)
+        student = keras_hub.models.BertMaskedLM(
+            builders.student_backbone(config.student, teacher), preprocessor=None)
     else:
-        teacher = dtypes.load_preset(keras_hub.models.Backbone, teacher_dir, c.teacher_dtype)
-        student = b.student_backbone(c.student, teacher)
-    return teacher, b.set_dropout(student, c.student_dropout)
+        teacher = dtypes.load_preset(keras_hub.models.Backbone, teacher_dir, config.teacher_dtype)
+        student = builders.student_backbone(config.student, teacher)
+    return teacher, builders.set_dropout(student, config.student_dropout)
 
 
 def scan_line(scan):
@@ -97,7 +103,9 @@ def scan_line(scan):
 
 
 def record_scan(scan, workdir):
-    """Print the scan line and write the record to `workdir/corpus_scan.json`, the head of the
-    run's metrics.jsonl (`train.write_head_record`)."""
+    """Print the scan line and write the record to `workdir/corpus_scan.json` (the run's
+    metrics.jsonl starts with it too: `train.StepLogger`'s head)."""
     print(scan_line(scan))
-    train.write_head_record(workdir, "corpus_scan", scan)
+    tf.io.gfile.makedirs(workdir)
+    with tf.io.gfile.GFile(os.path.join(workdir, "corpus_scan.json"), "w") as f:
+        json.dump(scan, f, indent=1)

@@ -18,8 +18,7 @@ import os
 import keras
 import tensorflow as tf
 
-from tinybert_tf import cli
-from tinybert_tf.errors import LaunchError
+from tinybert_tf.errors import LaunchError, UserError
 from tinybert_tf.launch import (
     builders,
     devices,
@@ -30,6 +29,7 @@ from tinybert_tf.launch import (
     global_state,
     hardware,
     strategy,
+    task_data,
     task_modes,
     teachers,
     validate,
@@ -55,18 +55,20 @@ _TRAINED = ("checkpoints", "tensorboard", "metrics.jsonl")
 
 @dataclasses.dataclass
 class Launch:
-    """What the dispatcher built for a mode: the distribution context (`strategy.make`; on JAX
-    data-parallel runs it joins the processes) and the devices chosen for it, the teacher's
-    tokenizer (training modes) and general distillation's corpus scan record
-    (`validate.check_corpus`)."""
+    """What the dispatcher built for a mode, each once: the distribution context
+    (`strategy.make`; on JAX data-parallel runs it joins the processes) and the devices chosen
+    for it; for training modes the teacher dirs, the lead teacher's tokenizer, general
+    distillation's corpus scan record (`validate.check_corpus`) and the task."""
 
     strategy: object
     devices: devices.Choice
     tokenizer: object = None
     corpus_scan: dict | None = None
-    spec: object = None  # the task (task modes), read once
+    spec: object = None  # the task (task modes), its files read once
     label_orders: dict | None = None  # task_distill: teacher dir -> class order
     callbacks: tuple = ()  # the caller's Keras callbacks, given to every training stage
+    teacher_dirs: tuple = ()  # the run's teachers (`teachers.resolve`, once), the lead's index
+    lead: int = 0
 
 
 def run(config, workdir, callbacks=()):
@@ -96,7 +98,7 @@ def _run(config, workdir, callbacks):
         distribution.sync("tinybert_tf:workdir")  # config.json claimed before anything else
         return _start(config, workdir, launch)
     except Exception as err:
-        if chief and fresh and cli.user_message(err) is not None:
+        if chief and fresh and isinstance(err, UserError):
             _unclaim(workdir, created, lock)
         raise
     finally:
@@ -106,20 +108,22 @@ def _run(config, workdir, callbacks):
 
 def _prepare(config, workdir):
     """A training mode's checks, then what the mode needs from before the claim, each built
-    once: the teacher's tokenizer (the corpus scan reads it too), the corpus scan, the task (its
-    files read once; task_distill's teachers' label names checked against it by name), and last
-    the distribution context, whose replicas the batch must split over."""
-    teacher = validate.check_launch(config, workdir)
-    tokenizer = builders.load_tokenizer(teacher)
+    once: the teacher dirs, the lead teacher's tokenizer (the corpus scan reads it too), the
+    corpus scan, the task (its files read once; task_distill's teachers' label names checked
+    against it by name), and last the distribution context, whose replicas the batch must split
+    over."""
+    teacher_dirs, lead = validate.check_launch(config, workdir)
+    tokenizer = builders.load_tokenizer(lead)
     scan = validate.check_corpus(config, tokenizer) if config.mode == "general_distill" else None
     spec = orders = None
     if config.mode != "general_distill":  # the task's files read once, its labels checked
-        spec = builders.task_spec(config)
+        spec = task_data.task_spec(config)
         if config.mode == "task_distill":
-            orders = teachers.label_orders(teachers.resolve(config.teacher), spec.label_names)
+            orders = teachers.label_orders(teacher_dirs, spec.label_names)
     dist, choice = strategy.make(config)
     distribution.check_batch_size(dist, config.batch_size)
-    return Launch(dist, choice, tokenizer, scan, spec, orders)
+    return Launch(dist, choice, tokenizer, scan, spec, orders, teacher_dirs=tuple(teacher_dirs),
+                  lead=teacher_dirs.index(lead))
 
 
 def _start(config, workdir, launch):
@@ -164,7 +168,7 @@ def resolve_auto(config, choice):
     ignored = jit != hardware.jit_value(config.jit_compile) and config.jit_compile != "auto"
     resolved.precision, resolved.teacher_dtype, resolved.jit_compile = precision, teacher_dtype, jit
     resolved.strategy = choice.strategy
-    resolved.device_kind = choice.kind  # what builders.buckets reads: one shape on a TPU
+    resolved.device_kind = choice.kind  # what task_data.buckets reads: one shape on a TPU
     if "auto" in (config.precision, config.teacher_dtype, config.jit_compile) or ignored:
         print(f"Hardware: {reason}")
     return resolved

@@ -109,67 +109,70 @@ class JaxContext:
         return contextlib.nullcontext()
 
 
-def make(c):
+def make(config):
     """(distribution context, `devices.Choice`) of config `c` for this process's Keras backend
     (see module doc); `c.backend` must be the backend Keras runs (tinybert_tf.main sees to it).
     `strategy=auto` chooses by the devices present (`devices.choose`)."""
     backend = keras.backend.backend()
-    if c.backend != backend:
+    if config.backend != backend:
         raise LaunchError(
-            f"backend={c.backend} but Keras runs {backend} in this process (fixed when Keras is "
-            f"imported); start a fresh process with KERAS_BACKEND={c.backend}, e.g. python -m "
-            f"tinybert_tf.main --config.backend={c.backend} ...")
-    _check_processes(c)
+            f"backend={config.backend} but Keras runs {backend} in this process (fixed when "
+            "Keras is "
+            f"imported); start a fresh process with KERAS_BACKEND={config.backend}, e.g. python -m "
+            f"tinybert_tf.main --config.backend={config.backend} ...")
+    _check_processes(config)
     if backend == "tensorflow":
-        return _tf(c)
+        return _tf(config)
     if backend != "jax":
         raise LaunchError(f"Keras backend {backend!r} is not supported; use KERAS_BACKEND=jax "
                           "or tensorflow.")
-    return _jax(c)
+    return _jax(config)
 
 
-def _tf(c):
+def _tf(config):
     """TensorFlow: the strategy `devices.choose` picks from TF's devices (auto on a TPU VM:
     the local TPU)."""
-    tpu_vm = c.strategy == "auto" and distribution.on_tpu_vm()
-    choice = devices.choose("tensorflow", c.strategy, devices.tf_devices(tf), tpu=c.tpu,
+    tpu_vm = config.strategy == "auto" and distribution.on_tpu_vm()
+    choice = devices.choose("tensorflow", config.strategy, devices.tf_devices(tf), tpu=config.tpu,
                             tpu_vm=tpu_vm)
-    tpu = c.tpu or ("local" if tpu_vm else "")
+    tpu = config.tpu or ("local" if tpu_vm else "")
     return tf_strategy(choice.strategy, tpu, choice.devices), choice
 
 
-def _jax(c):
+def _jax(config):
     """JAX: `data_parallel` for a multi-process run (joined before JAX lists any device) or, with
     auto, over 2+ local devices; else one device (`cpu`: the host CPU even beside a GPU)."""
-    if c.strategy not in (*JAX_STRATEGIES, "auto"):
-        raise LaunchError(f"strategy={c.strategy} is not available on the JAX backend; use one "
+    if config.strategy not in (*JAX_STRATEGIES, "auto"):
+        raise LaunchError(f"strategy={config.strategy} is not available on the JAX backend; "
+                          "use one "
                           f"of auto, {', '.join(JAX_STRATEGIES)} (or --config.backend=tensorflow "
                           f"for {', '.join(s for s in STRATEGIES if s not in JAX_STRATEGIES)}).")
     import jax
 
-    cluster = c.strategy == "auto" and distribution.cluster_processes() > 1
-    if c.strategy == "data_parallel" or cluster or _multi_process(c):
-        context = _jax_data_parallel(c, cluster)
+    cluster = config.strategy == "auto" and distribution.cluster_processes() > 1
+    if config.strategy == "data_parallel" or cluster or _multi_process(config):
+        context = _jax_data_parallel(config, cluster)
         found = devices.jax_devices(jax)
         return context, devices.choose("jax", "data_parallel", found,
                                        processes=jax.process_count())
-    choice = devices.choose("jax", c.strategy, devices.jax_devices(jax))
+    choice = devices.choose("jax", config.strategy, devices.jax_devices(jax))
     if choice.strategy == "data_parallel":
-        return _jax_data_parallel(c, False), choice
+        return _jax_data_parallel(config, False), choice
     if choice.strategy == "cpu":
         jax.config.update("jax_default_device", jax.devices("cpu")[0])
     return JaxContext(choice.strategy), choice
 
 
-def _multi_process(c):
-    return c.strategy == "auto" and (c.num_processes > 1 or bool(c.coordinator_address))
+def _multi_process(config):
+    return config.strategy == "auto" and (config.num_processes > 1
+                                          or bool(config.coordinator_address))
 
 
-def _check_processes(c):
+def _check_processes(config):
     """coordinator_address / num_processes / process_id (read on every launch) are the JAX
     data-parallel run's; anywhere else a value other than the one-process default is refused."""
-    address, processes, index = c.coordinator_address, c.num_processes, c.process_id
-    if c.backend == "jax" and c.strategy in ("data_parallel", "auto"):
+    address, processes, index = config.coordinator_address, config.num_processes, config.process_id
+    if config.backend == "jax" and config.strategy in ("data_parallel", "auto"):
         return
     if address or processes != 1 or index != 0:
         raise LaunchError(
@@ -178,7 +181,7 @@ def _check_processes(c):
             "--config.strategy=data_parallel, or leave them unset (one process).")
 
 
-def _jax_data_parallel(c, cluster=False):
+def _jax_data_parallel(config, cluster=False):
     """THE place where `strategy=data_parallel` on JAX is set up, by
     `tinybert_tf/launch/distribution.py`: `initialize(coordinator_address, num_processes,
     process_id)` (jax.distributed; the config's fields of those names, config_lib.base) then
@@ -186,8 +189,10 @@ def _jax_data_parallel(c, cluster=False):
     context has `.scope()` and `num_replicas_in_sync` (the global device count, which batch_size
     is checked against). Called from `make`, so before any model is built. `cluster`: auto found
     a cluster environment (Cloud TPU, SLURM, Open MPI): jax.distributed reads it itself."""
-    address = distribution.AUTO if cluster and not c.coordinator_address else c.coordinator_address
-    distribution.initialize(address, c.num_processes, c.process_id)
+    address = config.coordinator_address
+    if cluster and not address:
+        address = distribution.AUTO
+    distribution.initialize(address, config.num_processes, config.process_id)
     return distribution.data_parallel()
 
 

@@ -23,7 +23,7 @@ Early stopping: a callback that sets `model.stop_training` at a chunk end (`Eval
 callback whose `stopped` attribute is true after the restore (the run stopped early before a
 restart) makes `run` train no further.
 
-The modes call `run_stage`: `run` with a config's log, checkpoint and stall settings.
+The modes call `run_stage`: `run` with a stage's `Settings` (log, checkpoint and stall settings).
 
 Backend-neutral: `checkpoints.make` picks TF's or orbax's checkpointer (JAX), the step is read
 with `current_step`, and on JAX Keras' trainer re-attaches its state to the variables before any
@@ -33,6 +33,7 @@ callback reads `self.model` (and when a fit ends, an exception included).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -52,12 +53,16 @@ from tinybert_tf.launch.selection import EvalSelector, current_step
 
 class StepLogger(keras.callbacks.Callback):
     """After each chunk: TensorBoard scalars `train/<metric>` and `train/learning_rate`, and one
-    JSON line in `metrics.jsonl` (what the demo's loss curve reads)."""
+    JSON line in `metrics.jsonl` (what the demo's loss curve reads). `head`: `{name: record}`
+    written as the file's first lines when the file is new (general distillation's corpus scan,
+    the task modes' truncation counts); metrics.jsonl appears only once training runs, which the
+    un-claiming of a failed launch relies on."""
 
-    def __init__(self, workdir):
+    def __init__(self, workdir, head=None):
         super().__init__()
         self.writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
         self.jsonl = os.path.join(workdir, "metrics.jsonl")
+        self.head = dict(head or {})
 
     def on_epoch_end(self, epoch, logs=None):
         step = current_step(self.model)
@@ -69,28 +74,10 @@ class StepLogger(keras.callbacks.Callback):
                 tf.summary.scalar(f"{prefix}/{name.removeprefix('val_')}", value)
         self.writer.flush()
         lines = [json.dumps({"step": step, **record})]
-        if not tf.io.gfile.exists(self.jsonl):  # the launcher's records about the data head it
-            for name in reversed(HEAD_RECORDS):
-                path = os.path.join(os.path.dirname(self.jsonl), f"{name}.json")
-                if tf.io.gfile.exists(path):
-                    with tf.io.gfile.GFile(path) as f:
-                        lines.insert(0, json.dumps({name: json.load(f)}))
+        if not tf.io.gfile.exists(self.jsonl):
+            lines[:0] = [json.dumps({name: value}) for name, value in self.head.items()]
         with tf.io.gfile.GFile(self.jsonl, "a") as f:
             f.write("".join(line + "\n" for line in lines))
-
-
-# Records a mode writes as `<run dir>/<name>.json` before training, copied to the head of the run
-# dir's metrics.jsonl: general distillation's corpus scan, the task modes' truncation counts.
-HEAD_RECORDS = ("corpus_scan", "truncation")
-
-
-def write_head_record(run_dir, name, record):
-    """`<run_dir>/<name>.json` (a HEAD_RECORDS name): the first metrics.jsonl write copies it to
-    that file's first line (metrics.jsonl appears only once training runs, which the un-claiming
-    of a failed launch relies on)."""
-    tf.io.gfile.makedirs(run_dir)
-    with tf.io.gfile.GFile(os.path.join(run_dir, f"{name}.json"), "w") as f:
-        json.dump(record, f, indent=1)
 
 
 class NanGuard(keras.callbacks.Callback):
@@ -249,20 +236,36 @@ def _segments(start, ends):
     return segments
 
 
-def run_stage(model, data, workdir, c, total_steps, callbacks=(), label="", per_epoch=0):
-    """`run` with config `c`'s logging, checkpoint and stall settings; an `EvalSelector` among
-    `callbacks` makes chunks end at its evaluation steps (an epoch's end: its last step).
-    label, per_epoch: the stage's name and steps per epoch, for the progress display."""
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What a stage's training loop reads of a run (`builders.train_settings` reads them from a
+    config): chunk ends every `log_every` steps, a checkpoint every `checkpoint_every` (the last
+    `keep_checkpoints` kept), the stall check over `stall_intervals` chunks, the teacher preset
+    recorded beside the checkpoints, and the records heading metrics.jsonl (`StepLogger`)."""
+
+    log_every: int = 100
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    stall_intervals: int = 0
+    teacher_path: str = ""
+    head: dict = dataclasses.field(default_factory=dict)
+
+
+def run_stage(model, data, workdir, settings, total_steps, callbacks=(), label="", per_epoch=0):
+    """`run` with a stage's `Settings`; an `EvalSelector` among `callbacks` makes chunks end at
+    its evaluation steps (an epoch's end: its last step). label, per_epoch: the stage's name and
+    steps per epoch, for the progress display."""
     every = next((cb.every for cb in callbacks if isinstance(cb, EvalSelector)), 0)
-    run(model, data, workdir, total_steps, log_every=c.log_every,
-        checkpoint_every=c.checkpoint_every, max_to_keep=c.keep_checkpoints,
-        callbacks=callbacks, stall_intervals=c.stall_intervals, eval_every=every,
-        steps_per_epoch=per_epoch, label=label, teacher_path=c.get("teacher", ""))
+    run(model, data, workdir, total_steps, log_every=settings.log_every,
+        checkpoint_every=settings.checkpoint_every, max_to_keep=settings.keep_checkpoints,
+        callbacks=callbacks, stall_intervals=settings.stall_intervals, eval_every=every,
+        steps_per_epoch=per_epoch, label=label, teacher_path=settings.teacher_path,
+        head=settings.head)
 
 
 def run(model, dataset, workdir, total_steps, log_every=100, checkpoint_every=1000,
         max_to_keep=3, callbacks=(), stall_intervals=0, eval_every=0, steps_per_epoch=0,
-        label="", teacher_path=""):
+        label="", teacher_path="", head=None):
     """Train `model` (compiled, optimizer built or not) on an infinite `dataset` for `total_steps`.
 
     Resumes from `workdir/checkpoints` if present. `callbacks` run after each chunk before the
@@ -276,6 +279,7 @@ def run(model, dataset, workdir, total_steps, log_every=100, checkpoint_every=10
     writing a checkpoint at the step reached (see SignalStop), also when the signal came during
     the last chunk (which then ends as usual). `teacher_path`: the preset of a Distiller's
     teacher, recorded beside its checkpoints (which leave the teacher out: `checkpoints`).
+    `head`: records heading metrics.jsonl (`StepLogger`).
     """
     ends = chunk_ends(model, total_steps, log_every, checkpoint_every, eval_every)
     checkpointer = _restore(model, workdir, max_to_keep, ends[-1], teacher_path)
@@ -290,7 +294,7 @@ def run(model, dataset, workdir, total_steps, log_every=100, checkpoint_every=10
     # The chunk's record before its checkpoint: a kill between the two re-runs the chunk, whose
     # record then replaces the first (read_metrics), rather than leaving the chunk without one.
     every_chunk = [*([shown] if shown else []), NanGuard(checkpointer), *stall, *callbacks,
-                   *([StepLogger(workdir)] if chief else []),
+                   *([StepLogger(workdir, head)] if chief else []),
                    SaveEvery(checkpointer, checkpoint_every), stopper]
     with stopper, shown or contextlib.nullcontext():
         step = _fit(model, dataset, _segments(start, ends), every_chunk, checkpointer)

@@ -10,27 +10,28 @@ import os
 import tensorflow as tf
 
 from tinybert_tf.errors import LaunchError
-from tinybert_tf.launch import builders as b
-from tinybert_tf.launch import distribution, teachers
+from tinybert_tf.launch import builders, distribution, teachers
 
 
-def transfer_set(c, spec, workdir, tokenizer=None):
+def transfer_set(config, spec, workdir, tokenizer=None):
     """`(columns, counts)` of the configured transfer files (transfer_file, augmented_train_file),
     eval/test texts and duplicates dropped; None when none is configured. Texts are compared as
     the teacher's tokenizer (`tokenizer`, else step 1's teacher's, as `task_distill` loads it)
     reads them: an uncased teacher cannot tell "Café" from "café", so neither can the checks."""
-    paths = ",".join(p for p in (c.transfer_file, c.augmented_train_file) if p)
+    paths = ",".join(p for p in (config.transfer_file, config.augmented_train_file) if p)
     if not paths:
         return None
     from tinybert_tf.data import transfer
 
-    if tokenizer is None and c.teacher:
-        tokenizer = b.load_tokenizer(teachers.resolve(c.teacher)[c.intermediate.teacher])
+    if tokenizer is None and config.teacher:
+        lead = teachers.resolve(config.teacher)[config.intermediate.teacher]
+        tokenizer = builders.load_tokenizer(lead)
     norm = transfer.tokenizer_normalization(tokenizer)
     try:
-        columns, counts = transfer.transfer_examples(spec, paths, c.data.tfds_data_dir or None,
-                                                     skip_bad_rows=c.data.skip_bad_rows,
-                                                     tsv_quoting=c.data.tsv_quoting, **norm)
+        d = config.data
+        columns, counts = transfer.transfer_examples(spec, paths, d.tfds_data_dir or None,
+                                                     skip_bad_rows=d.skip_bad_rows,
+                                                     tsv_quoting=d.tsv_quoting, **norm)
     except ValueError as err:
         raise LaunchError(str(err)) from None
     print(f"Transfer set {paths}: {counts['read']} rows read, {counts['used']} used; dropped "
@@ -45,6 +46,6 @@ def transfer_set(c, spec, workdir, tokenizer=None):
         return columns, counts
     tf.io.gfile.makedirs(workdir)
     with tf.io.gfile.GFile(os.path.join(workdir, "transfer.json"), "w") as f:
-        json.dump({"paths": paths, "transfer_only": bool(c.transfer_only), **norm, **counts}, f,
-                  indent=1)
+        json.dump({"paths": paths, "transfer_only": bool(config.transfer_only), **norm,
+                   **counts}, f, indent=1)
     return columns, counts

@@ -23,30 +23,31 @@ from tinybert_tf.launch import builders, checkpoints, config_lib, strategy, teac
 SCAN_LINES = 100_000  # the launcher's corpus scan stops after about this many lines
 
 
-def check_launch(c, workdir):
+def check_launch(config, workdir):
     """All checks of a training mode's config `c` but the corpus scan's; raises a one-line
-    UserError. Returns the teacher whose tokenizer the run reads: the one teacher, or
-    task_distill's step-1 teacher (`intermediate.teacher`)."""
-    _check_numbers(c, workdir)
+    UserError. Returns `(teacher_dirs, lead)`: the run's teacher dirs (`teachers.resolve`, read
+    once here) and the one whose tokenizer the run reads: the one teacher, or task_distill's
+    step-1 teacher (`intermediate.teacher`)."""
+    _check_numbers(config, workdir)
     check_workdir(workdir)
-    teacher_dirs = check_teachers(c)
-    check_teacher_dtype(c)
-    lead = teacher_dirs[c.intermediate.teacher] if c.mode == "task_distill" else teacher_dirs[0]
-    if c.mode != "finetune" or finetunes_student(c):
-        check_student(c.student)
-    if c.mode != "finetune":
-        check_recipe(c, lead)
-    check_seq_len(c, teacher_dirs)
-    if c.mode != "general_distill":
-        check_task_inputs(c)
-    return lead
+    teacher_dirs = check_teachers(config)
+    check_teacher_dtype(config)
+    lead = teacher_dirs[config.intermediate.teacher if config.mode == "task_distill" else 0]
+    if config.mode != "finetune" or finetunes_student(config):
+        check_student(config.student)
+    if config.mode != "finetune":
+        check_recipe(config, lead)
+    check_seq_len(config, teacher_dirs)
+    if config.mode != "general_distill":
+        check_task_inputs(config)
+    return teacher_dirs, lead
 
 
-def finetunes_student(c):
+def finetunes_student(config):
     """Does finetune train `config.student` (`from_teacher:N`, a preset dir: the no-teacher
     baseline) rather than the teacher (a students.PRESETS name is an untrained architecture)?"""
-    spec = str(c.student or "")
-    return c.mode == "finetune" and bool(spec) and spec not in students.PRESETS
+    spec = str(config.student or "")
+    return config.mode == "finetune" and bool(spec) and spec not in students.PRESETS
 
 
 def _positions(path):
@@ -56,21 +57,21 @@ def _positions(path):
     return builders.backbone_config(path).get("max_sequence_length")
 
 
-def check_seq_len(c, teacher_dirs):
+def check_seq_len(config, teacher_dirs):
     """data.seq_len fits every teacher's position table and the student's (a preset dir's own;
     `from_teacher:N` and architecture names take the teacher's): longer inputs would index past
     the table."""
     models = [("teacher", path) for path in teacher_dirs]
-    spec = str(c.student or "")
-    trains_student = c.mode != "finetune" or finetunes_student(c)
+    spec = str(config.student or "")
+    trains_student = config.mode != "finetune" or finetunes_student(config)
     if trains_student and spec and not spec.startswith("from_teacher:") and \
             spec not in students.PRESETS:
         models.append(("student", spec))
     for what, path in models:
         limit = _positions(path)
-        if limit and c.data.seq_len > limit:
+        if limit and config.data.seq_len > limit:
             raise LaunchError(
-                f"data.seq_len={c.data.seq_len} is longer than the {what}'s position table "
+                f"data.seq_len={config.data.seq_len} is longer than the {what}'s position table "
                 f"({limit} positions, {path}); pass --config.data.seq_len={limit} or less.")
 
 
@@ -81,24 +82,25 @@ def _resuming(workdir):
     return "://" not in workdir and checkpoints.has_checkpoint(os.path.join(workdir, "checkpoints"))
 
 
-def _check_numbers(c, workdir):
-    if c.batch_size < 1:
-        raise LaunchError(f"batch_size={c.batch_size}; pass --config.batch_size=<N >= 1> "
+def _check_numbers(config, workdir):
+    if config.batch_size < 1:
+        raise LaunchError(f"batch_size={config.batch_size}; pass --config.batch_size=<N >= 1> "
                           "(the global batch, split across replicas).")
-    strategy.check_precision(c.precision)
-    if c.checkpoint_every < 1:
-        raise LaunchError(f"checkpoint_every={c.checkpoint_every}; pass --config.checkpoint_every="
+    strategy.check_precision(config.precision)
+    if config.checkpoint_every < 1:
+        raise LaunchError(f"checkpoint_every={config.checkpoint_every}; pass "
+                          "--config.checkpoint_every="
                           "<steps >= 1> (a multiple of log_every).")
-    train.check_intervals(c.log_every, c.checkpoint_every)
-    if c.mode == "general_distill":
-        if c.steps < 1 and not _resuming(workdir):
-            raise LaunchError(f"steps={c.steps}: nothing to train (the student would be saved "
+    train.check_intervals(config.log_every, config.checkpoint_every)
+    if config.mode == "general_distill":
+        if config.steps < 1 and not _resuming(workdir):
+            raise LaunchError(f"steps={config.steps}: nothing to train (the student would be saved "
                               "untrained); pass --config.steps=<N >= 1>.")
-        if c.data.seq_len < 3:
-            raise LaunchError(f"data.seq_len={c.data.seq_len} is too small; use at least 3.")
+        if config.data.seq_len < 3:
+            raise LaunchError(f"data.seq_len={config.data.seq_len} is too small; use at least 3.")
         return
-    for stage in config_lib.stages(c):
-        epochs, patience = config_lib.stage_budget(c, stage)
+    for stage in config_lib.stages(config):
+        epochs, patience = config_lib.stage_budget(config, stage)
         if epochs < 1:
             raise LaunchError(f"{stage}.epochs={epochs}: nothing to train; pass "
                               f"--config.{stage}.epochs=<N >= 1>.")
@@ -140,41 +142,41 @@ def _check_files(value, key):
         raise LaunchError(f"{key}: {value} is empty; pass a file with rows.")
 
 
-def check_task_inputs(c):
+def check_task_inputs(config):
     """The task's files (task=file) and transfer sets exist and are not empty; a task name is
     known. Their rows are checked when the task is loaded."""
     from tinybert_tf.data import task_files, tasks
 
-    d = c.data
+    d = config.data
     task_files.check_tsv_quoting(d.tsv_quoting)  # a UserError: one line, before the claim
-    if c.task == "file":
+    if config.task == "file":
         if not d.train_file:
             raise LaunchError("task=file needs --config.data.train_file=<TSV, CSV or JSONL>.")
         for key in ("train_file", "eval_file", "test_file"):
             if d[key]:
                 _check_files(d[key], f"data.{key}")
     else:
-        tasks.get_task(c.task)
-    check_metric(c)
-    if c.mode == "task_distill":
+        tasks.get_task(config.task)
+    check_metric(config)
+    if config.mode == "task_distill":
         for key in ("transfer_file", "augmented_train_file"):
-            if c[key]:
-                _check_files(c[key], key)
-        if c.transfer_only and not (c.transfer_file or c.augmented_train_file):
+            if config[key]:
+                _check_files(config[key], key)
+        if config.transfer_only and not (config.transfer_file or config.augmented_train_file):
             raise LaunchError("transfer_only=True needs --config.transfer_file=<files or globs>.")
 
 
-def check_metric(c):
+def check_metric(config):
     """data.format, data.metric and data.positive_label fit the task (the checks of
     `tasks.with_metric`, which the mode repeats on the loaded task): the kind of a TASKS name,
     or of a file task from data.format and data.regression; a positive label among the
     training file's labels (read here only when one is named)."""
     from tinybert_tf.data import conll_files, task_files, task_spec, tasks
 
-    d = c.data
-    kind = conll_files.file_kind(c.task, d.format, d.regression, d.text_b_column)
+    d = config.data
+    kind = conll_files.file_kind(config.task, d.format, d.regression, d.text_b_column)
     if kind is None:
-        tasks.with_metric(tasks.get_task(c.task), d.metric, d.positive_label)
+        tasks.with_metric(tasks.get_task(config.task), d.metric, d.positive_label)
         return
     labels = None
     if kind == "classification" and d.metric == "f1" and d.positive_label:
@@ -184,14 +186,14 @@ def check_metric(c):
     task_spec.check_metric(kind, d.metric, d.positive_label, labels)
 
 
-def check_corpus(c, tokenizer):
+def check_corpus(config, tokenizer):
     """The corpus matches files with documents -> its scan record (also for pretokenized
     shards: their `corpus_meta.json` counts). A text corpus is scanned for about SCAN_LINES
     lines (`corpus_scan.scan_corpus`); when that part holds no document the rest is read up to
     the first one."""
     from tinybert_tf.data import corpus, corpus_scan, shards
 
-    d = c.data
+    d = config.data
     if not d.train:
         raise LaunchError("No corpus given; pass --config.data.train=<text files, globs or gs://>.")
     if d.format not in ("text", "pretokenized"):
@@ -222,25 +224,26 @@ def check_corpus(c, tokenizer):
 # ---- presets and recipes --------------------------------------------------------------------------
 
 
-def check_teachers(c):
+def check_teachers(config):
     """The config's teacher(s) (`teachers.resolve`): one for general distillation and finetune
     (its starting preset), one or an ensemble for task_distill; every one a preset, an ensemble's
     members compatible, the step settings that pick among them in range. Returns the dirs."""
-    dirs = teachers.resolve(c.teacher) if c.mode == "task_distill" else [
-        teachers.one(c.teacher, c.mode)]
+    dirs = teachers.resolve(config.teacher) if config.mode == "task_distill" else [
+        teachers.one(config.teacher, config.mode)]
     for path in dirs:
         builders.check_preset(path, "teacher")
-    if c.mode != "task_distill":
+    if config.mode != "task_distill":
         return dirs
-    if not 0 <= c.intermediate.teacher < len(dirs):
-        raise LaunchError(f"intermediate.teacher={c.intermediate.teacher} but there are "
+    if not 0 <= config.intermediate.teacher < len(dirs):
+        raise LaunchError(f"intermediate.teacher={config.intermediate.teacher} but there are "
                           f"{len(dirs)} teachers; pass 0..{len(dirs) - 1}.")
     from tinybert_tf.distill import ensemble
 
-    if c.prediction.combine not in ensemble.COMBINES:
-        raise LaunchError(f"prediction.combine={c.prediction.combine!r}; use one of "
+    if config.prediction.combine not in ensemble.COMBINES:
+        raise LaunchError(f"prediction.combine={config.prediction.combine!r}; use one of "
                           f"{', '.join(ensemble.COMBINES)}.")
-    if len(dirs) > 1 and not c.prediction.cache_teacher_logits and c.stages != "intermediate":
+    if (len(dirs) > 1 and not config.prediction.cache_teacher_logits
+            and config.stages != "intermediate"):
         raise LaunchError("several teachers need prediction.cache_teacher_logits=True (their "
                           "soft targets are combined once, over the cached logits).")
     teachers.check_compatible(dirs)
@@ -252,16 +255,16 @@ TEACHER_DTYPES = ("auto", "", "float32", "bfloat16", "float16", "mixed_bfloat16"
                   "mixed_float16", "int8")
 
 
-def check_teacher_dtype(c):
+def check_teacher_dtype(config):
     """`teacher_dtype` names a TEACHER_DTYPES entry; an int8 teacher (its kernels int8) cannot
     be the copy a `from_teacher:N` student starts from. `precision` (the student's) is checked
     apart and never int8."""
-    if c.teacher_dtype not in TEACHER_DTYPES:
+    if config.teacher_dtype not in TEACHER_DTYPES:
         names = ", ".join(repr(d) for d in TEACHER_DTYPES)
-        raise LaunchError(f"Unknown teacher_dtype {c.teacher_dtype!r}; use one of {names}.")
-    if (c.teacher_dtype == "int8" and c.mode != "finetune"
-            and c.student.startswith("from_teacher:")):
-        raise LaunchError(f"student {c.student!r} copies the teacher's weights, which "
+        raise LaunchError(f"Unknown teacher_dtype {config.teacher_dtype!r}; use one of {names}.")
+    if (config.teacher_dtype == "int8" and config.mode != "finetune"
+            and config.student.startswith("from_teacher:")):
+        raise LaunchError(f"student {config.student!r} copies the teacher's weights, which "
                           "teacher_dtype=int8 quantises; pass --config.teacher_dtype=float32 "
                           "(or bfloat16), or a student preset.")
 
@@ -277,19 +280,19 @@ def check_student(spec):
         builders.check_preset(spec, "student")
 
 
-def check_recipe(c, teacher_dir):
+def check_recipe(config, teacher_dir):
     """The recipe of the step that maps layers fits the teacher and the student, read from the
     sizes in their presets' config.json (`builders.check_fit`): general distillation's, or
     task distillation's intermediate step's (the prediction step maps none). A teacher or
     student known only once loaded (a keras-hub preset name, hf://) is checked when its
     Distiller is built instead (`builders.make_distiller`)."""
-    if c.mode == "task_distill" and "intermediate" not in config_lib.stages(c):
+    if config.mode == "task_distill" and "intermediate" not in config_lib.stages(config):
         return
-    stage = "general" if c.mode == "general_distill" else "intermediate"
-    recipe = builders.config_recipe(c, stage)
-    head = stage == "intermediate" or builders.masked_lm(recipe)
+    stage = "general" if config.mode == "general_distill" else "intermediate"
+    recipe = config_lib.config_recipe(config, stage)
+    head = stage == "intermediate" or config_lib.masked_lm(recipe)
     teacher = _preset_shape(teacher_dir, head)
-    student = _student_shape(c.student, teacher) if teacher else None
+    student = _student_shape(config.student, teacher) if teacher else None
     if student is not None:
         builders.check_fit(recipe, teacher, student)
 

@@ -80,8 +80,10 @@ def our_batches(spec, tokenizer, seq, batch, buckets, logits_classes):
     from tinybert_tf.data import tasks
     from tinybert_tf.distill.distiller import CACHED_LOGITS
 
-    ds = tasks.task_dataset(spec, "train", tokenizer, seq_len=seq, batch_size=batch,
-                            shuffle=True, seed=0, buckets=buckets, drop_remainder=True)
+    ds = tasks.task_dataset(
+        spec, "train", tokenizer,
+        tasks.Batching(seq_len=seq, batch_size=batch, buckets=buckets, drop_remainder=True),
+        tasks.Order(shuffle=True, seed=0))
     rng = np.random.default_rng(0)
     out = []
     for x, y in ds.as_numpy_iterator():
@@ -103,8 +105,8 @@ def token_lists(spec, tokenizer, seq):
     from tinybert_tf.data import tasks
 
     ids, labels = [], []
-    for x, y in tasks.task_dataset(spec, "train", tokenizer, seq_len=seq,
-                                   batch_size=256).as_numpy_iterator():
+    for x, y in tasks.task_dataset(spec, "train", tokenizer,
+                                   tasks.Batching(seq_len=seq, batch_size=256)).as_numpy_iterator():
         for row, mask, label in zip(x["token_ids"], x["padding_mask"], y, strict=True):
             ids.append([int(t) for t in row[: int(mask.sum())]])
             labels.append(int(label))
