@@ -36,7 +36,7 @@ def test_recipe_contents_and_overrides():
 
 def test_config_loss_weights_replace_add_and_drop_terms():
     from tinybert_tf.errors import LaunchError
-    from tinybert_tf.launch.builders import make_recipe as _recipe
+    from tinybert_tf.launch.config_lib import make_recipe as _recipe
 
     r = _recipe("tinybert_general", "1,2", "att=0.5, pooled_rel=10,emb=0")
     assert r.weights == {"att": 0.5, "hidden": 1.0, "pooled_rel": 10.0}

@@ -3,8 +3,9 @@ models loaded from presets (keras-hub or Hugging Face dirs), students, Distiller
 optimizer, and saving a model as a preset in a multi-process run.
 
 Preset checks and preset files are `distill.presets`; recipe strings are `config_lib`; task
-data is `task_data`. A mistake in what the config names is a one-line `LaunchError` here, where
-the object is built."""
+data is `task_data`. The loaders do not check their preset again: every caller checked it once
+(`validate` before a training run's claim, `evaluate_mode` and `export_mode` first thing,
+`check_preset`). A model that does not load is a one-line `LaunchError` here."""
 
 from __future__ import annotations
 
@@ -18,7 +19,14 @@ from tinybert_tf.export import hf_load
 from tinybert_tf.launch import distribution, hardware
 from tinybert_tf.launch.strategy import steps_per_execution
 
-check_preset = presets.check_preset
+
+def check_preset(path, what):
+    """`presets.check_preset`, and for a Hugging Face dir its model too: one keras-hub cannot
+    load (`hf_load.backbone_config`) is a one-line error naming what loads. Returns `path`."""
+    presets.check_preset(path, what)
+    if hf_load.is_hf_dir(path):
+        backbone_config(path, what)
+    return path
 
 
 def backbone_config(path, what="preset"):
@@ -40,7 +48,6 @@ def backbone_config(path, what="preset"):
 def load_tokenizer(preset):
     """The tokenizer of a teacher preset (of a BERT Hugging Face dir as transformers reads it,
     `hf_load.load_tokenizer`); one that does not load is a one-line error."""
-    check_preset(preset, "teacher")
     if hf_load.is_bert_dir(preset):
         return hf_load.load_tokenizer(preset)
     try:
@@ -54,7 +61,6 @@ def load_task_model(preset, what="model"):
     """The task model a run saved in `preset` (`heads.load_task_model`: a text classifier,
     regressor or token classifier), or a Hugging Face task dir's (`hf_load`, head and all); a
     preset that holds none is a one-line error."""
-    check_preset(preset, what)
     if hf_load.is_hf_dir(preset):
         return dtypes.load_preset(hf_load.TaskLoader(what=what), preset)
     try:
@@ -69,7 +75,6 @@ def load_classifier(preset, num_classes=None, what="teacher", token_level=False,
     on the preset's backbone when `num_classes` is given. `dtype` (e.g. "bfloat16" for a frozen
     teacher) replaces the run's policy for this model; whatever policy the preset stores, the
     model gets this one (`dtypes.load_preset`)."""
-    check_preset(preset, what)
     kwargs = {"num_classes": num_classes} if num_classes is not None else {}
     if hf_load.is_bert_dir(preset) or (num_classes is None and hf_load.is_hf_dir(preset)):
         cls = hf_load.TaskLoader(token_level, what)
@@ -98,7 +103,6 @@ def student_backbone(spec, teacher):
 def load_backbone(preset, what="teacher"):
     """The backbone of a preset dir (a task preset's too) or a Hugging Face dir, in the run's
     policy (`dtypes.load_preset`)."""
-    check_preset(preset, what)
     return dtypes.load_preset(keras_hub.models.Backbone, preset)
 
 

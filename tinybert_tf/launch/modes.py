@@ -72,10 +72,18 @@ class Launch:
 
 
 def run(config, workdir, callbacks=()):
-    """Run one mode of a resolved config; returns what the mode returns (e.g. a preset dir).
-    `callbacks`: Keras callbacks every training stage runs beside its own (`train.run`). The
-    process's dtype policy, seeds and distribution are as before when it returns or raises
-    (`global_state.preserved`)."""
+    """Run one mode of a config. The process's dtype policy, seeds and distribution are as
+    before when it returns or raises (`global_state.preserved`).
+
+    Args:
+        config: a ConfigDict with `mode` (a `MODES` name) and that mode's fields.
+        workdir: the run directory (claimed for a training mode: `claim_workdir`).
+        callbacks: Keras callbacks every training stage runs beside its own (`train.run`).
+    Returns:
+        What the mode returns: a preset dir (training modes), the report dict (evaluate) or
+        the export path (export).
+    Raises:
+        UserError: a mistake to fix, in one line (before the claim nothing is written)."""
     with global_state.preserved():
         return _run(config, workdir, tuple(callbacks))
 

@@ -23,7 +23,12 @@ def task_spec(config):
     """The config's TaskSpec: a TASKS name, or task='file' read from data.* (CoNLL token files
     with data.format=conll), its metrics led by data.metric (`tasks.with_metric`). A mistyped
     data.tsv_quoting is a one-line error for every task: transfer .tsv files read it too. A file
-    task keeps the rows it read (`TaskSpec.parsed`): the run reads each file once."""
+    task keeps the rows it read (`TaskSpec.parsed`): the run reads each file once.
+
+    Args:
+        config: a task-mode config (`task`, `data.*`).
+    Returns:
+        The `tasks.TaskSpec`."""
     from tinybert_tf.data import conll_files, task_files
 
     d = config.data
@@ -59,8 +64,15 @@ def buckets(config):
 
 
 class TaskData:
-    """The data of one task run (see the module doc). `transfer`: the run's transfer set
-    (`transfer_set.transfer_set`: `(columns, counts)`) or None."""
+    """The data of one task run (see the module doc).
+
+    Args:
+        config: the run's config (`data.seq_len`, `data.buckets`, `data.tfds_data_dir`,
+            `batch_size`, `seed`, `transfer_only`).
+        spec: the task (`task_spec`).
+        tokenizer: the lead teacher's tokenizer.
+        transfer: the run's transfer set (`transfer_set.transfer_set`: `(columns, counts)`) or
+            None."""
 
     def __init__(self, config, spec, tokenizer, transfer=None):
         self.spec, self.tokenizer, self.transfer = spec, tokenizer, transfer

@@ -253,8 +253,16 @@ class Settings:
 
 def run_stage(model, data, workdir, settings, total_steps, callbacks=(), label="", per_epoch=0):
     """`run` with a stage's `Settings`; an `EvalSelector` among `callbacks` makes chunks end at
-    its evaluation steps (an epoch's end: its last step). label, per_epoch: the stage's name and
-    steps per epoch, for the progress display."""
+    its evaluation steps (an epoch's end: its last step).
+
+    Args:
+        model: a compiled keras.Model (a Distiller or a task model).
+        data: its training batches, without end.
+        workdir: the stage's run dir (checkpoints, metrics.jsonl, tensorboard).
+        settings: a `Settings`.
+        total_steps: the stage's last step (its learning-rate schedule's length).
+        callbacks: Keras callbacks run at each chunk end before the checkpoint.
+        label, per_epoch: the stage's name and steps per epoch, for the progress display."""
     every = next((cb.every for cb in callbacks if isinstance(cb, EvalSelector)), 0)
     run(model, data, workdir, total_steps, log_every=settings.log_every,
         checkpoint_every=settings.checkpoint_every, max_to_keep=settings.keep_checkpoints,
