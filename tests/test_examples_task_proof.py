@@ -65,6 +65,9 @@ def test_row_configs_follow_the_protocol(proof):
     proof.s.max_epochs, proof.s.patience = 4, 1
     assert config_lib.stage_budget(proof_rows.row_config(proof, "wide", "k1", 0),
                                    "prediction") == (4, 1)
+    proof.s.smoke = True  # --smoke checks the plumbing: float32, no XLA, as the tiny configs
+    smoke = proof_rows.row_config(proof, "wide", "tE", 0)
+    assert (smoke.precision, smoke.teacher_dtype, smoke.jit_compile) == ("float32", "", "False")
 
 
 def test_seed_stats_and_the_seeds_a_row_reports():

@@ -53,6 +53,15 @@ def kE_key(temperature):
     return f"kE_T{temperature:g}"
 
 
+def smoke_fields(s):
+    """`--smoke` runs check the plumbing, not the speed: every stage in float32 without XLA, as
+    the packaged `tiny` configs run (a stage of a few steps would otherwise spend its time
+    compiling the hardware's fastest step); the full proof keeps the package's defaults."""
+    if not s.smoke:
+        return {}
+    return {"precision": "float32", "teacher_dtype": "", "jit_compile": "False"}
+
+
 def _load(name, **fields):
     from tinybert_tf.launch import config_lib
 
@@ -82,7 +91,8 @@ class Proof:
                   "data.seq_len": s.seq_len, "batch_size": s.batch_size, "seed": seed,
                   "eval_every": s.eval_every,
                   # smoke stages run a few steps: chunks of one so any count divides them
-                  "log_every": 1 if s.smoke else 20, "checkpoint_every": 1000 if s.smoke else 120}
+                  "log_every": 1 if s.smoke else 20, "checkpoint_every": 1000 if s.smoke else 120,
+                  **smoke_fields(s)}
         for stage in ("finetune", "intermediate", "prediction"):
             if s.max_epochs is not None:
                 fields[f"{stage}.epochs"] = s.max_epochs
@@ -136,9 +146,9 @@ class Proof:
         config = _load("general_distill", teacher=self.teacher_pre, recipe="minilm_v2",
                        relation_heads=RELATION_HEADS, steps=s.gd_steps, batch_size=s.batch_size,
                        log_every=1 if s.smoke else 50, checkpoint_every=100,
-                       teacher_dtype="bfloat16", **{"optimizer.learning_rate": 3e-4,
-                                                    "data.train": self.data["corpus"],
-                                                    "data.seq_len": s.seq_len})
+                       **{"teacher_dtype": "bfloat16", "optimizer.learning_rate": 3e-4,
+                          "data.train": self.data["corpus"], "data.seq_len": s.seq_len,
+                          **smoke_fields(s)})
         return self.stages.run(GD_STAGE,
                                os.path.join(run_dir, "student"), lambda: _run(config, run_dir))
 
