@@ -19,14 +19,17 @@ $(STAMP): $(VPY) setup.py
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+# Two workers (pytest-xdist), one test file per worker at a time: a file's module fixtures (a
+# tiny trained teacher, ...) are built once. WORKERS=0 runs in this process.
+WORKERS ?= 2
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VPY) -m pytest -q tests
+	$(VPY) -m pytest -q -n $(WORKERS) --dist loadfile tests
 
 # The edit loop: everything but the end-to-end runs marked `slow` (make test runs them all).
 test-fast: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VPY) -m pytest -q -m "not slow" tests
+	$(VPY) -m pytest -q -n $(WORKERS) --dist loadfile -m "not slow" tests
 
 demo: $(STAMP)
 	$(VPY) -m examples.stdlib.demo
