@@ -31,9 +31,24 @@ def _float32_policy_after_each_test():
     keras.mixed_precision.set_global_policy("float32")
 
 
+# The longest files, longest first (`--durations` of a two-worker run on the 2-core machine: the
+# task proof's smoke run ~10 min, the notebook ~7, every mode under mixed precision ~5.5, ...).
+LONGEST = ("test_examples_task_proof.py", "test_example_notebook.py", "test_launch_precision.py",
+           "test_tools_benchmark.py", "test_examples_demo.py", "test_launch_ensemble.py",
+           "test_launch_data_parallel.py", "test_docs_python.py",
+           "test_tools_accelerator_check.py", "test_launch_jax.py")
+
+
 def pytest_collection_modifyitems(config, items):
-    """Files holding end-to-end (`slow`) tests run first, each file's tests in their order: under
-    `make test`'s two workers (pytest-xdist, one file per worker at a time) the long files start
-    at once and the short ones fill in after, so both workers finish together."""
+    """The longest files first (`LONGEST`), then the other files holding end-to-end (`slow`)
+    tests, then the rest, each file's tests in their order: under `make test`'s two workers
+    (pytest-xdist, one file per worker at a time) the long files start at once and the short
+    ones fill in after, so both workers finish together."""
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_files)
+
+    def rank(item):
+        name = item.path.name
+        return (LONGEST.index(name) if name in LONGEST else len(LONGEST),
+                item.path not in slow_files)
+
+    items.sort(key=rank)
