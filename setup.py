@@ -53,7 +53,7 @@ setup(
     extras_require={
         # jax: the Distiller's JAX-backend step is tested against the TF step in the suite.
         # setuptools + wheel: tests/test_install_wheel.py builds the wheel without build isolation.
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "setuptools>=61", "wheel>=0.38", "ruff==0.17.6", "matplotlib>=3.8", "jax>=0.10", "orbax-checkpoint>=0.12", "scikit-learn>=1.9", "scipy>=1.17", "seqeval>=1.2.2"],
+        "test": ["pytest>=8", "pytest-xdist>=3.8", "setuptools>=61", "wheel>=0.38", "ruff==0.17.6", "matplotlib>=3.8", "jax>=0.10", "orbax-checkpoint>=0.12", "scikit-learn>=1.9", "scipy>=1.17", "seqeval>=1.2.2"],
         "demo": ["matplotlib>=3.8"],
         "jax": ["jax>=0.10", "orbax-checkpoint>=0.12"],
         # NVIDIA GPUs on Linux: TensorFlow with its CUDA libraries (the same bound as above) and

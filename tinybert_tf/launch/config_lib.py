@@ -123,7 +123,7 @@ def stages(config):
 
 
 def stage_budget(config, stage):
-    """(epochs, patience) of `stage` (finetune | intermediate | prediction) for config `c`."""
+    """(epochs, patience) of `stage` (finetune | intermediate | prediction) for `config`."""
     epochs, patience = (FILE_BUDGETS if config.task == "file" else PAPER_BUDGETS)[stage]
     settings = config[stage]
     return (epochs if settings.epochs is None else int(settings.epochs),

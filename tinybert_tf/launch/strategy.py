@@ -110,8 +110,8 @@ class JaxContext:
 
 
 def make(config):
-    """(distribution context, `devices.Choice`) of config `c` for this process's Keras backend
-    (see module doc); `c.backend` must be the backend Keras runs (tinybert_tf.main sees to it).
+    """(distribution context, `devices.Choice`) of `config` for this process's Keras backend
+    (see module doc); `config.backend` must be the backend Keras runs (tinybert_tf.main sees to it).
     `strategy=auto` chooses by the devices present (`devices.choose`)."""
     backend = keras.backend.backend()
     if config.backend != backend:

@@ -24,7 +24,7 @@ SCAN_LINES = 100_000  # the launcher's corpus scan stops after about this many l
 
 
 def check_launch(config, workdir):
-    """All checks of a training mode's config `c` but the corpus scan's; raises a one-line
+    """All checks of a training mode's `config` but the corpus scan's; raises a one-line
     UserError. Returns `(teacher_dirs, lead)`: the run's teacher dirs (`teachers.resolve`, read
     once here) and the one whose tokenizer the run reads: the one teacher, or task_distill's
     step-1 teacher (`intermediate.teacher`)."""
