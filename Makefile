@@ -20,10 +20,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 # Two workers (pytest-xdist), one test file per worker at a time: a file's module fixtures (a
-# tiny trained teacher, ...) are built once; files in the suite's order (tests/conftest.py: the
-# longest first), not xdist's by test count. WORKERS=0 runs in this process.
+# tiny trained teacher, ...) are built once. WORKERS=0 runs in this process.
 WORKERS ?= 2
-XDIST = -n $(WORKERS) --dist loadfile --no-loadscope-reorder
+XDIST = -n $(WORKERS) --dist loadfile
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VPY) -m pytest -q $(XDIST) tests

@@ -41,9 +41,10 @@ LONGEST = ("test_examples_task_proof.py", "test_example_notebook.py", "test_laun
 
 def pytest_collection_modifyitems(config, items):
     """The longest files first (`LONGEST`), then the other files holding end-to-end (`slow`)
-    tests, then the rest, each file's tests in their order: under `make test`'s two workers
-    (pytest-xdist, one file per worker at a time) the long files start at once and the short
-    ones fill in after, so both workers finish together."""
+    tests, then the rest, each file's tests in their order. Under `make test`'s two workers
+    xdist hands out files by test count (its default reorder; this order breaks its ties);
+    with `--no-loadscope-reorder` (pytest-xdist >= 3.8) it follows this order, so the long
+    files start at once."""
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
 
     def rank(item):
