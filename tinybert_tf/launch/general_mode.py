@@ -14,7 +14,7 @@ import keras_hub
 import tensorflow as tf
 
 from tinybert_tf.distill import dtypes, students
-from tinybert_tf.launch import builders, config_lib, distribution, teachers, train
+from tinybert_tf.launch import builders, config_lib, distribution, train
 
 
 def general_distill(config, workdir, launch):
@@ -27,10 +27,8 @@ def general_distill(config, workdir, launch):
     recipe = config_lib.config_recipe(config)
     masked = config_lib.masked_lm(recipe)
     data = _corpus_data(config, tokenizer, masked)
-    teacher_dir = launch.teacher_dirs[0] if launch.teacher_dirs else teachers.one(
-        config.teacher, "general_distill")
     with strategy.scope():
-        teacher, student = _models(config, teacher_dir, masked)
+        teacher, student = _models(config, launch.lead, masked)
         distiller = builders.make_distiller(teacher, student, recipe)
         builders.compile_model(distiller, strategy, config, config.steps,
                                config.optimizer.learning_rate)

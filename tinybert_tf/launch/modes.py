@@ -67,8 +67,8 @@ class Launch:
     spec: object = None  # the task (task modes), its files read once
     label_orders: dict | None = None  # task_distill: teacher dir -> class order
     callbacks: tuple = ()  # the caller's Keras callbacks, given to every training stage
-    teacher_dirs: tuple = ()  # the run's teachers (`teachers.resolve`, once), the lead's index
-    lead: int = 0
+    teacher_dirs: tuple = ()  # the run's teachers (`teachers.resolve`, once)
+    lead: str = ""  # the one whose tokenizer the run reads (task_distill: step 1's teacher)
 
 
 def run(config, workdir, callbacks=()):
@@ -131,7 +131,7 @@ def _prepare(config, workdir):
     dist, choice = strategy.make(config)
     distribution.check_batch_size(dist, config.batch_size)
     return Launch(dist, choice, tokenizer, scan, spec, orders, teacher_dirs=tuple(teacher_dirs),
-                  lead=teacher_dirs.index(lead))
+                  lead=lead)
 
 
 def _start(config, workdir, launch):

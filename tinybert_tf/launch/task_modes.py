@@ -225,12 +225,11 @@ def _finetune_model(config, spec, launch):
     """The task model finetune trains: the teacher preset with a new head, or (`finetuned`) the
     student `config.student` names with a new head and the students' dropout."""
     token_level = spec.kind == "token_classification"
-    teacher_dir = launch.teacher_dirs[0] if launch.teacher_dirs else config.teacher
     if finetuned(config) == "teacher":
-        return builders.load_classifier(teacher_dir, spec.num_classes, token_level=token_level)
+        return builders.load_classifier(launch.lead, spec.num_classes, token_level=token_level)
     teacher = None  # only a from_teacher:N student reads it: its embeddings and layers
     if config.student.startswith("from_teacher:"):
-        teacher = builders.load_backbone(teacher_dir)
+        teacher = builders.load_backbone(launch.lead)
     backbone = builders.student_backbone(config.student, teacher)
     return builders.set_dropout(builders.new_task_model(spec, backbone), config.student_dropout)
 
@@ -271,9 +270,8 @@ def task_distill(config, workdir, launch):
     spec, tokenizer = launch.spec, launch.tokenizer
     task = TaskData(config, spec, tokenizer, transfer_set(config, spec, workdir, tokenizer))
     task.per_epoch, task.truncation  # noqa: B018  (counted once, before the teacher loads)
-    lead = launch.teacher_dirs[launch.lead]  # step 1's teacher: its layers start the student
-    with launch.strategy.scope():
-        teacher = _load_teacher(config, lead, spec, launch.label_orders)
+    with launch.strategy.scope():  # step 1's teacher: its layers start the student
+        teacher = _load_teacher(config, launch.lead, spec, launch.label_orders)
     out = None
     for stage in config_lib.stages(config):
         out = _distill_step(config, workdir, launch, stage, task, teacher)
@@ -293,9 +291,8 @@ def _distill_step(config, workdir, launch, stage, task, teacher):
         distiller = builders.make_distiller(teacher, student, recipe)
         builders.compile_model(distiller, strategy, config, total, config[stage].learning_rate)
     if stage == "prediction" and config.prediction.cache_teacher_logits:
-        lead = launch.teacher_dirs[launch.lead]
         data = cached_logits_data(config, task, launch.teacher_dirs, strategy,
-                                  loaded={lead: teacher}, orders=launch.label_orders)
+                                  loaded={launch.lead: teacher}, orders=launch.label_orders)
     else:
         data = task.train()
     print(f"[{stage}] {_plan(epochs, patience, task.per_epoch)}, recipe {recipe.name} "
