@@ -1,6 +1,6 @@
 """A task run's plan (`launch.task_data`): each split read once, the epoch's batches counted as
-trained, the batches a fresh read would give; a whole task_distill run reads each task file
-once, loads each teacher once, and gives bit-identical outputs when run again."""
+trained, the batches a fresh read would give; a whole task_distill run reads and tokenises each
+task file once, loads each teacher once, and gives bit-identical outputs when run again."""
 
 import collections
 import dataclasses
@@ -93,6 +93,7 @@ def two_runs(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         counts["reads"] = _count_calls(patch, task_files, "parse_file", lambda a, k: a[0])
         counts["loads"] = _count_calls(patch, dtypes, "load_preset", lambda a, k: a[1])
+        counts["packed"] = _count_calls(patch, tasks, "packed_rows", lambda a, k: a[1])
         first = run_mode(_config(d, **overrides), str(d / "first"))
     second = run_mode(_config(d, **overrides), str(d / "second"))
     return {"dir": d, "teachers": teachers, "counts": counts, "outputs": (first, second),
@@ -105,6 +106,8 @@ def test_a_run_reads_each_task_file_once_and_loads_each_teacher_once(two_runs):
     assert counts["reads"] == {config.data.train_file: 1, config.data.eval_file: 1}
     loads = {path: n for path, n in counts["loads"].items() if path in two_runs["teachers"]}
     assert loads == {path: 1 for path in two_runs["teachers"]}
+    # each split tokenised once: both steps, the epoch count and the cached logits batch it
+    assert counts["packed"] == {"train": 1, "validation": 1}
 
 
 @pytest.mark.slow

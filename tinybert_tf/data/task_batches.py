@@ -24,7 +24,7 @@ def _inputs(token_ids, segment_ids, pad_id):
     }
 
 
-def sentence_examples(ds, spec, tokenizer, seq_len, extra_keys=()):
+def sentence_examples(ds, spec, tokenizer, seq_len):
     """{text keys, "label"[, weight]} rows -> `(x, y[, sample_weight])` rows packed to seq_len;
     tokenises and packs 256 rows at a time (TF Text is faster on batches)."""
     packer = segment_packer(tokenizer, seq_len)
@@ -34,7 +34,7 @@ def sentence_examples(ds, spec, tokenizer, seq_len, extra_keys=()):
         segments = tuple(tokenizer(ex[k]) for k in spec.text_keys)
         token_ids, segment_ids = packer(segments if spec.is_pair else segments[0])
         x = _inputs(token_ids, segment_ids, tokenizer.pad_token_id)
-        out = {**x, **{k: ex[k] for k in extra_keys}}, tf.cast(ex["label"], y_dtype)
+        out = x, tf.cast(ex["label"], y_dtype)
         return (*out, ex[WEIGHT]) if WEIGHT in ex else out
 
     return ds.batch(256).map(fn, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
@@ -110,7 +110,7 @@ def seeded_epochs(ds, shuffle, seed, repeat, batches=lambda d: d):
     """
     if not shuffle and not repeat:
         return batches(ds)
-    columns = ds.ragged_batch(2**31 - 1).get_single_element() if shuffle else None
+    columns = unfused(ds.ragged_batch(2**31 - 1)).get_single_element() if shuffle else None
     if columns is not None:
         n = tf.shape(tf.nest.flatten(columns)[0])[0]
 
@@ -125,6 +125,14 @@ def seeded_epochs(ds, shuffle, seed, repeat, batches=lambda d: d):
     if not repeat:
         return epoch(tf.constant(0, tf.int64))
     return tf.data.Dataset.counter().flat_map(epoch)
+
+
+def unfused(ds):
+    """`ds` (one batch of every row, `batch(2**31 - 1)`) without tf.data's map-and-batch
+    fusion, which would allocate all 2**31 - 1 rows of it up front."""
+    options = tf.data.Options()
+    options.experimental_optimization.map_and_batch_fusion = False
+    return ds.with_options(options)
 
 
 def count_batches(ds):

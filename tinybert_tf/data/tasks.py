@@ -25,9 +25,11 @@ from tinybert_tf.data.task_batches import WEIGHT as _WEIGHT
 from tinybert_tf.data.task_batches import (
     batch_rows,
     bucket_lengths,
+    count_batches,
     ner_example,
     seeded_epochs,
     sentence_examples,
+    unfused,
 )
 from tinybert_tf.data.task_files import file_split_dataset, load_file_task
 from tinybert_tf.data.task_spec import (
@@ -43,7 +45,8 @@ from tinybert_tf.data.task_spec import (
 )
 
 __all__ = ["CONLL_NER_TAGS", "IGNORE_LABEL", "TASKS", "Batching", "Order", "Rows", "TaskFileError",
-           "TaskSpec", "get_task", "load_conll_task", "load_file_task", "task_dataset",
+           "TaskSpec", "get_task", "in_memory", "load_conll_task", "load_file_task",
+           "packed_rows", "task_dataset",
            "task_splits", "with_metric"]
 
 
@@ -116,12 +119,14 @@ class Rows:
     transfer: dict | None = None
     labelled: bool = True
     extra: dict | None = None
+    packed: object = None  # `packed_rows(...)` held by the caller: then read and tokenise nothing
 
 
 def task_dataset(task, split, tokenizer, batching=Batching(), order=Order(), rows=Rows(),
                  data_dir=None):
     """Tokenised, packed, batched dataset for a TASKS name or a file TaskSpec (see module doc):
-    `batching` (a `Batching`), `order` (an `Order`), `rows` (a `Rows`), `data_dir` (TFDS's).
+    `batching` (a `Batching`), `order` (an `Order`), `rows` (a `Rows`; `rows.packed`: the rows
+    `packed_rows` gave, tokenised once for every pipeline of a run), `data_dir` (TFDS's).
 
     Training order: each epoch a full permutation that is a function of (seed, epoch) alone
     (`seeded_epochs`), so a resumed run sees the batches an uninterrupted one does. A count of
@@ -129,25 +134,40 @@ def task_dataset(task, split, tokenizer, batching=Batching(), order=Order(), row
     buckets, not the rows: map per-row outputs back with a row index, not by position.
     """
     spec = get_task(task)
-    ds, what = _examples(spec, split, order.shuffle and rows.extra is None, order.seed, data_dir,
-                         rows)
-    extra_keys = ()
+    what = f"split {split!r}" if rows.transfer is None else (
+        f"split {split!r} + transfer" if rows.labelled else "the transfer set")
+    ds = rows.packed
+    if ds is None:
+        ds = packed_rows(spec, split, tokenizer, batching.seq_len, rows, data_dir,
+                         shuffle_files=order.shuffle and rows.extra is None, seed=order.seed)
     if rows.extra:
-        extra_keys = tuple(rows.extra)
         ds = _with_extra(ds, rows.extra, what)
     # Token tasks keep seq_len: their per-token outputs [B, S, C] must stack across batches.
-    seq_len = batching.seq_len
     buckets = None if spec.kind == "token_classification" else bucket_lengths(
-        batching.buckets or (), seq_len)
-    rows_of = _rows_fn(spec, tokenizer, seq_len, extra_keys, relabel=rows.transfer is None)
+        batching.buckets or (), batching.seq_len)
     ds = seeded_epochs(
         ds, order.shuffle, order.seed, order.repeat,
-        lambda examples: batch_rows(rows_of(examples), batching.batch_size,
-                                    batching.drop_remainder, buckets),
+        lambda packed: batch_rows(packed, batching.batch_size, batching.drop_remainder, buckets),
     )
     options = tf.data.Options()
     options.deterministic = True
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def packed_rows(task, split, tokenizer, seq_len, rows=Rows(), data_dir=None, shuffle_files=False,
+                seed=0):
+    """A split's rows (`rows`' examples / transfer rows, else read) tokenised and packed at
+    `seq_len`, one pass in their order: `(x, y[, sample_weight])` per row (see module doc).
+    `shuffle_files` / `seed`: TFDS's file order."""
+    spec = get_task(task)
+    examples = _examples(spec, split, shuffle_files, seed, data_dir, rows)[0]
+    return _rows_fn(spec, tokenizer, seq_len, relabel=rows.transfer is None)(examples)
+
+
+def in_memory(ds):
+    """A finite dataset of equal-shaped rows read now, in one pass, and held as tensors."""
+    whole = list(unfused(ds.batch(2**31 - 1)).take(1))
+    return tf.data.Dataset.from_tensor_slices(whole[0]) if whole else ds
 
 
 def _examples(spec, split, shuffle_files, seed, data_dir, rows=Rows()):
@@ -176,30 +196,28 @@ def _examples(spec, split, shuffle_files, seed, data_dir, rows=Rows()):
 
 
 def _with_extra(ds, extra, what):
-    """`ds` with the `extra` arrays (one row per example, in order) added to each example."""
-    count = int(ds.reduce(0, lambda n, _: n + 1))
+    """`ds`'s `(x, ...)` rows with the `extra` arrays (one row per example, in order) in x."""
+    count = count_batches(ds)
     rows = {len(v) for v in extra.values()}
     if rows != {count}:
         raise TaskFileError(f"extra features have {sorted(rows)} rows but {what} has "
                             f"{count} examples; recompute them on the same examples.")
     ds = tf.data.Dataset.zip(ds, tf.data.Dataset.from_tensor_slices(dict(extra)))
-    return ds.map(lambda ex, more: {**ex, **more})
+    return ds.map(lambda row, more: ({**row[0], **more}, *row[1:]))
 
 
-def _rows_fn(spec, tokenizer, seq_len, extra_keys, relabel):
+def _rows_fn(spec, tokenizer, seq_len, relabel):
     """``rows(examples)``: the tokenised, packed rows of an examples dataset (one epoch);
     `relabel` copies the task's label key to "label" (transfer rows already have one)."""
     def rows(examples):
         if spec.kind == "token_classification":
             def ner(ex):
-                x, y, w = ner_example(ex[spec.text_keys[0]], ex[spec.label_key], tokenizer,
-                                      seq_len)
-                return {**x, **{k: ex[k] for k in extra_keys}}, y, w
+                return ner_example(ex[spec.text_keys[0]], ex[spec.label_key], tokenizer, seq_len)
 
             return examples.map(ner, num_parallel_calls=tf.data.AUTOTUNE)
         if spec.label_key != "label" and relabel:
             examples = examples.map(lambda ex: {**ex, "label": ex[spec.label_key]})
-        return sentence_examples(examples, spec, tokenizer, seq_len, extra_keys)
+        return sentence_examples(examples, spec, tokenizer, seq_len)
 
     return rows
 

@@ -80,7 +80,7 @@ class TaskData:
         self.seed, self.buckets = int(config.seed), buckets(config)
         self.data_dir = config.data.tfds_data_dir or None
         self.labelled = not config.get("transfer_only", False)
-        self._examples = {}
+        self._examples, self._packed = {}, {}
 
     def examples(self, split):
         """A split's example dicts, read once (a file task's from the rows its spec holds; a
@@ -90,12 +90,24 @@ class TaskData:
             self._examples[split] = found if self.spec.files else found.cache()
         return self._examples[split]
 
+    def packed(self, split):
+        """A split's rows (the train split's: and the transfer set's) tokenised and packed once,
+        held in memory: every pipeline of the run batches these."""
+        if split not in self._packed:
+            transfer = self.transfer is not None and split == self.spec.train_split
+            rows = tasks.Rows(
+                examples=self.examples(split) if self.labelled or not transfer else None,
+                transfer=self.transfer[0] if transfer else None,
+                labelled=self.labelled or not transfer)
+            self._packed[split] = tasks.in_memory(tasks.packed_rows(
+                self.spec, split, self.tokenizer, self.seq_len, rows, self.data_dir))
+        return self._packed[split]
+
     def _dataset(self, split, training, repeat, extra=None, seed=None):
         transfer = self.transfer is not None and split == self.spec.train_split
-        rows = tasks.Rows(
-            examples=self.examples(split) if self.labelled or not transfer else None,
-            transfer=self.transfer[0] if transfer else None,
-            labelled=self.labelled or not transfer, extra=extra)
+        rows = tasks.Rows(transfer=self.transfer[0] if transfer else None,
+                          labelled=self.labelled or not transfer, extra=extra,
+                          packed=self.packed(split))
         return tasks.task_dataset(
             self.spec, split, self.tokenizer,
             tasks.Batching(self.seq_len, self.batch_size, self.buckets, drop_remainder=training),
