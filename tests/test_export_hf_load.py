@@ -14,6 +14,7 @@ import pytest
 import tiny
 from safetensors.numpy import load_file, save_file
 
+from tinybert_tf import main
 from tinybert_tf.distill import heads
 from tinybert_tf.errors import UserError
 from tinybert_tf.export import hf, hf_load
@@ -246,20 +247,18 @@ def test_transformers_checkpoint_gives_transformers_logits(tmp_path, arch, act, 
 
 
 @pytest.mark.slow
-def test_task_distill_evaluate_export_from_a_hf_teacher_dir(tmp_path):
+def test_task_distill_evaluate_export_from_a_hf_teacher_dir(tmp_path, capsys):
     """A HF classifier whose id2label lists the task's labels in another order distils (its
     outputs remapped by name) into a student whose export serves the label names."""
     teacher, _ = write_hf_dir(tmp_path / "hf_teacher", ["pos", "neg"], layers=4)
     data = [f"--config.data.train_file={tiny.write_task(tmp_path / 'train.tsv', 32, 0)}",
             f"--config.data.eval_file={tiny.write_task(tmp_path / 'dev.tsv', 8, 1)}"]
-    done = subprocess.run(
-        [sys.executable, "-m", "tinybert_tf.main", "--config=task_distill:tiny",
-         "--config.mode=task_distill", "--config.task=file", *data,
-         f"--config.teacher={teacher}", "--config.student=from_teacher:2",
-         f"--workdir={tmp_path / 'td'}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "remapped by name to the task's (neg, pos)" in done.stdout
+    code = main.launch(["main", "--config=task_distill:tiny", "--config.mode=task_distill",
+                        "--config.task=file", *data, f"--config.teacher={teacher}",
+                        "--config.student=from_teacher:2", f"--workdir={tmp_path / 'td'}"])
+    out, err = capsys.readouterr()
+    assert code == 0, err[-3000:]
+    assert "remapped by name to the task's (neg, pos)" in out
     student_dir = str(tmp_path / "td" / "prediction" / "student")
     student = heads.load_task_model(student_dir)
     assert student.num_classes == 2 and len(student.backbone.transformer_layers) == 2

@@ -76,35 +76,42 @@ def _general(assets, *flags):
             *flags]
 
 
+@pytest.fixture(scope="module")
+def full_run(assets, tmp_path_factory):
+    """An uninterrupted general distillation of 200 steps: logs every 10, checkpoints every 20."""
+    flags = _general(assets, "--config.steps=200", "--config.log_every=10",
+                     "--config.checkpoint_every=20")
+    workdir = tmp_path_factory.mktemp("jax_full")
+    proc = _run(_cmd("general_distill:tiny", workdir, *flags))
+    return {"dir": workdir, "flags": flags, "proc": proc}
+
+
 @pytest.mark.slow
-def test_general_distill_on_jax(assets, tmp_path):
-    proc = _run(_cmd("general_distill:tiny", tmp_path, *_general(assets)))
+def test_general_distill_on_jax(full_run):
+    proc, workdir = full_run["proc"], full_run["dir"]
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert ("Devices: CPU; Keras backend jax, strategy one_device, 1 replica; batch 4 global, "
             "4 per replica.") in proc.stdout
-    student = keras_hub.models.Backbone.from_preset(str(tmp_path / "student"))
+    student = keras_hub.models.Backbone.from_preset(str(workdir / "student"))
     assert student.num_layers == 2 and student.hidden_dim == 32
-    records = train.read_metrics(str(tmp_path))
-    assert [r["step"] for r in records] == [2, 4, 6, 8]
+    records = train.read_metrics(str(workdir))
+    assert [r["step"] for r in records] == list(range(10, 201, 10))
     for record in records:
         for term in ("loss", "emb_loss", "att_loss", "hidden_loss", "learning_rate"):
             assert math.isfinite(record[term]), record
-    with open(tmp_path / "config.json") as f:
+    with open(workdir / "config.json") as f:
         assert json.load(f)["backend"] == "jax"  # the backend that ran
-    assert _steps(tmp_path / "checkpoints") == [4, 8]  # orbax, one directory per step
-    assert os.listdir(tmp_path / "tensorboard")
+    assert _steps(workdir / "checkpoints") == [160, 180, 200]  # orbax, the newest 3 kept
+    assert os.listdir(workdir / "tensorboard")
 
 
 @pytest.mark.slow
-def test_sigkill_and_damaged_checkpoint_resume_bit_identical(assets, tmp_path):
+def test_sigkill_and_damaged_checkpoint_resume_bit_identical(assets, full_run, tmp_path):
     """Killed after two checkpoints, the newest one then damaged: the same command skips it in
     one line, resumes from the older one and ends with the uninterrupted run's weights, bit for
     bit (XLA on CPU, deterministic input pipeline, dropout seed states in the checkpoint)."""
-    flags = _general(assets, "--config.steps=200", "--config.log_every=10",
-                     "--config.checkpoint_every=20")
-    full = _popen(_cmd("general_distill:tiny", tmp_path / "full", *flags))
-    _, err = full.communicate(timeout=LIMIT)
-    assert full.returncode == 0, err[-3000:]
+    flags = full_run["flags"]
+    assert full_run["proc"].returncode == 0, full_run["proc"].stderr[-3000:]
     killed = tmp_path / "killed"
     proc = _popen(_cmd("general_distill:tiny", killed, *flags))
     deadline = time.time() + LIMIT
@@ -126,7 +133,7 @@ def test_sigkill_and_damaged_checkpoint_resume_bit_identical(assets, tmp_path):
     assert len(skipped) == 1 and f"checkpoints/{newest}:" in skipped[0], again.stderr[-3000:]
     assert "Traceback" not in again.stderr
     assert "Resuming from" in again.stdout
-    for a, b in zip(_weights(str(tmp_path / "full" / "student")),
+    for a, b in zip(_weights(str(full_run["dir"] / "student")),
                     _weights(str(killed / "student")), strict=True):
         np.testing.assert_array_equal(a, b)
     _assert_no_teacher(killed / "checkpoints", assets["teacher"])

@@ -67,38 +67,44 @@ def test_general_distill_end_to_end(assets, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def _twenty_steps(strategy_name, teacher, corpus):
+    return _config("general_distill", teacher=teacher, strategy=strategy_name, steps=20,
+                   log_every=10, checkpoint_every=20, student_dropout=0.0,
+                   **{"data.train": corpus})
+
+
 _MIRRORED_SCRIPT = """
 import sys, numpy as np, tensorflow as tf, keras_hub
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 sys.path.insert(0, sys.argv[1])
-from test_launch_main import _config
+from test_launch_main import _twenty_steps
 from tinybert_tf.launch.modes import run
-name, teacher, corpus, workdir = sys.argv[2:6]
-c = _config("general_distill", teacher=teacher, strategy=name, steps=20, log_every=10,
-            checkpoint_every=20, student_dropout=0.0, **{"data.train": corpus})
-out = run(c, workdir)
+teacher, corpus, workdir = sys.argv[2:5]
+out = run(_twenty_steps("mirrored", teacher, corpus), workdir)
 weights = keras_hub.models.Backbone.from_preset(out).weights
 np.savez(workdir + "/weights.npz", *[w.numpy() for w in weights])
 """
 
 
 def test_mirrored_matches_one_device(assets, tmp_path):
-    """20 AdamW steps with global-norm clipping on 2 replicas == 1 device (each in a fresh
-    process: TF reuses collective keys across MirroredStrategy objects in one process)."""
-    results = []
-    for name in ("cpu", "mirrored"):
-        workdir = tmp_path / name
-        proc = subprocess.run(
-            [sys.executable, "-c", _MIRRORED_SCRIPT, os.path.join(ROOT, "tests"), name,
-             assets["teacher"], assets["corpus"], str(workdir)],
-            cwd=ROOT, capture_output=True, text=True, timeout=600,
-        )
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        assert "strategy mirrored, 2 replicas" in proc.stdout or name == "cpu", proc.stdout[-2000:]
-        with np.load(workdir / "weights.npz") as data:
-            results.append([data[k] for k in sorted(data, key=lambda k: int(k.split("_")[1]))])
-    for a, b in zip(*results):
+    """20 AdamW steps with global-norm clipping on 2 replicas == 1 device (the mirrored run in a
+    fresh process: TF reuses collective keys across MirroredStrategy objects in one process; the
+    one-device run here, on the 2 logical CPUs tests/conftest.py sets up)."""
+    workdir = tmp_path / "mirrored"
+    proc = subprocess.run(
+        [sys.executable, "-c", _MIRRORED_SCRIPT, os.path.join(ROOT, "tests"), assets["teacher"],
+         assets["corpus"], str(workdir)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "strategy mirrored, 2 replicas" in proc.stdout, proc.stdout[-2000:]
+    with np.load(workdir / "weights.npz") as data:
+        mirrored = [data[k] for k in sorted(data, key=lambda k: int(k.split("_")[1]))]
+    one = _weights(run_mode(_twenty_steps("cpu", assets["teacher"], assets["corpus"]),
+                            str(tmp_path / "cpu")))
+    assert len(one) == len(mirrored)
+    for a, b in zip(one, mirrored):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 

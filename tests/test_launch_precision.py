@@ -40,13 +40,21 @@ def _stored_policy(preset):
     return dtype["config"]["name"] if isinstance(dtype, dict) else dtype
 
 
-def _plain_keras_hub_loads(preset, cls="TextClassifier"):
-    code = (f"import sys, keras_hub; m = keras_hub.models.{cls}.from_preset(sys.argv[1]); "
-            "assert 'tinybert_tf' not in sys.modules; print(sorted({v.dtype for v in m.weights}))")
-    done = subprocess.run([sys.executable, "-c", code, preset], capture_output=True, text=True,
+def _plain_keras_hub_loads(*presets):
+    """Each (preset, class) loads with plain keras-hub, all in one fresh process that never
+    imports tinybert_tf; every weight of each is float32."""
+    code = ("import json, sys, keras_hub\n"
+            "dtypes = []\n"
+            "for path, cls in zip(sys.argv[1::2], sys.argv[2::2]):\n"
+            "    m = getattr(keras_hub.models, cls).from_preset(path)\n"
+            "    assert 'tinybert_tf' not in sys.modules\n"
+            "    dtypes.append(sorted({v.dtype for v in m.weights}))\n"
+            "print(json.dumps(dtypes))")
+    args = [arg for preset in presets for arg in preset]
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split()[-1] == "['float32']", done.stdout
+    assert json.loads(done.stdout.splitlines()[-1]) == [["float32"]] * len(presets), done.stdout
 
 
 def _loads_under_every_precision(preset, x):
@@ -71,6 +79,7 @@ def files(tmp_path_factory):
 
 @pytest.mark.parametrize("run", sorted(RUNS))
 def test_general_distillation_trains_float32_students(files, tmp_path, run):
+    students = []
     for recipe in ("tinybert_general", "distilbert"):
         teacher = files["teacher"]
         if recipe == "distilbert":  # a masked-LM teacher; the student is cut from its layers
@@ -85,11 +94,12 @@ def test_general_distillation_trains_float32_students(files, tmp_path, run):
         losses = _losses(workdir)
         assert min(losses[-3:]) < losses[0], losses
         assert _stored_policy(out) == "float32"
-        _plain_keras_hub_loads(out, "Backbone")
+        students.append((out, "Backbone"))
         before = keras_hub.models.Backbone.from_preset(str(workdir / "student_init"))
         after = keras_hub.models.Backbone.from_preset(out)
         moved = [np.abs(a.numpy() - b.numpy()).max() for a, b in zip(before.weights, after.weights)]
         assert max(moved) > 1e-3 and {w.dtype for w in after.weights} == {"float32"}
+    _plain_keras_hub_loads(*students)
 
 
 @pytest.mark.parametrize("run", sorted(RUNS))
@@ -120,8 +130,7 @@ def test_finetune_then_task_distill_learn_and_reload(files, tmp_path, run):
     for preset in (teacher, teacher + "_last", student, student + "_last",
                    str(tmp_path / "td" / "intermediate" / "student")):
         assert _stored_policy(preset) == "float32", preset
-    _plain_keras_hub_loads(teacher)
-    _plain_keras_hub_loads(student)
+    _plain_keras_hub_loads((teacher, "TextClassifier"), (student, "TextClassifier"))
     _loads_under_every_precision(teacher, x)
     _loads_under_every_precision(student, x)
     again = _config("task_distill", mode="task_distill", teacher=teacher, student=student,

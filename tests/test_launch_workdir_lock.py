@@ -270,7 +270,8 @@ def _stop(proc, sig):
 def test_launcher_refused_while_held_released_on_sigterm_taken_over_after_sigkill(tmp_path):
     d = tmp_path
     assets = {"teacher": tiny.write_teacher(d / "teacher", num_classes=2), "task": "file",
-              "data.train_file": tiny.write_task(d / "train.tsv", 40000, 0)}
+              "data.train_file": tiny.write_task(d / "train.tsv", 2000, 0),
+              "finetune.epochs": 20}  # 10,000 steps: the run outlasts the test
     run, logs = d / "run", [d / f"log{i}.txt" for i in range(4)]
     procs = []
     try:
