@@ -36,6 +36,9 @@ if QUICK:
     EVAL_EVERY = 4  # steps between dev evaluations: a few points per curve
     LEARNING_RATE = 3e-4  # a few steps only
     LATENCY_RUNS = 2
+    # float32 without XLA, as the packaged tiny configs: a stage of a few steps would otherwise
+    # spend its time compiling the CPU's fastest step (mixed_bfloat16 + XLA clusters).
+    HARDWARE = {"precision": "float32", "teacher_dtype": "", "jit_compile": "False"}
 else:  # ~12 minutes on 2 cores of a recent x86 CPU: test accuracy ~0.45 ensemble, ~0.40 student
     PER_CLASS = None  # the whole task: ~3,700 train, ~480 dev, ~470 test rows
     TRANSFER_FILES, TRANSFER_ROWS = None, 2000
@@ -44,6 +47,7 @@ else:  # ~12 minutes on 2 cores of a recent x86 CPU: test accuracy ~0.45 ensembl
     EVAL_EVERY = 40
     LEARNING_RATE = 1e-4  # every stage's peak learning rate (the task proof's, docs/proof.md)
     LATENCY_RUNS = 20
+    HARDWARE = {}  # the package's defaults: chosen by the machine's hardware
 
 # %% [markdown]
 # ## Setup
@@ -159,7 +163,8 @@ print(f"data: {took(start)}")
 
 # %%
 start = time.time()
-COMMON = {"batch_size": BATCH_SIZE, "eval_every": EVAL_EVERY, "data": {"seq_len": SEQ_LEN}}
+COMMON = {"batch_size": BATCH_SIZE, "eval_every": EVAL_EVERY, "data": {"seq_len": SEQ_LEN},
+          **HARDWARE}
 teachers = tinybert_tf.finetune(
     os.path.join(WORKDIR, "teachers"), demo.minilm_dir(), train=train, eval=dev,
     finetune={"epochs": EPOCHS["finetune"], "members": MEMBERS, "learning_rate": LEARNING_RATE},
