@@ -20,9 +20,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 # Two workers (pytest-xdist), one test file per worker at a time: a file's module fixtures (a
-# tiny trained teacher, ...) are built once. WORKERS=0 runs in this process.
+# tiny trained teacher, ...) are built once; files are handed out in tests/conftest.py's order
+# (longest first), not xdist's (most tests first). WORKERS=0 runs in this process.
 WORKERS ?= 2
-XDIST = -n $(WORKERS) --dist loadfile
+XDIST = -n $(WORKERS) --dist loadfile --no-loadscope-reorder
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VPY) -m pytest -q $(XDIST) tests

@@ -41,10 +41,9 @@ LONGEST = ("test_examples_task_proof.py", "test_example_notebook.py", "test_laun
 
 def pytest_collection_modifyitems(config, items):
     """The longest files first (`LONGEST`), then the other files holding end-to-end (`slow`)
-    tests, then the rest, each file's tests in their order. Under `make test`'s two workers
-    xdist hands out files by test count (its default reorder; this order breaks its ties);
-    with `--no-loadscope-reorder` (pytest-xdist >= 3.8) it follows this order, so the long
-    files start at once."""
+    tests, then the rest, each file's tests in their order: `make test`'s two workers
+    (`--dist loadfile --no-loadscope-reorder`) take files in this order, so the long files
+    start at once and the short ones fill in behind them."""
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
 
     def rank(item):
