@@ -48,6 +48,20 @@ def test_pairs_count_both_segments_and_three_special_tokens():
     assert (got["cut"], got["longest"]) == (sum(n > 40 for n in lengths), max(lengths))
 
 
+def test_splits_counted_in_one_pipeline_as_each_alone():
+    """count_splits: each split's record is its own count, with a split of 300 rows (more than
+    one batch of 256) between two others and a label key only one split has."""
+    tokenizer = tiny.tokenizer()
+    long = [TEXTS[i % 5] for i in range(300)]
+    splits = {"train": tf.data.Dataset.from_tensor_slices({"a": TEXTS, "label": [0] * 5}),
+              "dev": tf.data.Dataset.from_tensor_slices({"a": long}),
+              "test": tf.data.Dataset.from_tensor_slices({"a": TEXTS[:2], "label": [1, 0]})}
+    got = truncation.count_splits(splits, _spec(), tokenizer, 16)
+    assert list(got) == ["train", "dev", "test"] and got["dev"]["texts"] == 300
+    for split, examples in splits.items():
+        assert got[split] == truncation.count(examples, _spec(), tokenizer, 16), split
+
+
 def test_token_tasks_count_word_pieces():
     tokenizer = tiny.tokenizer()
     sentences = [t.split() for t in TEXTS]

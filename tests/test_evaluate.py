@@ -117,6 +117,12 @@ def test_refuses_mismatched_vocab_and_architecture_names(tsv_run, tmp_path):
         run_mode(_config(**{**_flat(base), "student": other}), str(tmp_path / "w1"))
     with pytest.raises(LaunchError, match="not a preset dir"):
         run_mode(_config(**{**_flat(base), "student": "tiny_2l_32h"}), str(tmp_path / "w2"))
+    swapped = _save(_classifier(2, 3), tmp_path / "swapped", tokenizer=False)
+    keras_hub.tokenizers.BertTokenizer(  # same size, two tokens swapped: read from its file
+        vocabulary=[*tiny.VOCAB[:-2], tiny.VOCAB[-1], tiny.VOCAB[-2]]).save_to_preset(swapped)
+    assert evaluate_mode._vocabulary(tsv_run["dirs"]["small"]) == list(tiny.VOCAB)
+    with pytest.raises(LaunchError, match="different tokenizer vocabulary"):
+        run_mode(_config(**{**_flat(base), "student": swapped}), str(tmp_path / "w4"))
     with pytest.raises(LaunchError, match="no task.json"):
         backbone = tiny.write_teacher(tmp_path / "bare", max_sequence_length=SEQ)
         run_mode(_config(**{**_flat(base), "student": backbone}), str(tmp_path / "w3"))
@@ -235,6 +241,20 @@ class _Records(logging.Handler):
 
     def emit(self, record):
         self.messages.append(record.getMessage())
+
+
+def test_one_compiled_forward_per_model_serves_every_shape():
+    """Evaluation batches (one shape per length bucket) and latency runs share one trace."""
+    model = _classifier(1, 0)
+    xs = [evaluate.latency_inputs(model, seq, b) for b, seq in ((1, SEQ), (3, 8), (5, 16))]
+    expected = [model(x, training=False).numpy() for x in xs]
+    traces, call = [], model.call
+    object.__setattr__(model, "call", lambda *a, **k: traces.append(1) or call(*a, **k))
+    forward = evaluate.compiled_forward(model)
+    assert evaluate.compiled_forward(model) is forward
+    for x, want in zip(xs, expected):
+        np.testing.assert_allclose(forward(x), want, atol=1e-5)
+    assert len(traces) == 1
 
 
 def test_timing_many_models_does_not_warn_about_retracing():

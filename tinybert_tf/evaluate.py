@@ -29,6 +29,7 @@ from tinybert_tf.distill import features, students
 from tinybert_tf.errors import UserError
 
 BATCH_SIZES = (1, 32)  # latency batch sizes
+_FORWARD = "_tinybert_tf_forward"  # the model attribute holding its compiled forward
 WARMUP_RUNS = 2  # untimed forward passes before the timed ones
 
 
@@ -57,18 +58,39 @@ def predict(model, dataset):
     return np.concatenate(outputs), np.concatenate(labels)
 
 
-def compiled_forward(model, example=None):
-    """`model(x, training=False)` compiled, returning NumPy: on TensorFlow a `tf.function` (a
-    concrete one traced once for `example`'s shapes when given); on the JAX backend Keras'
-    jitted `predict_on_batch` (a tf.function cannot trace a JAX model)."""
+def compiled_forward(model):
+    """`model(x, training=False)` compiled, returning NumPy: on TensorFlow one concrete function
+    per model, traced once for int32 inputs of any `[batch, seq]` shape and kept on the model,
+    so its evaluation batches (one shape per length bucket) and its latency runs share one
+    trace (a concrete function is not counted by TF's retracing detector either, which keys
+    every model's wrapper by the same code); on the JAX backend Keras' jitted
+    `predict_on_batch` (a tf.function cannot trace a JAX model)."""
     if keras.backend.backend() != "tensorflow":
         return lambda x: np.asarray(model.predict_on_batch(x))
-    forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-    if example is not None:
-        # A concrete function: traced once here, and not counted by TF's retracing detector,
-        # which keys every model's wrapper by the same code and warned after 5 models.
-        forward = forward.get_concrete_function(example)
-    return lambda x: forward(x).numpy()  # .numpy() waits for the result
+    forward = getattr(model, _FORWARD, None)
+    if forward is None:
+        concrete, names = None, None
+
+        def forward(x):
+            nonlocal concrete, names
+            if concrete is None:  # traced at the first call: its keys if the model has no `input`
+                names = _input_names(model, x)
+                spec = {k: tf.TensorSpec([None, None], tf.int32, name=k) for k in names}
+                concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(
+                    spec)
+            return concrete({k: x[k] for k in names}).numpy()  # .numpy() waits for the result
+
+        object.__setattr__(model, _FORWARD, forward)  # not a tracked Keras attribute
+    return forward
+
+
+def _input_names(model, x):
+    """The input names of a functional model, else the keys of `x`."""
+    try:
+        inputs = model.input
+    except (AttributeError, ValueError):  # a subclassed model has no symbolic inputs
+        inputs = None
+    return list(inputs) if isinstance(inputs, dict) else list(x)
 
 
 def latency_device():
@@ -130,8 +152,7 @@ def latency_inputs(model, seq_len, batch_size):
     ids = rng.integers(0, backbone.vocabulary_size, size=(batch_size, seq_len)).astype("int32")
     inputs = {"token_ids": ids, "segment_ids": np.zeros_like(ids),
               "padding_mask": np.ones_like(ids)}
-    names = list(model.input) if isinstance(model.input, dict) else list(inputs)
-    return {k: tf.constant(inputs[k]) for k in names}
+    return {k: tf.constant(inputs[k]) for k in _input_names(model, inputs)}
 
 
 def measure_latency(model, seq_len, batch_size, runs=20):
@@ -140,7 +161,7 @@ def measure_latency(model, seq_len, batch_size, runs=20):
     if runs < 1:
         raise EvaluateError(f"latency runs must be >= 1, got {runs}; set --config.latency_runs.")
     x = latency_inputs(model, seq_len, batch_size)
-    forward = compiled_forward(model, x)
+    forward = compiled_forward(model)
     for _ in range(WARMUP_RUNS):
         forward(x)
     times = []

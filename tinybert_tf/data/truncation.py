@@ -4,7 +4,8 @@ The packer (`packing.segment_packer`) truncates `[CLS] a [SEP] (b [SEP])` to `se
 (round robin over the segments); a token task's sentence is cut after its first `seq_len - 2`
 word pieces. `count` tokenises a split's examples once more, the way the packer sees them, and
 returns `{"texts": M, "cut": N, "longest": K}` (K in tokens, the special tokens included), which
-`line` prints as "N of M texts cut at seq_len tokens (longest K)".
+`line` prints as "N of M texts cut at seq_len tokens (longest K)"; `count_splits` measures every
+split of a run in one pipeline.
 """
 
 from __future__ import annotations
@@ -36,17 +37,36 @@ def _lengths(spec, tokenizer):
 
 def count(examples, spec, tokenizer, seq_len):
     """{"texts", "cut", "longest"} of an examples dataset (`spec`'s text keys) at `seq_len`."""
+    return count_splits({"split": examples}, spec, tokenizer, seq_len)["split"]
+
+
+def count_splits(examples, spec, tokenizer, seq_len):
+    """{split: `count` record} of {split: examples dataset}, the splits measured in one pipeline
+    (one tokenizer graph for all of them, not one per split)."""
     measure = _lengths(spec, tokenizer)
+    names = list(examples)
+
+    def tagged(k):
+        return examples[names[k]].map(lambda ex: ({key: ex[key] for key in spec.text_keys}, k))
+
+    together = tagged(0)
+    for k in range(1, len(names)):
+        together = together.concatenate(tagged(k))
     if spec.kind == "token_classification":
-        lengths = examples.map(measure, num_parallel_calls=tf.data.AUTOTUNE).batch(1024)
+        lengths = together.map(lambda ex, k: (measure(ex), k),
+                               num_parallel_calls=tf.data.AUTOTUNE).batch(1024)
     else:
-        lengths = examples.batch(256).map(measure, num_parallel_calls=tf.data.AUTOTUNE)
-    texts = cut = longest = 0
-    for batch in lengths.as_numpy_iterator():
-        texts += int(batch.size)
-        cut += int((batch > seq_len).sum())
-        longest = max(longest, int(batch.max(initial=0)))
-    return {"texts": texts, "cut": cut, "longest": longest, "seq_len": int(seq_len)}
+        lengths = together.batch(256).map(lambda ex, k: (measure(ex), k),
+                                          num_parallel_calls=tf.data.AUTOTUNE)
+    records = {name: {"texts": 0, "cut": 0, "longest": 0, "seq_len": int(seq_len)}
+               for name in names}
+    for batch, ks in lengths.as_numpy_iterator():
+        for k in set(ks.tolist()):
+            part, record = batch[ks == k], records[names[k]]
+            record["texts"] += int(part.size)
+            record["cut"] += int((part > seq_len).sum())
+            record["longest"] = max(record["longest"], int(part.max(initial=0)))
+    return records
 
 
 def line(split, record):

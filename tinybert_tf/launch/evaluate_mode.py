@@ -65,17 +65,27 @@ def _student_value(config, workdir):
 
 def _check_tokenizers(tokenizer, dirs):
     """A student dir that carries a tokenizer must carry the teacher's vocabulary."""
-    import keras_hub
     from keras_hub.src.utils import preset_utils
 
     vocab = tokenizer.get_vocabulary()
     for name, path in dirs.items():
         if not preset_utils.check_file_exists(path, preset_utils.TOKENIZER_CONFIG_FILE):
             continue
-        other = keras_hub.tokenizers.Tokenizer.from_preset(path)
-        if other.get_vocabulary() != vocab:
+        if _vocabulary(path) != vocab:
             raise LaunchError(f"{name} ({path}) has a different tokenizer vocabulary from the "
                               "teacher's; distil and evaluate it against a teacher with its vocab.")
+
+
+def _vocabulary(path):
+    """A preset's tokenizer vocabulary: its WordPiece vocabulary file, one token a line (read, not
+    a tokenizer built), else the loaded tokenizer's."""
+    import keras_hub
+
+    vocab_file = os.path.join(path, "assets", "tokenizer", "vocabulary.txt")
+    if tf.io.gfile.exists(vocab_file):
+        with tf.io.gfile.GFile(vocab_file) as f:
+            return f.read().splitlines()
+    return keras_hub.tokenizers.Tokenizer.from_preset(path).get_vocabulary()
 
 
 def _split(config, spec):

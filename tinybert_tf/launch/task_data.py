@@ -155,10 +155,10 @@ class TaskData:
         M texts cut at 64 tokens (longest K)"."""
         from tinybert_tf.data import truncation
 
-        records = {}
         spec = self.spec
-        for split in (spec.train_split, *spec.eval_splits, *spec.test_splits):
-            records[split] = truncation.count(self.examples(split), spec, self.tokenizer,
-                                              self.seq_len)
+        splits = (spec.train_split, *spec.eval_splits, *spec.test_splits)
+        records = truncation.count_splits({split: self.examples(split) for split in splits},
+                                          spec, self.tokenizer, self.seq_len)
+        for split in splits:
             print(truncation.line(split, records[split]))
         return records
