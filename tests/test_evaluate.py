@@ -268,3 +268,23 @@ def test_timing_many_models_does_not_warn_about_retracing():
     finally:
         logger.removeHandler(records)
     assert not [m for m in records.messages if "retracing" in m]
+
+
+def test_keras_predict_with_many_models_does_not_warn_about_retracing():
+    """The dev scores and the logit cache predict with Keras, one function per model: a process
+    with six models is not warned of retracing (the entry points' `quiet_python_logs` filter);
+    the filter keeps TF's other warnings."""
+    from tinybert_tf.launch import hardware
+
+    hardware.quiet_python_logs()
+    root = _Records()
+    logging.getLogger().addHandler(root)  # where absl's handler sits: past the logger's filters
+    try:
+        x = evaluate.latency_inputs(_classifier(1, 0), SEQ, 2)
+        for seed in range(6):
+            _classifier(1, seed).predict(x, verbose=0)
+        logging.getLogger("tensorflow").warning("another TensorFlow warning")
+    finally:
+        logging.getLogger().removeHandler(root)
+    assert not [m for m in root.messages if "retracing" in m]
+    assert "another TensorFlow warning" in root.messages

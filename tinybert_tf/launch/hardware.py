@@ -153,15 +153,32 @@ def quiet_python_logs(verbose=False):
     """The console of a normal run: Python-side INFO lines off unless `verbose` (absl's, which
     TensorFlow's savers use: `functional_saver.py:440] Sharding callback duration`,
     `signature_serialization.py:156] ...`, and the `tensorflow` logger's `Assets written`);
-    warnings and errors still show. Every entry point (launcher, examples, tools) calls it."""
-    if verbose:
-        return
+    warnings and errors still show, but for TF's retracing warning about Keras predict
+    (`PREDICT_RETRACING`). Every entry point (launcher, examples, tools) calls it."""
     import logging as py_logging
 
+    tf_logger = py_logging.getLogger("tensorflow")
+    if _not_predict_retracing not in tf_logger.filters:
+        tf_logger.addFilter(_not_predict_retracing)
+    if verbose:
+        return
     from absl import logging
 
     logging.set_verbosity(logging.WARNING)
-    py_logging.getLogger("tensorflow").setLevel(py_logging.WARNING)
+    tf_logger.setLevel(py_logging.WARNING)
+
+
+# Keras predict traces one function per model, all from one code object, and TF's retracing
+# detector keys its count by code: a process that predicts with a 5th model (a run with five
+# teachers, the task proof's stages) is warned that "5 out of the last 5 calls" retraced.
+PREDICT_RETRACING = "make_predict_function.<locals>.one_step_on_data_distributed"
+
+
+def _not_predict_retracing(record):
+    """False for TF's retracing warning about Keras predict's per-model function (each model's
+    own function is traced once; the warning counts every model's together)."""
+    message = record.getMessage()
+    return not ("triggered tf.function retracing" in message and PREDICT_RETRACING in message)
 
 
 def import_tensorflow_quietly():
