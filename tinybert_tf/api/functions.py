@@ -44,8 +44,9 @@ def _prepare_process(run_config):
 def _run(run_config, workdir, callbacks=()):
     """`modes.run` with every user-facing error as a `UserError` (the launcher's one line)."""
     from tinybert_tf import cli
-    from tinybert_tf.launch import modes
+    from tinybert_tf.launch import hardware, modes
 
+    hardware.filter_predict_retracing()  # a notebook's stages: one Keras predict per model
     try:
         return modes.run(run_config, workdir, callbacks)
     except (UserError, Interrupted):

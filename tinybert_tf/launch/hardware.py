@@ -155,17 +155,25 @@ def quiet_python_logs(verbose=False):
     `signature_serialization.py:156] ...`, and the `tensorflow` logger's `Assets written`);
     warnings and errors still show, but for TF's retracing warning about Keras predict
     (`PREDICT_RETRACING`). Every entry point (launcher, examples, tools) calls it."""
+    filter_predict_retracing()
+    if verbose:
+        return
+    import logging as py_logging
+
+    from absl import logging
+
+    logging.set_verbosity(logging.WARNING)
+    py_logging.getLogger("tensorflow").setLevel(py_logging.WARNING)
+
+
+def filter_predict_retracing():
+    """Drops TF's retracing warning about Keras predict (`PREDICT_RETRACING`) from the
+    `tensorflow` logger, whatever its handlers (absl's, a notebook's); other records pass."""
     import logging as py_logging
 
     tf_logger = py_logging.getLogger("tensorflow")
     if _not_predict_retracing not in tf_logger.filters:
         tf_logger.addFilter(_not_predict_retracing)
-    if verbose:
-        return
-    from absl import logging
-
-    logging.set_verbosity(logging.WARNING)
-    tf_logger.setLevel(py_logging.WARNING)
 
 
 # Keras predict traces one function per model, all from one code object, and TF's retracing
