@@ -254,6 +254,8 @@ def test_one_compiled_forward_per_model_serves_every_shape():
     assert evaluate.compiled_forward(model) is forward
     for x, want in zip(xs, expected):
         np.testing.assert_allclose(forward(x), want, atol=1e-5)
+    int64 = {k: tf.cast(v, tf.int64) for k, v in xs[1].items()}  # a dataset of int64 ids
+    np.testing.assert_allclose(forward(int64), expected[1], atol=1e-5)
     assert len(traces) == 1
 
 

@@ -78,7 +78,8 @@ def compiled_forward(model):
                 spec = {k: tf.TensorSpec([None, None], tf.int32, name=k) for k in names}
                 concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(
                     spec)
-            return concrete({k: x[k] for k in names}).numpy()  # .numpy() waits for the result
+            inputs = {k: tf.cast(x[k], tf.int32) for k in names}  # a no-op on int32 tensors
+            return concrete(inputs).numpy()  # .numpy() waits for the result
 
         object.__setattr__(model, _FORWARD, forward)  # not a tracked Keras attribute
     return forward

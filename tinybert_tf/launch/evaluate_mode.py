@@ -77,14 +77,15 @@ def _check_tokenizers(tokenizer, dirs):
 
 
 def _vocabulary(path):
-    """A preset's tokenizer vocabulary: its WordPiece vocabulary file, one token a line (read, not
-    a tokenizer built), else the loaded tokenizer's."""
+    """A preset's tokenizer vocabulary: its WordPiece vocabulary file read as keras-hub reads it
+    (a token a line, trailing whitespace stripped; no tokenizer built), else the loaded
+    tokenizer's."""
     import keras_hub
 
     vocab_file = os.path.join(path, "assets", "tokenizer", "vocabulary.txt")
     if tf.io.gfile.exists(vocab_file):
         with tf.io.gfile.GFile(vocab_file) as f:
-            return f.read().splitlines()
+            return [line.rstrip() for line in f]
     return keras_hub.tokenizers.Tokenizer.from_preset(path).get_vocabulary()
 
 
