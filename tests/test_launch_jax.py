@@ -1,6 +1,7 @@
-"""The launcher on the Keras JAX backend: every training mode end to end, exact resume with orbax
-checkpoints after SIGKILL (past a damaged newest checkpoint), one-line errors, and the presets a
-JAX run writes read by evaluate / export under TensorFlow.
+"""The launcher on the Keras JAX backend: general distillation end to end, exact resume with orbax
+checkpoints after SIGKILL (past a damaged newest checkpoint), one-line errors. The task modes on
+JAX, and their presets read by evaluate / export under TensorFlow, are checked on the runs of
+tools/accelerator_check.py (tests/test_tools_accelerator_check.py), which runs every mode so.
 
 The backend is fixed when Keras is imported and this suite's process runs TensorFlow, so every
 JAX run is a fresh `python -m tinybert_tf.main` process (KERAS_BACKEND=jax, or --config.backend=jax,
@@ -78,11 +79,14 @@ def _general(assets, *flags):
 
 @pytest.fixture(scope="module")
 def full_run(assets, tmp_path_factory):
-    """An uninterrupted general distillation of 200 steps: logs every 10, checkpoints every 20."""
+    """An uninterrupted general distillation of 200 steps: logs every 10, checkpoints every 20;
+    launched from a TensorFlow environment with --config.backend=jax (the launcher re-executes
+    itself on JAX), where the killed run below sets KERAS_BACKEND=jax."""
     flags = _general(assets, "--config.steps=200", "--config.log_every=10",
                      "--config.checkpoint_every=20")
     workdir = tmp_path_factory.mktemp("jax_full")
-    proc = _run(_cmd("general_distill:tiny", workdir, *flags))
+    proc = _run(_cmd("general_distill:tiny", workdir, *flags, "--config.backend=jax"),
+                backend="tensorflow")
     return {"dir": workdir, "flags": flags, "proc": proc}
 
 
@@ -150,71 +154,6 @@ def _assert_no_teacher(checkpoints, teacher):
         assert frozen and all(k[-1] == "seed_generator_state" for k in frozen), frozen
     with open(checkpoints / "teacher.json") as f:
         assert json.load(f)["teacher"] == teacher
-
-
-@pytest.fixture(scope="module")
-def task_runs(assets, tmp_path_factory):
-    """finetune (--config.backend=jax: the launcher re-executes itself on JAX), then
-    task_distill with both stages (KERAS_BACKEND=jax), on a tiny TSV task."""
-    d = tmp_path_factory.mktemp("jax_task")
-    task = ["--config.task=file", f"--config.data.train_file={assets['train']}",
-            f"--config.data.eval_file={assets['dev']}", "--config.data.buckets="]
-    ft = _run(_cmd("task_distill:tiny", d / "ft", "--config.mode=finetune",
-                   "--config.backend=jax", f"--config.teacher={assets['teacher']}", *task),
-              backend="tensorflow")
-    td = _run(_cmd("task_distill:tiny", d / "td", f"--config.teacher={d / 'ft' / 'teacher'}",
-                   *task))
-    return {"dir": d, "task": task, "ft": ft, "td": td}
-
-
-@pytest.mark.slow
-def test_finetune_and_task_distill_on_jax(task_runs):
-    d, ft, td = task_runs["dir"], task_runs["ft"], task_runs["td"]
-    assert ft.returncode == 0, ft.stderr[-3000:]
-    assert "Keras backend jax" in ft.stdout
-    teacher = keras_hub.models.TextClassifier.from_preset(str(d / "ft" / "teacher"),
-                                                          preprocessor=None)
-    assert teacher.num_classes == 2 and teacher.backbone.num_layers == 4
-    assert td.returncode == 0, td.stderr[-3000:]
-    assert "Keras backend jax" in td.stdout
-    for stage in ("intermediate", "prediction"):
-        assert _steps(d / "td" / stage / "checkpoints") == [4, 6], stage
-        records = train.read_metrics(str(d / "td" / stage))
-        assert records and all(math.isfinite(r["loss"]) for r in records)
-        with open(d / "td" / stage / "selection.json") as f:
-            assert json.load(f)["best"] is not None
-    student = keras_hub.models.TextClassifier.from_preset(
-        str(d / "td" / "prediction" / "student"), preprocessor=None)
-    assert student.backbone.num_layers == 2 and student.backbone.hidden_dim == 32
-
-
-_READ_ON_TF = """
-import sys
-from tinybert_tf import main
-config, workdir, teacher, *task = sys.argv[1:]
-common = [f"--config={config}", f"--workdir={workdir}", f"--config.teacher={teacher}", *task]
-codes = [main.launch(["tinybert_tf", *common, "--config.mode=evaluate",
-                      "--config.latency_runs=1"]),
-         main.launch(["tinybert_tf", *common, "--config.mode=export"])]
-sys.exit(max(codes))
-"""
-
-
-@pytest.mark.slow
-def test_evaluate_and_export_on_tensorflow_read_a_jax_run(task_runs):
-    d = task_runs["dir"]
-    assert task_runs["td"].returncode == 0, task_runs["td"].stderr[-3000:]
-    proc = subprocess.run(
-        ["timeout", str(LIMIT), sys.executable, "-c", _READ_ON_TF, "task_distill:tiny",
-         str(d / "td"), str(d / "ft" / "teacher"), *task_runs["task"]],
-        cwd=ROOT, env=_env("tensorflow"), capture_output=True, text=True, timeout=LIMIT + 30)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Keras backend tensorflow" in proc.stdout
-    with open(d / "td" / "report.json") as f:
-        report = json.load(f)
-    assert "teacher" in json.dumps(report) and "accuracy" in json.dumps(report)
-    with open(d / "td" / "export" / "student" / "1" / "assets.extra" / "labels.txt") as f:
-        assert f.read().split() == ["neg", "pos"]
 
 
 @pytest.mark.slow

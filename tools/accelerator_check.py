@@ -121,6 +121,8 @@ def parse_args(argv=None):
     p.add_argument("--peer_variants", default=",".join(PEER_VARIANTS),
                    help="PyTorch peer variants, comma-separated: bf16_autocast, bf16_teacher.")
     p.add_argument("--no_peer", action="store_true", help="Skip the PyTorch peer.")
+    p.add_argument("--no_timing", action="store_true",
+                   help="Skip the step timing (and its peer): the modes only.")
     p.add_argument("--tiny", action="store_true",
                    help="Everything small (2-layer hidden-32 models, seq 16, few steps): a CPU.")
     p.add_argument("--workdir", default=None,
@@ -203,9 +205,12 @@ def device_info():
 
 
 def run_timing(args, peer):
-    """tools/accel/step.py's `step_timing`, or a failed record with the traceback's tail."""
+    """tools/accel/step.py's `step_timing`, a skipped record (--no_timing), or a failed record
+    with the traceback's tail."""
     from accel import step
 
+    if args.no_timing:
+        return {"status": "skipped", "reason": "--no_timing"}
     try:
         return step.step_timing(args, peer)
     except Exception:  # a failed check is reported beside the modes' results, not raised
@@ -223,6 +228,9 @@ def print_report(results):
                 [[m, r["status"], r.get("wall_s"), modes.summary(m, r)]
                  for m, r in results["modes"].items()])
     timing = results["step_timing"]
+    if timing["status"] == "skipped":
+        print(f"step timing skipped: {timing['reason']}")
+        return
     if timing["status"] != "ok":
         print(f"step timing failed:\n{timing['error']}")
         return
@@ -273,7 +281,8 @@ def main(argv=None):
                          "tools/accelerator_check.py ran.")
     with _workdir(args.workdir) as workdir:  # the modes first: no JAX in this process yet
         mode_results, assets = run_modes(args, workdir, tensorflow)
-    peer = step.run_peer(args, SCRIPT)  # then the peer: the child has the device to itself
+    # then the peer: the child has the device to itself
+    peer = {"skipped": "--no_timing"} if args.no_timing else step.run_peer(args, SCRIPT)
     device = device_info()
     if device["platform"] == "cpu" and not args.tiny:
         print("warning: JAX sees no GPU or TPU; these are CPU figures", file=sys.stderr)
