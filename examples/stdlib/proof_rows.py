@@ -22,6 +22,7 @@ VARIANTS = {"a": "(a) fine-tuned, no teacher",
             "tE": "(tE) two-step distillation, ensemble, + transfer set"}
 ROWS = ["teachers"] + [f"{s}_{v}" for s in STARTS for v in (*VARIANTS, "seeds")]
 WIDE_STAGE, GD_STAGE = "start wide (3 layers of member 0)", "general distillation (minilm_v2)"
+SMOKE_STUDENT_STAGE = "tiny random student"
 RELATION_HEADS = 12  # minilm_v2 relation heads: divide MiniLM's 384 and TinyBERT-4's 312
 
 
@@ -144,6 +145,7 @@ class Proof:
         run_dir = os.path.join(self.w, "general_minilm")
         s = self.s
         config = _load("general_distill", teacher=self.teacher_pre, recipe="minilm_v2",
+                       **self._smoke_student(),
                        relation_heads=RELATION_HEADS, steps=s.gd_steps, batch_size=s.batch_size,
                        log_every=1 if s.smoke else 50, checkpoint_every=100,
                        **{"teacher_dtype": "bfloat16", "optimizer.learning_rate": 3e-4,
@@ -151,6 +153,17 @@ class Proof:
                           **smoke_fields(s)})
         return self.stages.run(GD_STAGE,
                                os.path.join(run_dir, "student"), lambda: _run(config, run_dir))
+
+    def _smoke_student(self):
+        """--smoke: {"student": a tiny random narrow student's preset} (else the config's
+        TinyBERT-4)."""
+        if not self.s.smoke:
+            return {}
+        from examples.stdlib.proof_stages import tiny_student
+
+        out = os.path.join(self.w, "tiny_student")
+        return {"student": self.stages.run(SMOKE_STUDENT_STAGE, out,
+                                           lambda: tiny_student(self.teacher_pre, out))}
 
 
 def teachers_stage(s):
@@ -163,7 +176,8 @@ def protocol_stages(s):
 
     rows = [stage_name(start, key, seed) for start in STARTS for variant in VARIANTS
             for key in row_keys(s, variant) for seed in range(s.seeds)]
-    return [*DATA_STAGES, "tiny random teacher", teachers_stage(s), WIDE_STAGE, GD_STAGE, *rows]
+    return [*DATA_STAGES, "tiny random teacher", SMOKE_STUDENT_STAGE, teachers_stage(s), WIDE_STAGE,
+            GD_STAGE, *rows]
 
 
 def _run(config, workdir):

@@ -188,6 +188,20 @@ def tiny_teacher(tokenizer_preset, out):
     """A tiny random BERT (6 layers, hidden 48: a 3-layer wide start maps uniformly onto it and 12
     minilm_v2 relation heads divide its width) with `tokenizer_preset`'s tokenizer saved beside
     it: `--smoke`'s pre-trained teacher, so the pipeline runs end to end in minutes."""
+    return _tiny_bert(tokenizer_preset, out, num_layers=6, num_heads=4, hidden_dim=48,
+                      intermediate_dim=96)
+
+
+def tiny_student(teacher_preset, out):
+    """`--smoke`'s narrow student before general distillation: a random BERT of 2 layers, hidden
+    24 (12 relation heads divide it), with the teacher's tokenizer; TinyBERT-4 in the full proof.
+    A stage of a few steps spends its time building and saving models: this one is ~50x smaller
+    than TinyBERT-4 with MiniLM's vocabulary."""
+    return _tiny_bert(teacher_preset, out, num_layers=2, num_heads=2, hidden_dim=24,
+                      intermediate_dim=48)
+
+
+def _tiny_bert(tokenizer_preset, out, **arch):
     import keras
     import keras_hub
 
@@ -197,8 +211,7 @@ def tiny_teacher(tokenizer_preset, out):
     keras.utils.set_random_seed(0)
     tokenizer = keras_hub.tokenizers.Tokenizer.from_preset(tokenizer_preset)
     backbone = keras_hub.models.BertBackbone(
-        vocabulary_size=tokenizer.vocabulary_size(), num_layers=6, num_heads=4, hidden_dim=48,
-        intermediate_dim=96, max_sequence_length=128)
+        vocabulary_size=tokenizer.vocabulary_size(), max_sequence_length=128, **arch)
     dtypes.save_preset(backbone, out)
     tokenizer.save_to_preset(out)
     return out

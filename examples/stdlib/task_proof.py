@@ -68,8 +68,8 @@ _BATCH = flags.DEFINE_integer("batch_size", 32, "Batch size of every stage.")
 _ROWS = flags.DEFINE_list("rows", [], f"Rows to run (default: all): {','.join(proof_rows.ROWS)}.")
 _REPORT = flags.DEFINE_bool("report", True, "Write the reports and the summary at the end.")
 _SMOKE = flags.DEFINE_bool("smoke", False, "Tiny end-to-end run for tests: a few dozen rows per "
-                           "split, ~100 transfer rows, 2 members, 1 epoch, 1 temperature, 2 seeds; "
-                           "float32 without XLA.")
+                           "split, ~100 transfer rows, 2 members, 1 epoch, 1 temperature, 2 seeds, "
+                           "tiny random teacher and narrow student; float32 without XLA.")
 
 # --smoke: the defaults of the flags not given on the command line.
 SMOKE = {"members": 2, "gd_steps": 3, "temperatures": ["2"], "seeds": 2, "max_epochs": 1,
