@@ -121,8 +121,11 @@ def test_distilbert_variant_runs(tmp_path):
                                             preprocessor=None)
     teacher.save_to_preset(str(tmp_path / "mlm"))
     tiny.tokenizer().save_to_preset(str(tmp_path / "mlm"))
+    # strategy cpu: the one device of a CPU machine (`auto` would mirror over the two logical
+    # CPUs tests/conftest.py sets up; test_mirrored_matches_one_device covers that)
     c = _config("general_distill", "distilbert", teacher=str(tmp_path / "mlm"), steps=4,
                 batch_size=4, log_every=2, checkpoint_every=4, student="from_teacher:2",
+                strategy="cpu",
                 **{"data.train": tiny.write_corpus(tmp_path / "c.txt"), "data.seq_len": 32})
     out = run_mode(c, str(tmp_path / "run"))
     assert keras_hub.models.Backbone.from_preset(out).num_layers == 2
