@@ -38,10 +38,27 @@ def task_scores(model, dataset, spec):
     runs under the model's distribution strategy)."""
     from tinybert_tf.data import metrics
 
-    outputs = model.predict(dataset.map(lambda *batch: batch[0]), verbose=0)
+    outputs = predict_once_traced(model, dataset.map(lambda *batch: batch[0]))
     labels = np.concatenate([np.asarray(batch[1]) for batch in dataset])
     predictions = evaluate.predictions_from_outputs(np.asarray(outputs, np.float32), spec)
     return metrics.compute(spec, predictions, labels)
+
+
+def predict_once_traced(model, inputs):
+    """`model.predict(inputs)` with one trace of its predict function for every batch shape.
+
+    Keras traces predict on TensorFlow per new input shape, relaxing it each time: length
+    buckets and a short last batch cost up to three traces per model. With one replica the
+    function is traced once here for the dataset's own shapes (`[None, None]`) first. The
+    outputs may differ from a shape-specialised trace's in the last bits: for scores, not for
+    the teacher logits a student trains on (`cached_logits_data` keeps Keras' tracing)."""
+    if (keras.backend.backend() == "tensorflow" and model.predict_function is None
+            and model.distribute_strategy.num_replicas_in_sync == 1):
+        model.make_predict_function()
+        spec = tf.nest.map_structure(
+            lambda s: tf.TensorSpec([None] * s.shape.rank, s.dtype), inputs.element_spec)
+        model.predict_function.get_concrete_function([spec] * model.steps_per_execution)
+    return model.predict(inputs, verbose=0)
 
 
 def _selector(config, task, trainer, model, run_dir, total, save, score=None, patience=0):
