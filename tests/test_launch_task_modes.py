@@ -163,3 +163,33 @@ def test_hard_term_counts_labelled_rows_only(task_run):
     log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     nll = -log_p[np.arange(4), y.numpy()]
     np.testing.assert_allclose(float(terms["hard"]), nll[[0, 2]].mean(), rtol=1e-5)
+
+
+
+def test_scoring_predicts_every_batch_shape_with_one_trace():
+    """Length buckets and a short last batch: three shapes, one trace of Keras' predict function
+    (Keras alone traces one per new shape); the scores those of the model called directly."""
+    import tensorflow as tf
+
+    from tinybert_tf.data import metrics
+    from tinybert_tf.data.task_spec import TaskSpec
+    from tinybert_tf.launch import task_modes
+
+    model = tiny.classifier(tiny.backbone())
+    batches = [(tiny.inputs(batch=4, seq=12), np.array([0, 1, 2, 0])),
+               (tiny.inputs(batch=4, seq=8, seed=1), np.array([1, 1, 2, 0])),
+               (tiny.inputs(batch=3, seq=8, seed=2), np.array([2, 0, 1]))]
+    signature = ({k: tf.TensorSpec([None, None], tf.int32) for k in batches[0][0]},
+                 tf.TensorSpec([None], tf.int64))
+    data = tf.data.Dataset.from_generator(lambda: iter(batches), output_signature=signature)
+    data = data.apply(tf.data.experimental.assert_cardinality(len(batches)))
+    spec = TaskSpec("t", ("text",), "label", 3, "classification", ("accuracy",), "train",
+                    ("validation",))
+    scores = task_modes.task_scores(model, data, spec)
+    assert len(model.predict_function._list_all_concrete_functions()) == 1
+    logits = np.concatenate([np.asarray(model(x, training=False)) for x, _ in batches])
+    labels = np.concatenate([y for _, y in batches])
+    assert scores == metrics.compute(spec, logits.argmax(-1), labels)
+    model.predict_function = None  # Keras' own tracing, for contrast: one per new shape
+    model.predict(data.map(lambda x, y: x), verbose=0)
+    assert len(model.predict_function._list_all_concrete_functions()) == 3
