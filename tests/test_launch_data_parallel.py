@@ -69,11 +69,6 @@ def _same_weights(got, want):
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
 
 
-def _steps(checkpoints):
-    return sorted(int(n) for n in os.listdir(checkpoints) if n.isdigit()) \
-        if os.path.isdir(checkpoints) else []
-
-
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -111,7 +106,7 @@ def test_launcher_two_devices_match_strategy_cpu(assets, reference, tmp_path):
     assert ("Devices: 2 × CPU; Keras backend jax, strategy data_parallel, 2 replicas; batch 4 "
             "global, 2 per replica.") in proc.stdout
     _same_weights(tmp_path / "student", reference / "student")
-    assert _steps(tmp_path / "checkpoints") == STEPS[-3:]
+    assert tiny.orbax_steps(tmp_path / "checkpoints") == STEPS[-3:]
     assert [r["step"] for r in train.read_metrics(str(tmp_path))] == STEPS
 
 
@@ -182,7 +177,7 @@ def test_launcher_two_processes_match_strategy_cpu_and_write_once(assets, refere
     assert ("Devices: 2 × CPU in 2 processes; Keras backend jax, strategy data_parallel, 2 "
             "replicas; batch 4 global, 2 per replica, 2 per process.") in out0
     _same_weights(tmp_path / "student", reference / "student")
-    assert _steps(tmp_path / "checkpoints") == STEPS[-3:]
+    assert tiny.orbax_steps(tmp_path / "checkpoints") == STEPS[-3:]
     _written_once(tmp_path, STEPS)
     assert "Saved" in out0 and "Saved" not in out1  # the preset: process 0 only
 
@@ -195,14 +190,14 @@ def test_launcher_two_processes_killed_and_restarted_resume(assets, reference, t
     procs = _pair(assets, workdir, _free_port(), *FLAGS)
     try:
         deadline = time.time() + LIMIT
-        while len(_steps(workdir / "checkpoints")) < 2 and time.time() < deadline and all(
+        while len(tiny.orbax_steps(workdir / "checkpoints")) < 2 and time.time() < deadline and all(
                 p.poll() is None for p in procs):
             time.sleep(0.02)
     finally:
         _kill(procs)
     assert all(p.returncode == -signal.SIGKILL for p in procs), [p.returncode for p in procs]
     assert not (workdir / "student").exists(), "run finished before the kill; raise steps"
-    killed_at = _steps(workdir / "checkpoints")[-1]
+    killed_at = tiny.orbax_steps(workdir / "checkpoints")[-1]
     (out0, _), (out1, _) = _finish(_pair(assets, workdir, _free_port(), *FLAGS))
     assert f"Resuming from {workdir / 'checkpoints' / str(killed_at)}" in out0, out0[-2000:]
     assert "Resuming from" in out1

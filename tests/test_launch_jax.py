@@ -56,11 +56,6 @@ def _weights(preset, cls=keras_hub.models.Backbone):
     return [w.numpy() for w in cls.from_preset(preset).weights]
 
 
-def _steps(checkpoints):
-    return sorted(int(n) for n in os.listdir(checkpoints) if n.isdigit()) \
-        if os.path.isdir(checkpoints) else []
-
-
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
     d = tmp_path_factory.mktemp("jax_assets")
@@ -105,7 +100,7 @@ def test_general_distill_on_jax(full_run):
             assert math.isfinite(record[term]), record
     with open(workdir / "config.json") as f:
         assert json.load(f)["backend"] == "jax"  # the backend that ran
-    assert _steps(workdir / "checkpoints") == [160, 180, 200]  # orbax, the newest 3 kept
+    assert tiny.orbax_steps(workdir / "checkpoints") == [160, 180, 200]  # orbax, the newest 3 kept
     assert os.listdir(workdir / "tensorboard")
 
 
@@ -119,14 +114,14 @@ def test_sigkill_and_damaged_checkpoint_resume_bit_identical(assets, full_run, t
     killed = tmp_path / "killed"
     proc = _popen(_cmd("general_distill:tiny", killed, *flags))
     deadline = time.time() + LIMIT
-    while len(_steps(killed / "checkpoints")) < 2 and time.time() < deadline \
+    while len(tiny.orbax_steps(killed / "checkpoints")) < 2 and time.time() < deadline \
             and proc.poll() is None:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     assert proc.returncode == -signal.SIGKILL
     assert not (killed / "student").exists(), "run finished before the kill; raise steps"
-    newest = _steps(killed / "checkpoints")[-1]
+    newest = tiny.orbax_steps(killed / "checkpoints")[-1]
     for root, _, files in os.walk(killed / "checkpoints" / str(newest) / "default"):
         for name in files:
             if os.sep + "d" == root[-2:]:  # the array data files
@@ -147,7 +142,7 @@ def _assert_no_teacher(checkpoints, teacher):
     """The orbax checkpoints hold no teacher entry: their only non-trainable entries are the
     student's dropout seed states (the frozen teacher's weights would be non-trainable), and
     teacher.json beside them names the teacher."""
-    for step in _steps(checkpoints):
+    for step in tiny.orbax_steps(checkpoints):
         with open(checkpoints / str(step) / "default" / "_METADATA") as f:
             keys = [ast.literal_eval(k) for k in json.load(f)["tree_metadata"]]
         frozen = [k for k in keys if k[:2] == ("state", "non_trainable_variables")]

@@ -165,7 +165,6 @@ def test_hard_term_counts_labelled_rows_only(task_run):
     np.testing.assert_allclose(float(terms["hard"]), nll[[0, 2]].mean(), rtol=1e-5)
 
 
-
 def test_scoring_predicts_every_batch_shape_with_one_trace():
     """Length buckets and a short last batch: three shapes, one trace of Keras' predict function
     (Keras alone traces one per new shape); the scores those of the model called directly."""

@@ -20,6 +20,7 @@ import textwrap
 
 import keras_hub
 import pytest
+import tiny
 
 from tinybert_tf.launch import config_lib
 
@@ -183,20 +184,16 @@ def test_general_distill_finetune_and_task_distill_on_jax(checked):
     assert model.num_classes == 2 and model.backbone.num_layers == 2
 
 
-def _orbax_steps(checkpoints):
-    return sorted(int(n) for n in os.listdir(checkpoints) if n.isdigit())
-
-
 @pytest.mark.slow
 def test_task_runs_on_jax_checkpoint_with_orbax_and_select_on_dev(checked):
     _, results, work = checked
     assert _ok(results, "task_distill")
     for stage in ("intermediate", "prediction"):
-        assert _orbax_steps(work / "task_distill" / stage / "checkpoints"), stage
+        assert tiny.orbax_steps(work / "task_distill" / stage / "checkpoints"), stage
         with open(work / "task_distill" / stage / "selection.json") as f:
             assert json.load(f)["best"] is not None, stage
     for member in ("member_0", "member_1"):
-        assert _orbax_steps(work / "finetune" / "finetune" / member / "checkpoints"), member
+        assert tiny.orbax_steps(work / "finetune" / "finetune" / member / "checkpoints"), member
 
 
 _READ_ON_TF = """
@@ -218,13 +215,12 @@ def test_evaluate_and_export_on_tensorflow_read_the_jax_runs(checked):
     by the evaluate and export modes on the TensorFlow backend."""
     _, results, work = checked
     td, assets = work / "task_distill", results["assets"]
-    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
     proc = subprocess.run(
         [sys.executable, "-c", _READ_ON_TF, str(td), str(work / "finetune" / "teacher"),
          "--config.task=file", f"--config.data.train_file={assets['train']}",
          f"--config.data.eval_file={assets['dev']}",
          f"--config.data.seq_len={modes.SIZES['tiny'].seq}"],
-        cwd=ROOT, env=dict(env, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2"),
+        cwd=ROOT, env=dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2"),
         capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Keras backend tensorflow" in proc.stdout

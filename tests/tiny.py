@@ -1,4 +1,7 @@
-"""Tiny models and inputs for tests: 2 layers, hidden 32, a word-list vocabulary written here."""
+"""Tiny models and inputs for tests: 2 layers, hidden 32, a word-list vocabulary written here;
+the steps of a JAX run's orbax checkpoints."""
+
+import os
 
 import keras_hub
 import numpy as np
@@ -105,3 +108,11 @@ def dense_model(seed=0):
     model = keras.Model(inputs, keras.layers.Dense(1)(hidden))
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
     return model
+
+
+def orbax_steps(checkpoints):
+    """The steps of the orbax checkpoints in `checkpoints` (a JAX run's), oldest first; [] when
+    the directory does not exist yet."""
+    if not os.path.isdir(checkpoints):
+        return []
+    return sorted(int(n) for n in os.listdir(checkpoints) if n.isdigit())
