@@ -1,12 +1,9 @@
 """Several teachers: `finetune.members` trains an ensemble in one command (resumable member by
-member), `task_distill` distils the ensemble's combined soft targets, teachers that differ in
-tokenizer or labels are refused before the workdir is claimed."""
+member: test_launch_selection.py kills one), `task_distill` distils the ensemble's combined
+soft targets, teachers that differ in tokenizer or labels are refused before the workdir is
+claimed."""
 
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import keras_hub
 import numpy as np
@@ -18,8 +15,6 @@ from tinybert_tf.distill.distiller import CACHED_LOGITS
 from tinybert_tf.errors import LaunchError
 from tinybert_tf.launch import config_lib, task_modes, teachers
 from tinybert_tf.launch.modes import run as run_mode
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config(**overrides):
@@ -109,38 +104,3 @@ def test_teachers_that_differ_are_refused_before_the_workdir_is_claimed(ensemble
         teachers.check_compatible([member, odd])
     with pytest.raises(LaunchError, match="general_distill takes one teacher"):
         teachers.one(f"{member},{other}", "general_distill")
-
-
-def _launch(args):
-    return subprocess.Popen([sys.executable, "-m", "tinybert_tf.main", *args], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-@pytest.mark.slow
-def test_sigkill_in_the_second_member_resumes_it_bit_identically(ensemble, tmp_path):
-    c = ensemble["common"]
-    args = ["--config=task_distill:tiny", "--config.mode=finetune",
-            f"--config.teacher={ensemble['dir'] / 'pre'}", "--config.task=file",
-            f"--config.data.train_file={c['data.train_file']}",
-            f"--config.data.eval_file={c['data.eval_file']}", "--config.finetune.members=2",
-            "--config.finetune.epochs=12", "--config.log_every=2", "--config.checkpoint_every=6",
-            "--config.deterministic=True"]
-    full = _launch([*args, f"--workdir={tmp_path / 'full'}"])
-    assert full.wait(timeout=900) == 0, full.stderr.read()[-2000:]
-    killed = tmp_path / "killed"
-    proc = _launch([*args, f"--workdir={killed}"])
-    state = killed / "finetune" / "member_1" / "checkpoints" / "checkpoint"
-    deadline = time.time() + 600
-    while not state.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (killed / "teacher" / "members.txt").exists(), "finished before the kill"
-    again = _launch([*args, f"--workdir={killed}"])
-    out, err = again.communicate(timeout=900)
-    assert again.returncode == 0, err[-2000:]
-    assert "Resuming from" in out
-    for member in ("member_0", "member_1", "member_1_last"):
-        for a, b in zip(_weights(str(tmp_path / "full" / "teacher" / member)),
-                        _weights(str(killed / "teacher" / member))):
-            np.testing.assert_array_equal(a, b)

@@ -1,5 +1,6 @@
 """Model selection on the eval split: the best-on-eval model is the output, the last one beside it,
-and a run killed mid-way resumes to the same selection and weights."""
+and a run killed mid-way (an ensemble, in its second member) resumes to the same selection and
+weights."""
 
 import json
 import os
@@ -155,35 +156,40 @@ def _launch(args):
 
 
 @pytest.mark.slow
-def test_sigkill_with_evaluation_on_resumes_bit_identical(tmp_path):
-    c = _finetune_config(tmp_path, **{"finetune.epochs": 14, "log_every": 2,
-                                      "checkpoint_every": 12})
+def test_sigkill_in_the_second_member_with_evaluation_on_resumes_bit_identical(tmp_path):
+    """A two-member ensemble killed at the second member's first checkpoint (after its first
+    evaluation; the flipped dev split makes an early step the best) resumes to the weights and
+    selections of an uninterrupted run: the finished member is kept, the second goes on."""
+    c = _finetune_config(tmp_path)
     args = ["--config=task_distill:tiny", "--config.mode=finetune",
-            f"--config.teacher={c.teacher}", "--config.task=file", "--config.student_dropout=0",
+            f"--config.teacher={c.teacher}", "--config.task=file",
             f"--config.data.train_file={c.data.train_file}",
-            f"--config.data.eval_file={c.data.eval_file}", "--config.finetune.epochs=14",
-            "--config.finetune.learning_rate=1e-3", "--config.log_every=2",
-            "--config.checkpoint_every=12", "--config.deterministic=True"]
+            f"--config.data.eval_file={c.data.eval_file}", "--config.finetune.members=2",
+            "--config.finetune.epochs=14", "--config.finetune.learning_rate=1e-3",
+            "--config.log_every=2", "--config.checkpoint_every=12", "--config.deterministic=True"]
     full = _launch([*args, f"--workdir={tmp_path / 'full'}"])
-    assert full.wait(timeout=600) == 0, full.stderr.read()[-2000:]
+    assert full.wait(timeout=900) == 0, full.stderr.read()[-2000:]
     killed = tmp_path / "killed"
     proc = _launch([*args, f"--workdir={killed}"])
-    state = killed / "finetune" / "checkpoints" / "checkpoint"
-    deadline = time.time() + 300
+    state = killed / "finetune" / "member_1" / "checkpoints" / "checkpoint"
+    deadline = time.time() + 600
     while not state.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not (killed / "teacher").exists(), "run finished before the kill; raise epochs"
+    assert not (killed / "teacher" / "members.txt").exists(), "finished before the kill"
     again = _launch([*args, f"--workdir={killed}"])
-    out, err = again.communicate(timeout=600)
+    out, err = again.communicate(timeout=900)
     assert again.returncode == 0, err[-2000:]
     assert "Resuming from" in out
-    for name in ("teacher", "teacher_last"):
-        for a, b in zip(_weights(str(tmp_path / "full" / name)), _weights(str(killed / name))):
+    for member in ("member_0", "member_0_last", "member_1", "member_1_last"):
+        for a, b in zip(_weights(str(tmp_path / "full" / "teacher" / member)),
+                        _weights(str(killed / "teacher" / member))):
             np.testing.assert_array_equal(a, b)
-    sel = [json.load(open(d / "finetune" / "selection.json")) for d in (tmp_path / "full", killed)]
-    assert sel[0] == sel[1]
+    for member in ("member_0", "member_1"):
+        sel = [json.load(open(d / "finetune" / member / "selection.json"))
+               for d in (tmp_path / "full", killed)]
+        assert sel[0] == sel[1] and len(sel[0]["history"]) > 1, member
 
 
 def _scripted(tmp_path, scores, patience, total=100, chance=None, restart_after=2):
