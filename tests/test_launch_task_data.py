@@ -52,11 +52,14 @@ def test_the_plan_reads_each_split_once_and_feeds_what_a_fresh_read_gives(tmp_pa
     reads = _count_calls(monkeypatch, task_files, "parse_file", lambda a, k: a[0])
     spec = task_data.task_spec(config)
     transfer = ({"text": [f"extra words {i} teacher" for i in range(6)]}, {})
-    data = task_data.TaskData(config, spec, tiny.tokenizer(), transfer)
+    tokenizer = tiny.tokenizer()
+    traces = _count_calls(monkeypatch, tokenizer, "tokenize", lambda a, k: "traced")
+    data = task_data.TaskData(config, spec, tokenizer, transfer)
     trained = _flat(data.train().take(3 * data.per_epoch))
     once = _flat(data.one_pass())
     data.evaluation("validation"), data.truncation, data.rows  # noqa: B018
     assert reads == {config.data.train_file: 1, config.data.eval_file: 1}  # the spec's reads
+    assert traces == {"traced": 1}  # one tokenizer graph for both splits and the counts
     assert data.rows == 42 + 6 and sum(len(b[-1]) for b in once) == 48
     # The same batches as a pipeline that reads the file again (the plan changes no row).
     fresh = tasks.task_dataset(dataclasses.replace(spec, parsed=()), "train", tiny.tokenizer(),

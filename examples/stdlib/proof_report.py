@@ -49,14 +49,16 @@ class Scorer:
         return self.scores(model, (split,))[split]
 
     def scores(self, model, splits):
-        """{split: accuracy} of `model` on `splits`, the model loaded once for all missing."""
+        """{split: accuracy} of `model` on `splits`. A model is loaded once: when a split asked
+        for is missing, every split not yet scored is scored (dev and test together; a choice
+        still reads dev alone)."""
         path = model.rstrip("/") + ".scores.json"
         cached = {}
         if os.path.exists(path):
             with open(path) as f:
                 cached = json.load(f)
-        missing = [split for split in splits if split not in cached]
-        if missing:
+        missing = [split for split in SPLITS if split not in cached]
+        if any(split not in cached for split in splits):
             import keras
 
             from tinybert_tf import evaluate

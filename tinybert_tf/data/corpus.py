@@ -17,6 +17,7 @@ import os
 
 import tensorflow as tf
 
+from tinybert_tf.data.packing import tokenize_fn
 from tinybert_tf.errors import UserError
 
 _TFRECORD_SUFFIXES = (".tfrecord", ".tfrecords", ".tfrec")
@@ -251,8 +252,7 @@ def pack_document(doc, tokenizer, seq_len=128):
     if tf.executing_eagerly():  # keras-hub tokenizers take their TF path only when traced
         return tf.function(lambda d: pack_document(d, tokenizer, seq_len))(doc)
     cap = seq_len - 2
-    pieces = tokenizer(split_sentences(doc))
-    pieces = tf.RaggedTensor.from_tensor(pieces) if isinstance(pieces, tf.Tensor) else pieces
+    pieces = tokenize_fn(tokenizer)(split_sentences(doc))
     values = tf.cast(pieces.flat_values, tf.int32)
     lengths = tf.cast(pieces.row_lengths(), tf.int32)
     rowids = tf.cast(pieces.value_rowids(), tf.int32)

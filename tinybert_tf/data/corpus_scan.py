@@ -20,6 +20,7 @@ from tinybert_tf.data.corpus import (
     text_lines,
     tfrecord_texts,
 )
+from tinybert_tf.data.packing import tokenize_fn
 
 _SCAN_BATCH = 4096  # lines per vectorised step
 
@@ -49,8 +50,7 @@ def _total(flags):
 
 def _pieces(tokenizer, texts, cap):
     """int64 [word pieces, texts over `cap` pieces] of a batch of texts ('' has none)."""
-    pieces = tokenizer(texts)
-    pieces = tf.RaggedTensor.from_tensor(pieces) if isinstance(pieces, tf.Tensor) else pieces
+    pieces = tokenize_fn(tokenizer)(texts)
     n = tf.cast(pieces.row_lengths(), tf.int64)
     return tf.stack([tf.reduce_sum(n), _total(n > cap)])
 

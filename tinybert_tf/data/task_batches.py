@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tinybert_tf.data.packing import segment_packer
+from tinybert_tf.data.packing import segment_packer, tokenize_fn
 from tinybert_tf.data.task_spec import IGNORE_LABEL
 
 WEIGHT = "__sample_weight__"  # per-row sample weight carried by transfer-set rows
@@ -27,11 +27,11 @@ def _inputs(token_ids, segment_ids, pad_id):
 def sentence_examples(ds, spec, tokenizer, seq_len):
     """{text keys, "label"[, weight]} rows -> `(x, y[, sample_weight])` rows packed to seq_len;
     tokenises and packs 256 rows at a time (TF Text is faster on batches)."""
-    packer = segment_packer(tokenizer, seq_len)
+    packer, tokenize = segment_packer(tokenizer, seq_len), tokenize_fn(tokenizer)
     y_dtype = tf.float32 if spec.kind == "regression" else tf.int32
 
     def fn(ex):
-        segments = tuple(tokenizer(ex[k]) for k in spec.text_keys)
+        segments = tuple(tokenize(ex[k]) for k in spec.text_keys)
         token_ids, segment_ids = packer(segments if spec.is_pair else segments[0])
         x = _inputs(token_ids, segment_ids, tokenizer.pad_token_id)
         out = x, tf.cast(ex["label"], y_dtype)
@@ -76,8 +76,7 @@ def batch_rows(ds, batch_size, drop_remainder, buckets=None):
 def ner_example(tokens, tags, tokenizer, seq_len):
     """One sentence (words `[W]`, tag ids `[W]`) -> (x, y, sample_weight), first-piece labels."""
     n = tf.minimum(tf.size(tokens), tf.size(tags))  # TFDS mock data may disagree in length
-    pieces = tokenizer(tokens[:n])
-    pieces = tf.RaggedTensor.from_tensor(pieces) if isinstance(pieces, tf.Tensor) else pieces
+    pieces = tokenize_fn(tokenizer)(tokens[:n])
     # A word that tokenises to nothing (e.g. only control characters) becomes [UNK] so its
     # label is not lost.
     empty = tf.cast(tf.equal(pieces.row_lengths(), 0), tf.int64)

@@ -12,24 +12,23 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from tinybert_tf.data.packing import tokenize_fn
+
 
 def _lengths(spec, tokenizer):
     """examples batch -> `[B]` packed lengths before truncation (special tokens included)."""
     specials = 3 if spec.is_pair else 2
+    tokenize = tokenize_fn(tokenizer)
 
     def sentence(ex):
         total = 0
         for key in spec.text_keys:
-            pieces = tokenizer(ex[key])
-            pieces = pieces if isinstance(pieces, tf.RaggedTensor) else \
-                tf.RaggedTensor.from_tensor(pieces)
+            pieces = tokenize(ex[key])
             total += tf.cast(pieces.row_lengths(), tf.int32)
         return total + specials
 
     def words(ex):  # one example: words [W] -> word pieces of every word
-        pieces = tokenizer(ex[spec.text_keys[0]])
-        pieces = pieces if isinstance(pieces, tf.RaggedTensor) else \
-            tf.RaggedTensor.from_tensor(pieces)
+        pieces = tokenize(ex[spec.text_keys[0]])
         return tf.cast(tf.size(pieces.flat_values), tf.int32) + 2
 
     return words if spec.kind == "token_classification" else sentence
