@@ -1,5 +1,6 @@
 """Ctrl-C / SIGTERM stop a run cleanly: a checkpoint at the step reached, exit 130 / 143, and the
-same command resumes to the weights, metrics and model selection of an uninterrupted run."""
+same command resumes to the weights, metrics and model selection of an uninterrupted run; after
+SIGKILL it resumes from the last periodic checkpoint."""
 
 import json
 import os
@@ -9,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 import keras
 import keras_hub
@@ -199,3 +201,27 @@ def test_launcher_signal_mid_chunk_then_same_command_resumes(launch, tmp_path, s
     assert [r["step"] for r in train.read_metrics(str(run))] == [CHUNK, STEPS]
     for a, b in zip(full_weights, _weights(run / "student")):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_launcher_sigkill_after_a_checkpoint_then_same_command_resumes(launch, tmp_path):
+    """SIGKILL (no handler, no checkpoint at the signal) right after the first periodic
+    checkpoint: the same command resumes from it to the uninterrupted run's weights."""
+    start, full_weights = launch
+    run = tmp_path / "run"
+    proc = start(run)
+    state = run / "checkpoints" / "checkpoint"
+    deadline = time.time() + 300
+    while not state.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (run / "student").exists(), "run finished before the kill; raise STEPS"
+    again = start(run)
+    out, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err[-2000:]
+    assert f"ckpt-{CHUNK} (step {CHUNK} of {STEPS})" in out
+    for a, b in zip(full_weights, _weights(run / "student")):
+        np.testing.assert_array_equal(a, b)
+
