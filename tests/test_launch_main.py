@@ -1,4 +1,5 @@
-"""The launcher: modes end to end on tiny configs, strategies, resume after SIGKILL, one-line errors."""
+"""The launcher: modes end to end on tiny configs, strategies, a checkpoint write cut short,
+one-line errors (resume after SIGKILL: tests/test_launch_train_signals.py)."""
 
 import json
 import os

@@ -1,7 +1,8 @@
 """The one packer that turns tokenised text segments into keras-hub encoder inputs.
 
 Training data (`data.tasks`), the exported text signatures (`export_serving`) and the export
-parity checks (`export_checks`) must pack identically, so they all take it from here.
+parity checks (`export_checks`) must pack identically, so they all take it from here. The data
+pipelines tokenise through `tokenize_fn`: one traced tokenizer graph per tokenizer.
 """
 
 from __future__ import annotations
