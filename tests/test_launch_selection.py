@@ -4,10 +4,8 @@ weights."""
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import keras
 import keras_hub
@@ -171,12 +169,7 @@ def test_sigkill_in_the_second_member_with_evaluation_on_resumes_bit_identical(t
     assert full.wait(timeout=900) == 0, full.stderr.read()[-2000:]
     killed = tmp_path / "killed"
     proc = _launch([*args, f"--workdir={killed}"])
-    state = killed / "finetune" / "member_1" / "checkpoints" / "checkpoint"
-    deadline = time.time() + 600
-    while not state.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    tiny.sigkill_once_written(proc, killed / "finetune" / "member_1" / "checkpoints" / "checkpoint")
     assert not (killed / "teacher" / "members.txt").exists(), "finished before the kill"
     again = _launch([*args, f"--workdir={killed}"])
     out, err = again.communicate(timeout=900)

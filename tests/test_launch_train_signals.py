@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import keras
 import keras_hub
@@ -210,13 +209,8 @@ def test_launcher_sigkill_after_a_checkpoint_then_same_command_resumes(launch, t
     start, full_weights = launch
     run = tmp_path / "run"
     proc = start(run)
-    state = run / "checkpoints" / "checkpoint"
-    deadline = time.time() + 300
-    while not state.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    code = tiny.sigkill_once_written(proc, run / "checkpoints" / "checkpoint", timeout=300)
+    assert code == -signal.SIGKILL
     assert not (run / "student").exists(), "run finished before the kill; raise STEPS"
     again = start(run)
     out, err = again.communicate(timeout=600)

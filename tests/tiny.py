@@ -1,5 +1,5 @@
 """Tiny models and inputs for tests: 2 layers, hidden 32, a word-list vocabulary written here;
-the steps of a JAX run's orbax checkpoints."""
+the steps of a JAX run's orbax checkpoints; a launch killed once its checkpoint is written."""
 
 import os
 
@@ -116,3 +116,18 @@ def orbax_steps(checkpoints):
     if not os.path.isdir(checkpoints):
         return []
     return sorted(int(n) for n in os.listdir(checkpoints) if n.isdigit())
+
+
+def sigkill_once_written(proc, path, timeout=600):
+    """SIGKILL `proc` as soon as `path` exists (a checkpoint's state file), or at `timeout`
+    seconds, or not at all when it has exited; returns its exit code."""
+    import signal
+    import time
+
+    deadline = time.time() + timeout
+    while not os.path.exists(path) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    return proc.wait()
+
