@@ -218,4 +218,3 @@ def test_launcher_sigkill_after_a_checkpoint_then_same_command_resumes(launch, t
     assert f"ckpt-{CHUNK} (step {CHUNK} of {STEPS})" in out
     for a, b in zip(full_weights, _weights(run / "student")):
         np.testing.assert_array_equal(a, b)
-

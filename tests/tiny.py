@@ -130,4 +130,3 @@ def sigkill_once_written(proc, path, timeout=600):
     if proc.poll() is None:
         proc.send_signal(signal.SIGKILL)
     return proc.wait()
-
