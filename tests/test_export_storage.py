@@ -52,7 +52,7 @@ def test_failed_verification_keeps_the_candidate_beside_a_remote_version(monkeyp
     fresh = {"ops": {"num_ops": 1, "used_ops": [], "tf_text_ops": [], "unknown_ops": [],
                      "min_tf_serving_version": None},
              "parity": {"ids_texts": 1.0}, "parity_scale": {"ids_texts": 1.0},
-             "warmup_replayed": 0, "latency": {}}
+             "warmup_replayed": 0, "latency": {}, "saved_model_cli": ""}
     monkeypatch.setattr(publish, "run_fresh_process_checks", lambda *a, **k: fresh)
     with pytest.raises(publish.ExportError, match="verification failed, not published") as e:
         publish.export(enc, out, text_signature=False, warmup=False, quiet=True)

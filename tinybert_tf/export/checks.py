@@ -3,7 +3,8 @@
 Parity and the op inventory run in a **fresh Python process** that imports only
 ``tensorflow`` (plus ``tensorflow_text`` when the graph has TF Text ops, and the
 ``tensorflow_serving.apis`` protos to parse the warm-up file), so they prove that a server
-without keras / keras-hub can run the export.
+without keras / keras-hub can run the export. The same process then runs
+``saved_model_cli show --all`` (the console script's entry point, after the keras check).
 """
 
 from __future__ import annotations
@@ -111,6 +112,18 @@ result["keras_modules_loaded"] = sorted(
     m for m in set(sys.modules) - before
     if m.split(".")[0] in ("keras", "keras_hub", "tf_keras"))
 result["num_variables"] = len(loaded.student_variables)
+# Last (it may import more than TensorFlow): the `saved_model_cli` console script's own entry
+# point, `show --all`, in this process rather than a second one that imports TensorFlow again.
+import contextlib, io
+from tensorflow.python.tools import saved_model_cli
+sys.argv = ["saved_model_cli", "show", "--dir", path, "--all"]
+table = io.StringIO()
+with contextlib.redirect_stdout(table):
+    try:
+        saved_model_cli.main()
+    except SystemExit:  # absl's app.run ends the CLI with sys.exit
+        pass
+result["saved_model_cli"] = table.getvalue()
 print("FRESH_RESULT " + json.dumps(result))
 """
 
@@ -232,7 +245,8 @@ def run_fresh_process_checks(
     Returns:
         ``{"ops": {...,"min_tf_serving_version"}, "parity": {case: max_abs_diff},
         "parity_scale": {case: max_abs_keras_output},
-        "warmup_replayed": int, "keras_modules_loaded": [...], "num_variables": int}``.
+        "warmup_replayed": int, "keras_modules_loaded": [...], "num_variables": int,
+        "saved_model_cli": the table ``saved_model_cli show --all`` prints}``.
     """
     with tempfile.TemporaryDirectory(prefix="tinybert_export_check_") as work:
         _write_manifest(work, cases)
@@ -294,26 +308,3 @@ def _compare(outs, cases: dict) -> tuple[dict, dict]:
         parity[case] = max(diffs) if diffs else float("inf")
         scale[case] = max(mags)
     return parity, scale
-
-
-def start_saved_model_cli(path: str) -> subprocess.Popen:
-    """Start ``saved_model_cli show --all --dir path`` (venv's CLI, else ``python -m``)."""
-    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
-    cmd = (
-        [cli]
-        if os.path.exists(cli)
-        else [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
-    )
-    return subprocess.Popen(
-        cmd + ["show", "--dir", path, "--all"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
-    )
-
-
-def finish_saved_model_cli(proc: subprocess.Popen, timeout: int = 600) -> str:
-    """The signature table printed by a :func:`start_saved_model_cli` process."""
-    out, err = proc.communicate(timeout=timeout)
-    return out if out.strip() else err
