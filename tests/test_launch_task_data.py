@@ -75,6 +75,24 @@ def test_the_plan_reads_each_split_once_and_feeds_what_a_fresh_read_gives(tmp_pa
     assert sum(len(b[-1]) for b in trained[:data.per_epoch]) == 4 * data.per_epoch
 
 
+def test_a_small_split_packs_without_a_pipeline_into_the_pipelines_rows(tmp_path, monkeypatch):
+    # 600 rows + 300 transfer rows: four pack batches of 256, the last one partial.
+    spec = tasks.load_file_task(tiny.write_task(tmp_path / "train.tsv", 600, 0), name="file")
+    transfer = tasks.Rows(transfer={"text": [f"extra words {i} the teacher" for i in range(300)]})
+    tokenizer = tiny.tokenizer()
+    maps = _count_calls(monkeypatch, tasks, "sentence_examples", lambda a, k: "map")
+    eager = tasks.packed_rows_in_memory(spec, "train", tokenizer, 12, transfer)
+    assert maps == {}  # no tf.data map: the pack function called batch by batch
+    monkeypatch.setattr(tasks, "EAGER_ROWS", 100)  # now "large": through a tf.data map
+    piped = tasks.packed_rows_in_memory(spec, "train", tokenizer, 12, transfer)
+    assert maps == {"map": 1}
+    rows = [_leaves(r) for r in eager]
+    assert len(rows) == 900
+    for a, b in zip(rows, [_leaves(r) for r in piped], strict=True):
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
 def test_no_full_batch_is_a_one_line_error(tmp_path):
     config = _config(tmp_path, batch_size=64)
     data = task_data.TaskData(config, task_data.task_spec(config), tiny.tokenizer())
@@ -96,7 +114,8 @@ def two_runs(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         counts["reads"] = _count_calls(patch, task_files, "parse_file", lambda a, k: a[0])
         counts["loads"] = _count_calls(patch, dtypes, "load_preset", lambda a, k: a[1])
-        counts["packed"] = _count_calls(patch, tasks, "packed_rows", lambda a, k: a[1])
+        counts["packed"] = _count_calls(patch, tasks, "packed_rows_in_memory",
+                                         lambda a, k: a[1])
         first = run_mode(_config(d, **overrides), str(d / "first"))
     second = run_mode(_config(d, **overrides), str(d / "second"))
     return {"dir": d, "teachers": teachers, "counts": counts, "outputs": (first, second),

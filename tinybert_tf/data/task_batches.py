@@ -7,12 +7,15 @@ batched together, so little of a batch is padding).
 
 from __future__ import annotations
 
+import weakref
+
 import tensorflow as tf
 
 from tinybert_tf.data.packing import segment_packer, tokenize_fn
 from tinybert_tf.data.task_spec import IGNORE_LABEL
 
 WEIGHT = "__sample_weight__"  # per-row sample weight carried by transfer-set rows
+PACK_BATCH = 256  # rows tokenised and packed per call
 
 
 def _inputs(token_ids, segment_ids, pad_id):
@@ -24,20 +27,52 @@ def _inputs(token_ids, segment_ids, pad_id):
     }
 
 
-def sentence_examples(ds, spec, tokenizer, seq_len):
-    """{text keys, "label"[, weight]} rows -> `(x, y[, sample_weight])` rows packed to seq_len;
-    tokenises and packs 256 rows at a time (TF Text is faster on batches)."""
-    packer, tokenize = segment_packer(tokenizer, seq_len), tokenize_fn(tokenizer)
-    y_dtype = tf.float32 if spec.kind == "regression" else tf.int32
+_PACKERS = weakref.WeakKeyDictionary()  # tokenizer -> {packing: its `pack_fn`}
 
-    def fn(ex):
-        segments = tuple(tokenize(ex[k]) for k in spec.text_keys)
-        token_ids, segment_ids = packer(segments if spec.is_pair else segments[0])
-        x = _inputs(token_ids, segment_ids, tokenizer.pad_token_id)
-        out = x, tf.cast(ex["label"], y_dtype)
-        return (*out, ex[WEIGHT]) if WEIGHT in ex else out
 
-    return ds.batch(256).map(fn, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+def pack_fn(spec, tokenizer, seq_len, label_key="label"):
+    """A batch of example dicts ({text keys, `label_key`[, weight]}, `[B]` each) -> `(x, y[,
+    sample_weight])` packed to seq_len, as one `tf.function` per tokenizer and packing: every
+    split of a run (its tf.data map or `packed_in_memory`) calls the same trace. Holds the
+    tokenizer weakly (through `tokenize_fn`)."""
+    key = (int(seq_len), tuple(spec.text_keys), spec.is_pair, spec.kind, label_key)
+    cache = _PACKERS.setdefault(tokenizer, {})
+    if key not in cache:
+        packer, tokenize = segment_packer(tokenizer, seq_len), tokenize_fn(tokenizer)
+        y_dtype = tf.float32 if spec.kind == "regression" else tf.int32
+        keys, pair, pad_id = tuple(spec.text_keys), spec.is_pair, tokenizer.pad_token_id
+
+        def pack(ex):
+            segments = tuple(tokenize(ex[k]) for k in keys)
+            token_ids, segment_ids = packer(segments if pair else segments[0])
+            out = _inputs(token_ids, segment_ids, pad_id), tf.cast(ex[label_key], y_dtype)
+            return (*out, ex[WEIGHT]) if WEIGHT in ex else out
+
+        cache[key] = tf.function(pack)
+    return cache[key]
+
+
+def sentence_examples(ds, spec, tokenizer, seq_len, label_key="label"):
+    """{text keys, `label_key`[, weight]} rows -> `(x, y[, sample_weight])` rows packed to
+    seq_len; tokenises and packs 256 rows at a time (TF Text is faster on batches)."""
+    batches = ds.batch(PACK_BATCH)
+    pack = pack_fn(spec, tokenizer, seq_len, label_key).get_concrete_function(
+        batches.element_spec)
+    return batches.map(pack, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+
+
+def packed_in_memory(ds, spec, tokenizer, seq_len, label_key="label"):
+    """`sentence_examples` read into memory without a tf.data map: its pack function called on
+    each batch of 256 rows here, the batches concatenated (the same rows, bit for bit; a split of
+    a few thousand rows packs in milliseconds instead of paying a pipeline's set-up)."""
+    batches = ds.batch(PACK_BATCH)
+    pack = pack_fn(spec, tokenizer, seq_len, label_key).get_concrete_function(
+        batches.element_spec)
+    parts = [pack(batch) for batch in batches]
+    if not parts:
+        return sentence_examples(ds, spec, tokenizer, seq_len, label_key)
+    whole = tf.nest.map_structure(lambda *t: tf.concat(t, 0), *parts)
+    return tf.data.Dataset.from_tensor_slices(whole)
 
 
 def bucket_lengths(buckets, seq_len):

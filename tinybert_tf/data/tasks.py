@@ -27,6 +27,7 @@ from tinybert_tf.data.task_batches import (
     bucket_lengths,
     count_batches,
     ner_example,
+    packed_in_memory,
     seeded_epochs,
     sentence_examples,
     unfused,
@@ -46,7 +47,7 @@ from tinybert_tf.data.task_spec import (
 
 __all__ = ["CONLL_NER_TAGS", "IGNORE_LABEL", "TASKS", "Batching", "Order", "Rows", "TaskFileError",
            "TaskSpec", "get_task", "in_memory", "load_conll_task", "load_file_task",
-           "packed_rows", "task_dataset",
+           "packed_rows", "packed_rows_in_memory", "task_dataset",
            "task_splits", "with_metric"]
 
 
@@ -154,6 +155,11 @@ def task_dataset(task, split, tokenizer, batching=Batching(), order=Order(), row
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
+# Splits up to this many rows pack in this process, batch by batch; larger ones through a tf.data
+# map in parallel (a pipeline's set-up, ~0.3 s, is then a small part of the packing).
+EAGER_ROWS = 4096
+
+
 def packed_rows(task, split, tokenizer, seq_len, rows=Rows(), data_dir=None, shuffle_files=False,
                 seed=0):
     """A split's rows (`rows`' examples / transfer rows, else read) tokenised and packed at
@@ -162,6 +168,19 @@ def packed_rows(task, split, tokenizer, seq_len, rows=Rows(), data_dir=None, shu
     spec = get_task(task)
     examples = _examples(spec, split, shuffle_files, seed, data_dir, rows)[0]
     return _rows_fn(spec, tokenizer, seq_len, relabel=rows.transfer is None)(examples)
+
+
+def packed_rows_in_memory(task, split, tokenizer, seq_len, rows=Rows(), data_dir=None):
+    """`packed_rows` read now and held as tensors (`in_memory`). A sentence task of at most
+    `EAGER_ROWS` rows packs without a tf.data pipeline (`packed_in_memory`: the same rows);
+    larger ones pack in parallel through tf.data."""
+    spec = get_task(task)
+    examples = _examples(spec, split, False, 0, data_dir, rows)[0]
+    n = int(examples.cardinality())
+    if spec.kind == "token_classification" or not 0 <= n <= EAGER_ROWS:
+        return in_memory(_rows_fn(spec, tokenizer, seq_len, rows.transfer is None)(examples))
+    return packed_in_memory(examples, spec, tokenizer, seq_len,
+                            _label_key(spec, rows.transfer is None))
 
 
 def in_memory(ds):
@@ -215,11 +234,14 @@ def _rows_fn(spec, tokenizer, seq_len, relabel):
                 return ner_example(ex[spec.text_keys[0]], ex[spec.label_key], tokenizer, seq_len)
 
             return examples.map(ner, num_parallel_calls=tf.data.AUTOTUNE)
-        if spec.label_key != "label" and relabel:
-            examples = examples.map(lambda ex: {**ex, "label": ex[spec.label_key]})
-        return sentence_examples(examples, spec, tokenizer, seq_len)
+        return sentence_examples(examples, spec, tokenizer, seq_len, _label_key(spec, relabel))
 
     return rows
+
+
+def _label_key(spec, relabel):
+    """The key of an example's label: the task's (`relabel`), else "label" (transfer rows)."""
+    return spec.label_key if relabel else "label"
 
 
 def split_examples(spec, split, data_dir=None):

@@ -99,8 +99,8 @@ class TaskData:
                 examples=self.examples(split) if self.labelled or not transfer else None,
                 transfer=self.transfer[0] if transfer else None,
                 labelled=self.labelled or not transfer)
-            self._packed[split] = tasks.in_memory(tasks.packed_rows(
-                self.spec, split, self.tokenizer, self.seq_len, rows, self.data_dir))
+            self._packed[split] = tasks.packed_rows_in_memory(
+                self.spec, split, self.tokenizer, self.seq_len, rows, self.data_dir)
         return self._packed[split]
 
     def _dataset(self, split, training, repeat, extra=None, seed=None):
