@@ -5,10 +5,11 @@ head of each stage's metrics.jsonl)."""
 import json
 
 import numpy as np
+import pytest
 import tensorflow as tf
 import tiny
 
-from tinybert_tf.data import task_spec, truncation
+from tinybert_tf.data import task_batches, task_spec, truncation
 from tinybert_tf.launch import config_lib
 from tinybert_tf.launch.modes import run as run_mode
 
@@ -27,7 +28,17 @@ def _spec(pair=False, kind="classification"):
                               eval_splits=())
 
 
-def test_single_texts_against_counted_pieces():
+@pytest.fixture(params=[("in_process", None), ("pipeline", -1), ("mixed", 100)],
+                ids=lambda p: p[0])
+def path(request, monkeypatch):
+    """Small splits are measured batch by batch in this process, larger ones (over EAGER_ROWS)
+    through one tf.data pipeline: every split that way (-1), or splits of over 100 rows."""
+    if request.param[1] is not None:
+        monkeypatch.setattr(task_batches, "EAGER_ROWS", request.param[1])
+    return request.param[0]
+
+
+def test_single_texts_against_counted_pieces(path):
     tokenizer = tiny.tokenizer()
     lengths = [_pieces(tokenizer, t) + 2 for t in TEXTS]
     examples = tf.data.Dataset.from_tensor_slices({"a": TEXTS, "label": [0] * len(TEXTS)})
@@ -39,7 +50,7 @@ def test_single_texts_against_counted_pieces():
         f"train: {got['cut']} of 5 texts cut at 16 tokens (longest {max(lengths)})")
 
 
-def test_pairs_count_both_segments_and_three_special_tokens():
+def test_pairs_count_both_segments_and_three_special_tokens(path):
     tokenizer = tiny.tokenizer()
     a, b = TEXTS, TEXTS[::-1]
     lengths = [_pieces(tokenizer, x) + _pieces(tokenizer, y) + 3 for x, y in zip(a, b)]
@@ -48,7 +59,7 @@ def test_pairs_count_both_segments_and_three_special_tokens():
     assert (got["cut"], got["longest"]) == (sum(n > 40 for n in lengths), max(lengths))
 
 
-def test_splits_counted_in_one_pipeline_as_each_alone():
+def test_splits_counted_together_as_each_alone(path):
     """count_splits: each split's record is its own count, with a split of 300 rows (more than
     one batch of 256) between two others and a label key only one split has."""
     tokenizer = tiny.tokenizer()

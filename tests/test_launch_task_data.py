@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tiny
 
-from tinybert_tf.data import task_files, tasks
+from tinybert_tf.data import task_batches, task_files, tasks
 from tinybert_tf.distill import dtypes
 from tinybert_tf.launch import config_lib, task_data
 from tinybert_tf.launch.modes import run as run_mode
@@ -83,7 +83,7 @@ def test_a_small_split_packs_without_a_pipeline_into_the_pipelines_rows(tmp_path
     maps = _count_calls(monkeypatch, tasks, "sentence_examples", lambda a, k: "map")
     eager = tasks.packed_rows_in_memory(spec, "train", tokenizer, 12, transfer)
     assert maps == {}  # no tf.data map: the pack function called batch by batch
-    monkeypatch.setattr(tasks, "EAGER_ROWS", 100)  # now "large": through a tf.data map
+    monkeypatch.setattr(task_batches, "EAGER_ROWS", 100)  # now "large": through a tf.data map
     piped = tasks.packed_rows_in_memory(spec, "train", tokenizer, 12, transfer)
     assert maps == {"map": 1}
     rows = [_leaves(r) for r in eager]

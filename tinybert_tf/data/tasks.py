@@ -20,6 +20,7 @@ import dataclasses
 
 import tensorflow as tf
 
+from tinybert_tf.data import task_batches
 from tinybert_tf.data.conll_files import conll_split_dataset, load_conll_task
 from tinybert_tf.data.task_batches import WEIGHT as _WEIGHT
 from tinybert_tf.data.task_batches import (
@@ -155,11 +156,6 @@ def task_dataset(task, split, tokenizer, batching=Batching(), order=Order(), row
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
-# Splits up to this many rows pack in this process, batch by batch; larger ones through a tf.data
-# map in parallel (a pipeline's set-up, ~0.3 s, is then a small part of the packing).
-EAGER_ROWS = 4096
-
-
 def packed_rows(task, split, tokenizer, seq_len, rows=Rows(), data_dir=None, shuffle_files=False,
                 seed=0):
     """A split's rows (`rows`' examples / transfer rows, else read) tokenised and packed at
@@ -171,13 +167,13 @@ def packed_rows(task, split, tokenizer, seq_len, rows=Rows(), data_dir=None, shu
 
 
 def packed_rows_in_memory(task, split, tokenizer, seq_len, rows=Rows(), data_dir=None):
-    """`packed_rows` read now and held as tensors (`in_memory`). A sentence task of at most
-    `EAGER_ROWS` rows packs without a tf.data pipeline (`packed_in_memory`: the same rows);
-    larger ones pack in parallel through tf.data."""
+    """`packed_rows` read now and held as tensors (`in_memory`). A sentence split of at most
+    `task_batches.EAGER_ROWS` rows packs without a tf.data pipeline (`packed_in_memory`: the
+    same rows); larger ones pack in parallel through tf.data."""
     spec = get_task(task)
     examples = _examples(spec, split, False, 0, data_dir, rows)[0]
     n = int(examples.cardinality())
-    if spec.kind == "token_classification" or not 0 <= n <= EAGER_ROWS:
+    if spec.kind == "token_classification" or not 0 <= n <= task_batches.EAGER_ROWS:
         return in_memory(_rows_fn(spec, tokenizer, seq_len, rows.transfer is None)(examples))
     return packed_in_memory(examples, spec, tokenizer, seq_len,
                             _label_key(spec, rows.transfer is None))

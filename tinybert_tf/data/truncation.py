@@ -5,13 +5,14 @@ The packer (`packing.segment_packer`) truncates `[CLS] a [SEP] (b [SEP])` to `se
 word pieces. `count` tokenises a split's examples once more, the way the packer sees them, and
 returns `{"texts": M, "cut": N, "longest": K}` (K in tokens, the special tokens included), which
 `line` prints as "N of M texts cut at seq_len tokens (longest K)"; `count_splits` measures every
-split of a run in one pipeline.
+split of a run (small ones without a tf.data pipeline, as `tasks.packed_rows_in_memory` packs).
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
 
+from tinybert_tf.data import task_batches
 from tinybert_tf.data.packing import tokenize_fn
 
 
@@ -40,9 +41,27 @@ def count(examples, spec, tokenizer, seq_len):
 
 
 def count_splits(examples, spec, tokenizer, seq_len):
-    """{split: `count` record} of {split: examples dataset}, the splits measured in one pipeline
-    (one tokenizer graph for all of them, not one per split)."""
+    """{split: `count` record} of {split: examples dataset}. A sentence split of at most
+    `task_batches.EAGER_ROWS` rows is measured batch by batch in this process; the others in
+    one pipeline (one tokenizer graph for all of them, not one per split)."""
     measure = _lengths(spec, tokenizer)
+    records = {name: {"texts": 0, "cut": 0, "longest": 0, "seq_len": int(seq_len)}
+               for name in examples}
+    piped = {}
+    for name, ds in examples.items():
+        if spec.kind != "token_classification" and \
+                0 <= int(ds.cardinality()) <= task_batches.EAGER_ROWS:
+            for batch in ds.batch(task_batches.PACK_BATCH):
+                _add(records[name], measure(batch).numpy(), seq_len)
+        else:
+            piped[name] = ds
+    if piped:
+        _count_piped(piped, spec, measure, records, seq_len)
+    return records
+
+
+def _count_piped(examples, spec, measure, records, seq_len):
+    """Add {split: examples} to `records` through one tf.data pipeline of every split."""
     names = list(examples)
 
     def tagged(k):
@@ -55,17 +74,18 @@ def count_splits(examples, spec, tokenizer, seq_len):
         lengths = together.map(lambda ex, k: (measure(ex), k),
                                num_parallel_calls=tf.data.AUTOTUNE).batch(1024)
     else:
-        lengths = together.batch(256).map(lambda ex, k: (measure(ex), k),
-                                          num_parallel_calls=tf.data.AUTOTUNE)
-    records = {name: {"texts": 0, "cut": 0, "longest": 0, "seq_len": int(seq_len)}
-               for name in names}
+        lengths = together.batch(task_batches.PACK_BATCH).map(
+            lambda ex, k: (measure(ex), k), num_parallel_calls=tf.data.AUTOTUNE)
     for batch, ks in lengths.as_numpy_iterator():
         for k in set(ks.tolist()):
-            part, record = batch[ks == k], records[names[k]]
-            record["texts"] += int(part.size)
-            record["cut"] += int((part > seq_len).sum())
-            record["longest"] = max(record["longest"], int(part.max(initial=0)))
-    return records
+            _add(records[names[k]], batch[ks == k], seq_len)
+
+
+def _add(record, lengths, seq_len):
+    """Count a batch of packed lengths (before truncation) into a split's record."""
+    record["texts"] += int(lengths.size)
+    record["cut"] += int((lengths > seq_len).sum())
+    record["longest"] = max(record["longest"], int(lengths.max(initial=0)))
 
 
 def line(split, record):
