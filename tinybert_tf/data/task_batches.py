@@ -58,9 +58,7 @@ def pack_fn(spec, tokenizer, seq_len, label_key="label"):
 def sentence_examples(ds, spec, tokenizer, seq_len, label_key="label"):
     """{text keys, `label_key`[, weight]} rows -> `(x, y[, sample_weight])` rows packed to
     seq_len; tokenises and packs 256 rows at a time (TF Text is faster on batches)."""
-    batches = ds.batch(PACK_BATCH)
-    pack = pack_fn(spec, tokenizer, seq_len, label_key).get_concrete_function(
-        batches.element_spec)
+    batches, pack = _batched(ds, spec, tokenizer, seq_len, label_key)
     return batches.map(pack, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
 
 
@@ -68,14 +66,19 @@ def packed_in_memory(ds, spec, tokenizer, seq_len, label_key="label"):
     """`sentence_examples` read into memory without a tf.data map: its pack function called on
     each batch of 256 rows here, the batches concatenated (the same rows, bit for bit; a split of
     a few thousand rows packs in milliseconds instead of paying a pipeline's set-up)."""
-    batches = ds.batch(PACK_BATCH)
-    pack = pack_fn(spec, tokenizer, seq_len, label_key).get_concrete_function(
-        batches.element_spec)
+    batches, pack = _batched(ds, spec, tokenizer, seq_len, label_key)
     parts = [pack(batch) for batch in batches]
     if not parts:
         return sentence_examples(ds, spec, tokenizer, seq_len, label_key)
     whole = tf.nest.map_structure(lambda *t: tf.concat(t, 0), *parts)
     return tf.data.Dataset.from_tensor_slices(whole)
+
+
+def _batched(ds, spec, tokenizer, seq_len, label_key):
+    """`ds` in batches of PACK_BATCH rows and `pack_fn`'s trace for them."""
+    batches = ds.batch(PACK_BATCH)
+    return batches, pack_fn(spec, tokenizer, seq_len, label_key).get_concrete_function(
+        batches.element_spec)
 
 
 def bucket_lengths(buckets, seq_len):
