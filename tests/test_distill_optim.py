@@ -78,14 +78,15 @@ def _train(cls, strategy, steps=4):
     return [v.numpy() for v in variables], ops
 
 
-@pytest.mark.parametrize("devices", [["/cpu:0"], ["/cpu:0", "/cpu:1"]], ids=["one", "mirrored"])
-def test_adamw_is_keras_adamw_bit_for_bit_from_a_smaller_graph(devices):
+@pytest.mark.parametrize("name, devices", [("cpu", []), ("mirrored", ["/cpu:0", "/cpu:1"])],
+                         ids=["one_device", "mirrored"])
+def test_adamw_is_keras_adamw_bit_for_bit_from_a_smaller_graph(name, devices):
     from tinybert_tf.launch.devices import Device
     from tinybert_tf.launch.strategy import tf_strategy
 
-    # One MirroredStrategy per device set and process (tf_strategy), as the launcher does.
-    strategy = tf_strategy("mirrored", devices=[Device("cpu", d) for d in devices])
+    # The launcher's strategies (tf_strategy: one MirroredStrategy per device set and process).
+    strategy = tf_strategy(name, devices=[Device("cpu", d) for d in devices])
     ours, ours_ops = _train(optim.AdamW, strategy)
     theirs, their_ops = _train(KerasAdamW, strategy)
-    assert all(np.array_equal(a, b) for a, b in zip(ours, theirs))
+    assert all(np.array_equal(a, b) for a, b in zip(ours, theirs, strict=True))
     assert ours_ops < 0.7 * their_ops, (ours_ops, their_ops)
