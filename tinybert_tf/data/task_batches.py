@@ -30,6 +30,12 @@ def _inputs(token_ids, segment_ids, pad_id):
     }
 
 
+def in_process(ds, spec):
+    """Whether a split is packed (and measured) here batch by batch: a sentence task's split of
+    a known size of at most EAGER_ROWS rows; others go through a tf.data map."""
+    return spec.kind != "token_classification" and 0 <= int(ds.cardinality()) <= EAGER_ROWS
+
+
 _PACKERS = weakref.WeakKeyDictionary()  # tokenizer -> {packing: its `pack_fn`}
 
 

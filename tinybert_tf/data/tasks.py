@@ -172,8 +172,7 @@ def packed_rows_in_memory(task, split, tokenizer, seq_len, rows=Rows(), data_dir
     same rows); larger ones pack in parallel through tf.data."""
     spec = get_task(task)
     examples = _examples(spec, split, False, 0, data_dir, rows)[0]
-    n = int(examples.cardinality())
-    if spec.kind == "token_classification" or not 0 <= n <= task_batches.EAGER_ROWS:
+    if not task_batches.in_process(examples, spec):
         return in_memory(_rows_fn(spec, tokenizer, seq_len, rows.transfer is None)(examples))
     return packed_in_memory(examples, spec, tokenizer, seq_len,
                             _label_key(spec, rows.transfer is None))

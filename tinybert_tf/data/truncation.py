@@ -49,8 +49,7 @@ def count_splits(examples, spec, tokenizer, seq_len):
                for name in examples}
     piped = {}
     for name, ds in examples.items():
-        if spec.kind != "token_classification" and \
-                0 <= int(ds.cardinality()) <= task_batches.EAGER_ROWS:
+        if task_batches.in_process(ds, spec):
             for batch in ds.batch(task_batches.PACK_BATCH):
                 _add(records[name], measure(batch).numpy(), seq_len)
         else:
