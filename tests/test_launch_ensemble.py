@@ -13,7 +13,7 @@ import tiny
 
 from tinybert_tf.distill.distiller import CACHED_LOGITS
 from tinybert_tf.errors import LaunchError
-from tinybert_tf.launch import config_lib, task_modes, teachers
+from tinybert_tf.launch import config_lib, evaluate_mode, task_modes, teachers
 from tinybert_tf.launch.modes import run as run_mode
 
 
@@ -73,7 +73,9 @@ def test_cached_soft_targets_are_the_members_combined(ensemble, combine):
 
 
 @pytest.mark.slow
-def test_task_distill_and_evaluate_take_the_ensemble_dir(ensemble):
+def test_task_distill_and_evaluate_take_the_ensemble_dir(ensemble, monkeypatch):
+    """... and `evaluate_mode.run_splits` writes the dev and test reports of two single-split
+    runs with each model loaded once."""
     d = ensemble["dir"]
     student = run_mode(_config(mode="task_distill", teacher=ensemble["teacher"],
                                **ensemble["common"]), str(d / "td"))
@@ -89,6 +91,22 @@ def test_task_distill_and_evaluate_take_the_ensemble_dir(ensemble):
     dev = {r["name"]: r["metrics"]["accuracy"] for r in report["models"]}
     assert test["also_chosen_on"] == "dev"  # the test split never picks the model it reports
     assert dev[test["also"]] == max(dev["teacher 0"], dev["teacher 1"])
+    loads = []
+    load = evaluate_mode.builders.load_task_model
+    monkeypatch.setattr(evaluate_mode.builders, "load_task_model",
+                        lambda *a, **k: loads.append(a[0]) or load(*a, **k))
+    both = evaluate_mode.run_splits(
+        _config(mode="evaluate", teacher=ensemble["teacher"], student=student,
+                **ensemble["common"]),
+        {"validation": (str(d / "both_dev"), 1), "test": (str(d / "both_test"), 1)}, str(d))
+    assert sorted(loads) == sorted([*teachers.resolve(ensemble["teacher"]), student])
+    for one, split in ((report, "validation"), (test, "test")):
+        assert {k: both[split][k] for k in ("split", "also", "also_chosen_on")} == {
+            k: one[k] for k in ("split", "also", "also_chosen_on")}
+        assert [(r["name"], r["metrics"], r["share"], r["share_also"])
+                for r in both[split]["models"]] == [
+            (r["name"], r["metrics"], r["share"], r["share_also"]) for r in one["models"]]
+    assert (d / "both_test" / "report.md").stat().st_size > 0
 
 
 def test_teachers_that_differ_are_refused_before_the_workdir_is_claimed(ensemble, tmp_path):

@@ -127,27 +127,29 @@ def seed0_students(p, choices):
 
 
 def write_reports(p, choices):
-    """The evaluate mode on dev and test: every teacher, the ensemble and the rows' seed-0 models
-    (`report_<split>/`, copied to report_dev.json/md and report_test.json/md with timings)."""
+    """The evaluate mode on dev and test, every model loaded once (`evaluate_mode.run_splits`):
+    every teacher, the ensemble and the rows' seed-0 models (`report_<split>/`, copied to
+    report_dev.json/md and report_test.json/md with timings)."""
     import keras
 
-    from tinybert_tf.launch import config_lib
-    from tinybert_tf.launch import evaluate_mode as evaluate
+    from tinybert_tf.launch import config_lib, evaluate_mode
 
     students = seed0_students(p, choices)
+    keras.mixed_precision.set_global_policy("float32")  # the Scorer's numbers, exactly
+    config = config_lib.load(
+        "task_distill", mode="evaluate", teacher=p.ensemble,
+        student=",".join(f"{k}={v}" for k, v in students.items()), **p.task_fields())
+    outputs = {split: (os.path.join(p.w, f"report_{name}"),
+                       p.s.latency_runs if name == "test" else 1)
+               for name, split in SPLITS.items()}
+    by_split = evaluate_mode.run_splits(config, outputs, p.w)
     reports = {}
     for name, split in SPLITS.items():
-        keras.mixed_precision.set_global_policy("float32")  # the Scorer's numbers, exactly
-        config = config_lib.load(
-            "task_distill", mode="evaluate", teacher=p.ensemble, eval_split=split,
-            student=",".join(f"{k}={v}" for k, v in students.items()),
-            latency_runs=p.s.latency_runs if name == "test" else 1, **p.task_fields())
-        out = os.path.join(p.w, f"report_{name}")
-        report = evaluate.run_from_config(config, out)
-        report["timings_s"] = p.stages.timings()
+        report = {**by_split[split], "timings_s": p.stages.timings()}
         with open(os.path.join(p.w, f"report_{name}.json"), "w") as f:
             json.dump(report, f, indent=2, default=str)
-        shutil.copyfile(os.path.join(out, "report.md"), os.path.join(p.w, f"report_{name}.md"))
+        shutil.copyfile(os.path.join(outputs[split][0], "report.md"),
+                        os.path.join(p.w, f"report_{name}.md"))
         reports[name] = report
     return reports
 

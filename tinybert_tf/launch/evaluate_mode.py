@@ -89,9 +89,11 @@ def _vocabulary(path):
     return keras_hub.tokenizers.Tokenizer.from_preset(path).get_vocabulary()
 
 
-def _split(config, spec):
-    """The split to evaluate on: config.eval_split, else the task's first eval split."""
-    split = config.get("eval_split") or (spec.eval_splits[0] if spec.eval_splits else None)
+def _split(config, spec, split=None):
+    """The split to evaluate on (`split`, else config.eval_split, else the task's first eval
+    split), checked to be one of the task's."""
+    split = split or config.get("eval_split") or (
+        spec.eval_splits[0] if spec.eval_splits else None)
     known = (*spec.eval_splits, *spec.test_splits)
     if split is None or split not in known:
         raise LaunchError(f"Task {spec.name!r} has no split {split!r} to evaluate on (it has "
@@ -112,21 +114,49 @@ def _presets(config, workdir):
     return teacher_dirs, student_dirs
 
 
-def _dev_scores(config, spec, tokenizer, models, names, split):
-    """{teacher name: first metric on the task's first eval split}, or None when `split` is it."""
+def _dev_scores(data, spec, models, names, split, reports):
+    """{teacher name: first metric on the task's first eval split}, or None when `split` is it;
+    read from `reports` (split: report) when that split was evaluated already."""
     if len(names) < 2 or not spec.eval_splits or split == spec.eval_splits[0]:
         return None
-    dev = TaskData(config, spec, tokenizer).evaluation(spec.eval_splits[0])
-    return {n: evaluate.evaluate_model(models[n][0], dev, spec)[spec.metrics[0]] for n in names}
+    first, dev_split = spec.metrics[0], spec.eval_splits[0]
+    if dev_split in reports:
+        rows = {r["name"]: r for r in reports[dev_split]["models"]}
+        return {n: rows[n]["metrics"][first] for n in names}
+    dev = data.evaluation(dev_split)
+    return {n: evaluate.evaluate_model(models[n][0], dev, spec)[first] for n in names}
 
 
 def run_from_config(config, workdir, launch=None):
     """Evaluate mode: teacher(s) + student(s) on one split; returns the report dict (as written
     to `<workdir>/report.json`, with `split`). `launch` (what the dispatcher built) is unused:
     nothing here runs under a strategy, and the tokenizer is the first teacher's."""
-    teacher_dirs, student_dirs = _presets(config, workdir)
     spec = task_spec(config)
     split = _split(config, spec)
+    runs = int(config.get("latency_runs", 20))
+    return _run(config, spec, {split: (workdir, runs)}, workdir)[split]
+
+
+def run_splits(config, outputs, workdir):
+    """The evaluate mode on several splits with every model loaded (and traced) once.
+
+    Args:
+        config: the evaluate mode's config (its `eval_split` is not read).
+        outputs: {split: (directory for report.json + report.md, latency runs)}, in order.
+        workdir: where a student named by architecture is looked up (`_student_value`).
+
+    Returns:
+        {split: report dict}, each as `run_from_config` returns it.
+    """
+    spec = task_spec(config)
+    for split in outputs:
+        _split(config, spec, split)
+    return _run(config, spec, outputs, workdir)
+
+
+def _run(config, spec, outputs, workdir):
+    """`run_splits` for a task spec already read."""
+    teacher_dirs, student_dirs = _presets(config, workdir)
     tokenizer = builders.load_tokenizer(teacher_dirs[0])
     _check_tokenizers(tokenizer, student_dirs)
     names = ["teacher"] if len(teacher_dirs) == 1 else [
@@ -137,17 +167,19 @@ def run_from_config(config, workdir, launch=None):
     models = {name: (heads.reorder_classes(builders.load_task_model(
         path, name if name in names else f"student {name}"), orders[name]), path)
         for name, path in rows.items()}
-    dataset = TaskData(config, spec, tokenizer).evaluation(split)
     kwargs = dict(reference="teacher")
     if len(names) > 1:
         kwargs = dict(ensembles={"ensemble": names}, reference="ensemble")
-    report = evaluate.compare(models, spec, dataset, config.data.seq_len,
-                              runs=int(config.get("latency_runs", 20)), **kwargs)
-    report["split"] = split
-    if len(names) > 1:  # every row's share of the best single teacher (on dev) too
-        report = evaluate.with_best_teacher(report, names, _dev_scores(
-            config, spec, tokenizer, models, names, split))
-    json_path, md_path = evaluate.write_report(report, workdir)
-    print(evaluate.format_markdown(report))
-    print(f"Wrote {json_path} and {md_path}")
-    return report
+    data, reports = TaskData(config, spec, tokenizer), {}
+    for split, (out, runs) in outputs.items():
+        report = evaluate.compare(models, spec, data.evaluation(split), config.data.seq_len,
+                                  runs=runs, **kwargs)
+        report["split"] = split
+        if len(names) > 1:  # every row's share of the best single teacher (on dev) too
+            report = evaluate.with_best_teacher(report, names, _dev_scores(
+                data, spec, models, names, split, reports))
+        json_path, md_path = evaluate.write_report(report, out)
+        print(evaluate.format_markdown(report))
+        print(f"Wrote {json_path} and {md_path}")
+        reports[split] = report
+    return reports
