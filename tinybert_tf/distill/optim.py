@@ -108,9 +108,9 @@ class _StepScalars:
 
         import tensorflow as tf
 
+        step = self._once("alpha", variable, alpha)
         # TensorFlow's own ops, the ones keras.ops would emit (Sub, Mul, Square, Sqrt, AddV2,
         # RealDiv on the moments' reads), without keras.ops' per-call dtype inference.
-        step = self._once("alpha", variable, alpha)
         gradient = tf.cast(gradient, variable.dtype)
         index = self._get_variable_index(variable)
         m, v = self._momentums[index], self._velocities[index]

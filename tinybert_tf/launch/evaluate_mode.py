@@ -1,4 +1,5 @@
-"""The `evaluate` mode: a config's teacher(s) and student(s) side by side on one task split.
+"""The `evaluate` mode: a config's teacher(s) and student(s) side by side on one task split
+(`run_splits`: on several, every model loaded once).
 
 Reads config.teacher (one preset dir, several, or an ensemble dir: `launch.teachers`),
 config.student (`parse_students`), config.task / config.data.*, config.eval_split (default the
