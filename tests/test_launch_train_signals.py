@@ -167,9 +167,12 @@ def _wait_for_second_chunk(terminal):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_launcher_signal_mid_chunk_then_same_command_resumes(launch, tmp_path, sig):
+def test_launcher_signal_mid_chunk_then_same_command_resumes(launch, tmp_path):
+    """Ctrl-C's SIGINT from outside, mid-chunk. Both signals take one handler (`SignalStop`,
+    each checked in process above); SIGTERM from outside, its exit 143 and the restart's resume
+    are the launcher runs of tests/test_launch_workdir_lock.py."""
     start, full_weights = launch
+    sig = signal.SIGINT
     terminal, child_side = pty.openpty()
     with open(tmp_path / "stderr.txt", "w") as err_file:
         proc = start(tmp_path / "run", stderr=err_file, stdout=child_side)
@@ -181,8 +184,7 @@ def test_launcher_signal_mid_chunk_then_same_command_resumes(launch, tmp_path, s
         reader.join(timeout=60)
     os.close(terminal)
     text = "".join(out) + (tmp_path / "stderr.txt").read_text()
-    expected = {signal.SIGINT: 130, signal.SIGTERM: 143}[sig]
-    assert proc.returncode == expected, text[-2000:]
+    assert proc.returncode == 130, text[-2000:]
     lines = [line for line in text.splitlines() if "checkpoint written" in line]
     assert len(lines) == 1, text[-2000:]
     step = int(lines[0].split("stopped at step ")[1].split(",")[0])

@@ -284,9 +284,13 @@ def test_launcher_refused_while_held_released_on_sigterm_taken_over_after_sigkil
         assert f"Error: workdir {run} is in use by another run (host {socket.gethostname()}, " \
                f"pid {procs[0].pid}, started " in text and "Traceback" not in text, text[-2000:]
         assert _stop(procs[0], signal.SIGTERM) == 143 and not (run / LOCK_NAME).exists()
-        stopped = _checkpoints(run)[-1]
+        stopped = _checkpoints(run)[-1]  # SIGTERM's checkpoint, at the step reached
+        text = logs[0].read_text()
+        assert "SIGTERM: stopping after this step" in text and "Traceback" not in text, text[-2000:]
+        assert f"stopped at step {stopped}, checkpoint written; run the same command" in text
         procs.append(_launcher(assets, run, logs[2]))  # restart, then killed outright
         _wait(lambda: any(n > stopped for n in _checkpoints(run)), timeout=300)
+        assert f"ckpt-{stopped} (step {stopped} of " in logs[2].read_text()  # resumed there
         assert _stop(procs[2], signal.SIGKILL) == -signal.SIGKILL
         assert _read(str(run / LOCK_NAME))["pid"] == procs[2].pid  # left behind
         procs.append(_launcher(assets, run, logs[3]))  # the same command again: takes over

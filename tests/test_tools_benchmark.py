@@ -39,7 +39,9 @@ def bench(tmp_path_factory):
     each XLA variant more would add compiles, not coverage."""
     d = tmp_path_factory.mktemp("bench")
     out = d / "bench.json"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow")
+    (d / "tmp").mkdir()  # the run's TMPDIR: what the benches write there, they remove
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow",
+               TMPDIR=str(d / "tmp"))
     proc = subprocess.run(
         [sys.executable, os.path.join(ROOT, "tools", "benchmark.py"), "--tiny",
          "--bench=step,input,serve,memory,task,checkpoint", f"--json={out}",
@@ -47,12 +49,13 @@ def bench(tmp_path_factory):
          f"--task_cache_dir={d / 'cache'}"],
         env=env, capture_output=True, text=True, timeout=3600, cwd=ROOT,
     )
-    return proc, json.loads(out.read_text()) if out.exists() else {}
+    return proc, json.loads(out.read_text()) if out.exists() else {}, d / "tmp"
 
 
 @pytest.mark.slow
 def test_benchmark_tiny_writes_finite_figures(bench):
-    proc, results = bench
+    proc, results, tmp = bench
+    assert [p.name for p in tmp.iterdir() if p.name.startswith("tinybert_")] == []
     assert proc.returncode == 0, proc.stderr[-4000:]
     for line in ("step ratio", "input ratio", "serve ratio"):
         if line == "step ratio" and "PyTorch peer skipped:" in proc.stdout:  # step's, not task's
@@ -87,7 +90,7 @@ def test_benchmark_tiny_writes_finite_figures(bench):
 def test_task_bench_tiny(bench):
     """--bench=task on tiny models: every step of every side has a finite rate over all rows;
     length buckets leave less padding than padding every batch to seq_len."""
-    proc, results = bench
+    proc, results, _ = bench
     assert proc.returncode == 0, proc.stderr[-4000:]
     task = results["task"]
     assert "task ratio seq 32 intermediate" in proc.stdout
@@ -111,7 +114,7 @@ def test_task_bench_tiny(bench):
 def test_checkpoint_bench_tiny(bench):
     """--bench=checkpoint on tiny models: a Checkpointer checkpoint is the trained state (student,
     projections, optimizer) and little more; the whole one (teacher included) is larger."""
-    proc, results = bench
+    proc, results, _ = bench
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "checkpoint ratio: Checkpointer / trained state" in proc.stdout, proc.stdout[-3000:]
     result = results["checkpoint"]

@@ -74,8 +74,11 @@ def input_dataset(text_path, tokenizer, cfg):
 
 
 def bench_input(cfg, step_seq_per_s):
-    tmp = tempfile.mkdtemp(prefix="tinybert_bench_")
-    text_path = os.path.join(tmp, "stdlib_docstrings.txt")
+    with tempfile.TemporaryDirectory(prefix="tinybert_bench_") as tmp:
+        return _bench_input(cfg, step_seq_per_s, os.path.join(tmp, "stdlib_docstrings.txt"))
+
+
+def _bench_input(cfg, step_seq_per_s, text_path):
     size = write_stdlib_text(text_path, 200_000 if cfg.tiny else 4_000_000)
     tokenizer, vocab_name = load_tokenizer(text_path)
     ds, pipeline = input_dataset(text_path, tokenizer, cfg)

@@ -48,26 +48,10 @@ def serve_latency(fn, inputs, warmup, repeats):
 
 
 def bench_serve(cfg):
-    import keras
-    import tensorflow as tf
-
-    tmp = tempfile.mkdtemp(prefix="tinybert_serve_")
-    keras.backend.clear_session()
-    teacher, student = build_backbones(cfg, "fp32")
-    paths = {"teacher": export_encoder(teacher, os.path.join(tmp, "teacher")),
-             "student": export_encoder(student, os.path.join(tmp, "student"))}
-    del teacher, student
-    gc.collect()
-    out = {"models": {}}
-    for name, path in paths.items():
-        fn = tf.saved_model.load(path).signatures["serving_default"]
-        entry = {}
-        for batch in (1, cfg.serve_batch):
-            inputs = {k: tf.constant(v) for k, v in random_batch(cfg, batch, seed=1).items()}
-            repeats = cfg.repeats if batch == 1 else max(3, cfg.repeats // 2)
-            entry[f"batch{batch}_ms"] = serve_latency(fn, inputs, cfg.warmup, repeats) * 1e3
-            entry[f"batch{batch}_seq_per_s"] = batch / (entry[f"batch{batch}_ms"] / 1e3)
-        out["models"][name] = entry
+    """Teacher and student encoders exported as SavedModels (in a temporary directory, removed
+    afterwards), loaded back with plain TensorFlow and timed at batch 1 and `serve_batch`."""
+    with tempfile.TemporaryDirectory(prefix="tinybert_serve_") as tmp:
+        out = {"models": _served_latencies(cfg, tmp)}
     t, s = out["models"]["teacher"], out["models"]["student"]
     out["latency_ratio"] = t["batch1_ms"] / s["batch1_ms"]
     out[f"latency_ratio_batch{cfg.serve_batch}"] = (
@@ -80,3 +64,27 @@ def bench_serve(cfg):
     print(f"serve ratio: teacher/student latency at batch 1 = {out['latency_ratio']:.2f}x "
           f"(batch {cfg.serve_batch}: {out[f'latency_ratio_batch{cfg.serve_batch}']:.2f}x)")
     return out
+
+
+def _served_latencies(cfg, tmp):
+    """{model: {batchN_ms, batchN_seq_per_s}} of the two encoders exported under `tmp`."""
+    import keras
+    import tensorflow as tf
+
+    keras.backend.clear_session()
+    teacher, student = build_backbones(cfg, "fp32")
+    paths = {"teacher": export_encoder(teacher, os.path.join(tmp, "teacher")),
+             "student": export_encoder(student, os.path.join(tmp, "student"))}
+    del teacher, student
+    gc.collect()
+    models = {}
+    for name, path in paths.items():
+        fn = tf.saved_model.load(path).signatures["serving_default"]
+        entry = {}
+        for batch in (1, cfg.serve_batch):
+            inputs = {k: tf.constant(v) for k, v in random_batch(cfg, batch, seed=1).items()}
+            repeats = cfg.repeats if batch == 1 else max(3, cfg.repeats // 2)
+            entry[f"batch{batch}_ms"] = serve_latency(fn, inputs, cfg.warmup, repeats) * 1e3
+            entry[f"batch{batch}_seq_per_s"] = batch / (entry[f"batch{batch}_ms"] / 1e3)
+        models[name] = entry
+    return models
