@@ -1,9 +1,16 @@
-"""Shared test set-up: quiet TF, two logical CPU devices (for MirroredStrategy tests), tiny models."""
+"""Shared test set-up: quiet TF, one TF thread per pool, two logical CPU devices (for
+MirroredStrategy tests), tiny models."""
 
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# One TensorFlow thread per op and one per graph, in the workers and every process they start
+# (inherited): `make test`'s two workers already fill two cores, and on the suite's tiny models
+# TF's default pools (a thread per core each) spend more on handing ops between threads than
+# they gain (bench/RESULTS.md: the suite's CPU time).
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 from tinybert_tf.launch import hardware  # noqa: E402  (imports no TensorFlow)
 
