@@ -55,8 +55,8 @@ def bench(tmp_path_factory):
 @pytest.mark.slow
 def test_benchmark_tiny_writes_finite_figures(bench):
     proc, results, tmp = bench
-    assert [p.name for p in tmp.iterdir() if p.name.startswith("tinybert_")] == []
     assert proc.returncode == 0, proc.stderr[-4000:]
+    assert [p.name for p in tmp.iterdir() if p.name.startswith("tinybert_")] == []
     for line in ("step ratio", "input ratio", "serve ratio"):
         if line == "step ratio" and "PyTorch peer skipped:" in proc.stdout:  # step's, not task's
             continue
