@@ -12,11 +12,16 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
-from tinybert_tf.launch import hardware  # noqa: E402  (imports no TensorFlow)
+from tinybert_tf.launch import hardware, heap  # noqa: E402  (imports no TensorFlow)
 
 hardware.allow_fusible_clusters()  # as the launcher: jit_compile="fusible" can cluster
 
-import tensorflow as tf  # noqa: E402
+# The garbage collector as in the launcher's process: the imports' objects frozen out of its
+# passes (`heap.settled_imports`).
+with heap.settled_imports():
+    import keras
+    import keras_hub  # noqa: F401
+    import tensorflow as tf
 
 _cpus = tf.config.list_physical_devices("CPU")
 try:
@@ -27,7 +32,6 @@ except RuntimeError:  # already initialised by an earlier import
     pass
 
 
-import keras  # noqa: E402
 import pytest  # noqa: E402
 
 

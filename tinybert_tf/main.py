@@ -18,10 +18,11 @@ TensorFlow is imported, as oneDNN is); a real error is still reported (`cli.repo
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
 
-from tinybert_tf.launch import hardware  # noqa: E402  (os only: before TensorFlow is imported)
+from tinybert_tf.launch import hardware, heap  # noqa: E402  (os, gc: before TensorFlow)
 
 
 def verbose_in(argv):
@@ -90,7 +91,9 @@ BACKENDS = backend_lib.BACKENDS
 select_backend, check_backend = backend_lib.select_backend, backend_lib.check_backend
 
 
-def _launch(config, workdir, verbose, reexec=False):
+def _launch(config, workdir, verbose, reexec=False, process=False):
+    """process: this process is the launcher's own (the command line), so its garbage collector
+    is set for a run (`heap.settled_imports`); in a caller's process it is left as it is."""
     from tinybert_tf import cli
 
     try:
@@ -103,7 +106,8 @@ def _launch(config, workdir, verbose, reexec=False):
         sys.exit(2)
     backend = cli.report(select_backend, config, verbose=verbose)
     cli.report(check_backend, backend, reexec, verbose=verbose)
-    with hardware.native_start_up_filtered(_QUIET and not verbose):
+    settled = heap.settled_imports() if process else contextlib.nullcontext()
+    with hardware.native_start_up_filtered(_QUIET and not verbose), settled:
         from tinybert_tf.launch.modes import run  # Keras is imported with `backend` by now
 
     cli.report(run, config, workdir, verbose=verbose)
@@ -113,7 +117,7 @@ def main(argv):
     del argv
     # Python-side INFO logs (TensorFlow's checkpoint saver, ...) only with --verbose.
     hardware.quiet_python_logs(_VERBOSE.value or flags.FLAGS["verbosity"].present)
-    _launch(_CONFIG.value, _WORKDIR.value, _VERBOSE.value, reexec=True)
+    _launch(_CONFIG.value, _WORKDIR.value, _VERBOSE.value, reexec=True, process=True)
 
 
 def launch(argv):

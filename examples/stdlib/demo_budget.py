@@ -42,8 +42,6 @@ def measure_step_seconds(teacher_dir, student, recipe, layer_map, loss_weights, 
                          seq_len, learning_rate):
     """Mean seconds of CALIBRATION_STEPS Distiller steps (float32, no XLA, as the
     demo runs) on one random full batch, after CALIBRATION_WARMUP untimed steps (tracing)."""
-    import gc
-
     import keras
     import keras_hub
     import numpy as np
@@ -65,8 +63,7 @@ def measure_step_seconds(teacher_dir, student, recipe, layer_map, loss_weights, 
     distiller.fit(data, epochs=1, steps_per_epoch=CALIBRATION_STEPS, verbose=0, shuffle=False)
     seconds = (time.perf_counter() - start) / CALIBRATION_STEPS
     del distiller, teacher
-    keras.backend.clear_session()
-    gc.collect()
+    keras.backend.clear_session()  # and one garbage collection
     return seconds
 
 

@@ -6,7 +6,6 @@ students' starts. Kept apart from the rows so each piece stays short and testabl
 from __future__ import annotations
 
 import collections
-import gc
 import json
 import os
 import random
@@ -60,8 +59,7 @@ def _release_models():
     """Drop the finished stage's models and graphs: one process runs dozens of stages."""
     import keras
 
-    keras.backend.clear_session()
-    gc.collect()
+    keras.backend.clear_session()  # and one garbage collection
 
 
 # ---- data -----------------------------------------------------------------------------------------

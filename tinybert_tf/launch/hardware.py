@@ -190,10 +190,13 @@ def _not_predict_retracing(record):
 
 
 def import_tensorflow_quietly():
-    """For scripts: `quiet_tensorflow` and import TensorFlow with its libraries' start-up lines
-    dropped (`native_start_up_filtered`), as the CLI does, so a run shows only its own lines."""
+    """For scripts: `quiet_tensorflow` and import TensorFlow, Keras and keras-hub with their
+    libraries' start-up lines dropped (`native_start_up_filtered`) and the garbage collector set
+    for a run after them (`heap.settled_imports`), as the CLI does."""
+    from tinybert_tf.launch import heap
+
     with native_start_up_filtered(quiet_tensorflow()):
-        import tensorflow  # noqa: F401
+        heap.import_settled(*heap.RUN_MODULES)
 
 
 def keep_tf_on_cpu(tf=None):

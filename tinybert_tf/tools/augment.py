@@ -18,7 +18,7 @@ import os
 
 from absl import app, flags
 
-from tinybert_tf.launch import hardware  # os only: before TensorFlow is imported
+from tinybert_tf.launch import hardware, heap  # os, gc: before TensorFlow is imported
 
 FLAGS = flags.FLAGS
 
@@ -72,6 +72,7 @@ def main(argv):
     from tinybert_tf import cli
 
     hardware.quiet_python_logs(FLAGS.verbose)
+    heap.import_settled(*heap.RUN_MODULES)
     cli.report(_augment, verbose=FLAGS.verbose)  # a user error (no MLM head, a bad TSV): one line
 
 

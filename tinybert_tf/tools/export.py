@@ -16,7 +16,7 @@ import os
 
 from absl import app, flags
 
-from tinybert_tf.launch import hardware  # os only: before TensorFlow is imported
+from tinybert_tf.launch import hardware, heap  # os, gc: before TensorFlow is imported
 
 FLAGS = flags.FLAGS
 
@@ -45,6 +45,7 @@ def main(argv):
     from tinybert_tf import cli
 
     hardware.quiet_python_logs(FLAGS.verbose)
+    heap.import_settled(*heap.RUN_MODULES)
     from tinybert_tf.export.publish import export
 
     report = cli.report(  # a user error (ExportError, a missing file, ...): one line, exit 1

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from absl import app, flags
 
-from tinybert_tf.launch import hardware  # os only: before TensorFlow is imported
+from tinybert_tf.launch import hardware, heap  # os, gc: before TensorFlow is imported
 
 FLAGS = flags.FLAGS
 
@@ -84,6 +84,7 @@ def main(argv):
     from tinybert_tf import cli
 
     hardware.quiet_python_logs(FLAGS.verbose)
+    heap.import_settled(*heap.RUN_MODULES)
 
     cli.report(run, FLAGS, verbose=FLAGS.verbose)  # a mistake (e.g. no documents): one line
 

@@ -24,9 +24,10 @@ from .worker import worker_main
 
 def main(argv):
     del argv
-    from tinybert_tf.launch import hardware
+    from tinybert_tf.launch import hardware, heap
 
     hardware.quiet_python_logs()
+    heap.import_settled(*heap.RUN_MODULES)  # the collector as in the launcher's process
     if FLAGS.worker:
         text = FLAGS.worker_args
         if text.startswith("@"):
