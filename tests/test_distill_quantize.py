@@ -66,12 +66,23 @@ def test_int8_teacher_kernels_are_int8_and_dequantize_to_the_float_ones(tmp_path
     assert student.vocabulary_size == teacher.vocabulary_size
 
 
-def test_quantize_teacher_frees_the_float_kernels():
+def _float_kernel_freed_by_quantize():
     model = tiny.backbone(num_layers=2)
-    dense = model.transformer_layers[0]._feedforward_output_dense
-    float_kernel = weakref.ref(dense.kernel)
+    float_kernel = weakref.ref(model.transformer_layers[0]._feedforward_output_dense.kernel)
     assert quantize.quantize_teacher(model) is model
-    assert float_kernel() is None and gc.isenabled() and not gc.get_freeze_count()
+    return float_kernel() is None and gc.isenabled()
+
+
+def test_quantize_teacher_frees_the_float_kernels_and_leaves_the_freeze_as_it_found_it():
+    frozen = gc.get_freeze_count()  # the worker's imports (conftest: heap.settled_imports)
+    assert frozen and _float_kernel_freed_by_quantize()
+    assert 0 < gc.get_freeze_count() <= frozen  # the process's freeze kept, nothing added
+    gc.unfreeze()  # a process that froze nothing: quantize's own freeze is undone after it
+    try:
+        assert _float_kernel_freed_by_quantize() and not gc.get_freeze_count()
+    finally:
+        gc.collect()
+        gc.freeze()
 
 
 def test_fidelity_has_one_entry_per_layer_and_matches_numpy():
