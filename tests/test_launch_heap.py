@@ -72,3 +72,17 @@ def test_a_script_importing_tensorflow_as_the_cli_does_has_its_imports_frozen():
     assert (int(threshold), enabled) == (heap.THRESHOLD0, "True")
     assert modules == "['keras', 'keras_hub', 'tensorflow']"
     assert proc.stderr == ""  # quietly: no start-up line
+
+
+@pytest.mark.parametrize("process", [True, False], ids=["command line", "launch() in a caller"])
+def test_only_the_launchers_own_process_is_settled(monkeypatch, tmp_path, capsys, process):
+    from tinybert_tf import main
+    from tinybert_tf.launch import config_lib
+
+    calls, real = [], heap.settled_imports
+    monkeypatch.setattr(heap, "settled_imports", lambda: calls.append(1) or real())
+    config = config_lib.load("general_distill", "tiny")  # no teacher: a one-line error after
+    with pytest.raises(SystemExit):
+        main._launch(config, str(tmp_path / "run"), False, process=process)
+    assert "No teacher given" in capsys.readouterr().err
+    assert calls == ([1] if process else [])

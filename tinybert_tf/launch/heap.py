@@ -10,7 +10,8 @@ third), walking the imports over and over (bench/RESULTS.md: the collector's sha
 `settled_imports()` around a process's heavy imports: the collector is off while they run
 (they build no garbage worth a pass), then one full pass and `gc.freeze()` move what they built
 out of every later pass, and the first generation is collected every `THRESHOLD0` allocations
-net instead of 700. Objects the run builds are collected as before: a model of a finished stage is still freed.
+net instead of 700. Objects the run builds are collected as before: a model of a finished stage
+is still freed.
 """
 
 from __future__ import annotations
