@@ -18,10 +18,10 @@ hardware.allow_fusible_clusters()  # as the launcher: jit_compile="fusible" can 
 
 # The garbage collector as in the launcher's process: the imports' objects frozen out of its
 # passes (`heap.settled_imports`).
-with heap.settled_imports():
-    import keras
-    import keras_hub  # noqa: F401
-    import tensorflow as tf
+heap.import_settled(*heap.RUN_MODULES)
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 _cpus = tf.config.list_physical_devices("CPU")
 try:

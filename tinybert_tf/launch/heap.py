@@ -27,7 +27,8 @@ RUN_MODULES = ("tensorflow", "keras", "keras_hub")
 
 
 def import_settled(*modules):
-    """Import `modules` (names) inside `settled_imports`: the tools' start."""
+    """Import `modules` (names) inside `settled_imports`: a process's start (scripts, tools,
+    test workers)."""
     import importlib
 
     with settled_imports():
