@@ -1,7 +1,10 @@
 """Shared test set-up: quiet TF, one TF thread per pool, two logical CPU devices (for
 MirroredStrategy tests), tiny models."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -11,6 +14,14 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 # they gain (bench/RESULTS.md: the suite's CPU time).
 os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+
+# One JAX compilation cache for the run (the launcher turns JAX's persistent cache on:
+# strategy.jax_compilation_cache), made by the controlling process before it starts the workers,
+# shared by them and every process they start, removed at exit: runs of the same tiny shapes load
+# their programs; the user's ~/.cache is never written.
+if "PYTEST_XDIST_WORKER" not in os.environ and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="tinybert_tf_jax_cache_")
+    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], True)
 
 from tinybert_tf.launch import hardware, heap  # noqa: E402  (imports no TensorFlow)
 

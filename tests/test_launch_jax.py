@@ -29,8 +29,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LIMIT = 240  # seconds for one launcher process
 
 
-def _env(backend="jax"):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+def _env(backend="jax", **extra):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **extra)
     env.pop("KERAS_BACKEND", None)
     if backend:
         env["KERAS_BACKEND"] = backend
@@ -42,13 +42,13 @@ def _cmd(config, workdir, *flags):
             f"--workdir={workdir}", "--config.strategy=auto", *flags]  # tiny pins cpu
 
 
-def _run(args, backend="jax"):
-    return subprocess.run(["timeout", str(LIMIT), *args], cwd=ROOT, env=_env(backend),
+def _run(args, backend="jax", **extra):
+    return subprocess.run(["timeout", str(LIMIT), *args], cwd=ROOT, env=_env(backend, **extra),
                           capture_output=True, text=True, timeout=LIMIT + 30)
 
 
-def _popen(args):
-    return subprocess.Popen(args, cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+def _popen(args, **extra):
+    return subprocess.Popen(args, cwd=ROOT, env=_env(**extra), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 
@@ -108,11 +108,14 @@ def test_general_distill_on_jax(full_run):
 def test_sigkill_and_damaged_checkpoint_resume_bit_identical(assets, full_run, tmp_path):
     """Killed after two checkpoints, the newest one then damaged: the same command skips it in
     one line, resumes from the older one and ends with the uninterrupted run's weights, bit for
-    bit (XLA on CPU, deterministic input pipeline, dropout seed states in the checkpoint)."""
+    bit (XLA on CPU, deterministic input pipeline, dropout seed states in the checkpoint).
+    The two processes share a JAX compilation cache of their own: the killed one fills it, the
+    resumed one reads its programs back (their last-read times move) and compiles none anew."""
     flags = full_run["flags"]
     assert full_run["proc"].returncode == 0, full_run["proc"].stderr[-3000:]
     killed = tmp_path / "killed"
-    proc = _popen(_cmd("general_distill:tiny", killed, *flags))
+    cache = {"JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax_cache")}
+    proc = _popen(_cmd("general_distill:tiny", killed, *flags), **cache)
     deadline = time.time() + LIMIT
     while len(tiny.orbax_steps(killed / "checkpoints")) < 2 and time.time() < deadline \
             and proc.poll() is None:
@@ -126,8 +129,13 @@ def test_sigkill_and_damaged_checkpoint_resume_bit_identical(assets, full_run, t
         for name in files:
             if os.sep + "d" == root[-2:]:  # the array data files
                 os.truncate(os.path.join(root, name), 10)
-    again = _run(_cmd("general_distill:tiny", killed, *flags))
+    written = _cache_entries(tmp_path / "jax_cache")
+    assert len(written) > 10, written  # every compile cached, not only those over 1 s
+    again = _run(_cmd("general_distill:tiny", killed, *flags), **cache)
     assert again.returncode == 0, again.stderr[-3000:]
+    read = _cache_entries(tmp_path / "jax_cache")
+    assert set(read) == set(written)  # nothing compiled that the killed run had not
+    assert sum(read[k] > written[k] for k in written) > len(written) // 2, (written, read)
     skipped = [line for line in again.stderr.splitlines() if line.startswith("Skipping")]
     assert len(skipped) == 1 and f"checkpoints/{newest}:" in skipped[0], again.stderr[-3000:]
     assert "Traceback" not in again.stderr
@@ -136,6 +144,48 @@ def test_sigkill_and_damaged_checkpoint_resume_bit_identical(assets, full_run, t
                     _weights(str(killed / "student")), strict=True):
         np.testing.assert_array_equal(a, b)
     _assert_no_teacher(killed / "checkpoints", assets["teacher"])
+
+
+def _cache_entries(path):
+    """{entry: its last-read time} of a JAX compilation cache (JAX's `<key>-atime` files, kept
+    where the cache is bounded, as the launcher makes it)."""
+    return {p.name[:-len("-atime")]: int.from_bytes(p.read_bytes(), "little")
+            for p in path.glob("*-atime")}
+
+
+def test_jax_compilation_cache_keeps_what_the_user_gave_jax(tmp_path):
+    """The launcher's JAX set-up turns the persistent cache on at a default directory, caching
+    every compile, bounded; a directory, threshold or size given to JAX is kept; JAX's own
+    switch turns it off."""
+    import jax
+
+    from tinybert_tf.launch import strategy
+
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+             "jax_compilation_cache_max_size", "jax_enable_compilation_cache")
+    before = {name: getattr(jax.config, name) for name in names}
+    try:
+        jax.config.update("jax_compilation_cache_dir", None)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+        jax.config.update("jax_compilation_cache_max_size", -1)
+        got = strategy.jax_compilation_cache(jax, {"XDG_CACHE_HOME": str(tmp_path)})
+        assert got == str(tmp_path / "tinybert_tf" / "jax") == jax.config.jax_compilation_cache_dir
+        assert jax.config.jax_persistent_cache_min_compile_time_secs == 0
+        assert jax.config.jax_compilation_cache_max_size == strategy.CACHE_MAX_BYTES
+        jax.config.update("jax_compilation_cache_dir", str(tmp_path / "mine"))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+        jax.config.update("jax_compilation_cache_max_size", 123)
+        env = {strategy.MIN_COMPILE_S_ENV: "1"}
+        assert strategy.jax_compilation_cache(jax, env) == str(tmp_path / "mine")
+        assert jax.config.jax_persistent_cache_min_compile_time_secs == 1
+        assert jax.config.jax_compilation_cache_max_size == 123
+        jax.config.update("jax_enable_compilation_cache", False)
+        assert strategy.jax_compilation_cache(jax, {}) is None
+        assert strategy.default_jax_cache_dir({}) == os.path.join(
+            os.path.expanduser("~"), ".cache", "tinybert_tf", "jax")
+    finally:
+        for name, value in before.items():
+            jax.config.update(name, value)
 
 
 def _assert_no_teacher(checkpoints, teacher):

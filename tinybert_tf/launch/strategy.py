@@ -11,6 +11,7 @@ jax.distributed), called from `_jax_data_parallel` only.
 from __future__ import annotations
 
 import contextlib
+import os
 
 import keras
 import tensorflow as tf
@@ -149,6 +150,7 @@ def _jax(config):
                           f"for {', '.join(s for s in STRATEGIES if s not in JAX_STRATEGIES)}).")
     import jax
 
+    jax_compilation_cache(jax)
     cluster = config.strategy == "auto" and distribution.cluster_processes() > 1
     if config.strategy == "data_parallel" or cluster or _multi_process(config):
         context = _jax_data_parallel(config, cluster)
@@ -161,6 +163,51 @@ def _jax(config):
     if choice.strategy == "cpu":
         jax.config.update("jax_default_device", jax.devices("cpu")[0])
     return JaxContext(choice.strategy), choice
+
+
+MIN_COMPILE_S_ENV = "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"
+CACHE_MAX_BYTES = 4 << 30
+
+
+def jax_compilation_cache(jax, environ=None):
+    """Turn on JAX's persistent compilation cache for this process; returns its directory, or
+    None where JAX's own switch turned it off (`JAX_ENABLE_COMPILATION_CACHE=false`).
+
+    What the user gave JAX (its `JAX_*` variables or `jax.config`) is kept; otherwise:
+    - the directory is `default_jax_cache_dir()`;
+    - every compile is cached, not only those over JAX's 1 s default: a Keras step compiles as
+      many small programs;
+    - the cache is bounded (`CACHE_MAX_BYTES`, least recently used out), which also makes JAX
+      lock it, so two runs sharing it never read an entry half written (with `filelock`, which
+      JAX needs for that, installed).
+    A rerun, a resumed run or a data-parallel process with the same shapes then loads its
+    programs instead of compiling them (bench/RESULTS.md). Called before the run compiles."""
+    environ = os.environ if environ is None else environ
+    if not jax.config.jax_enable_compilation_cache:
+        return None
+    path = jax.config.jax_compilation_cache_dir
+    if not path:
+        path = default_jax_cache_dir(environ)
+        jax.config.update("jax_compilation_cache_dir", path)
+    if (MIN_COMPILE_S_ENV not in environ
+            and jax.config.jax_persistent_cache_min_compile_time_secs == 1):
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    if jax.config.jax_compilation_cache_max_size == -1 and _importable("filelock"):
+        jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
+    return path
+
+
+def _importable(name):
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def default_jax_cache_dir(environ=None):
+    """`$XDG_CACHE_HOME/tinybert_tf/jax` (default `~/.cache/tinybert_tf/jax`)."""
+    environ = os.environ if environ is None else environ
+    base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "tinybert_tf", "jax")
 
 
 def _multi_process(config):
