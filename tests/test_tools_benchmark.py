@@ -82,6 +82,11 @@ def test_benchmark_tiny_writes_finite_figures(bench):
         for field in ("seq_per_s", "step_ms", "teacher_rel_err", "flops_fraction"):
             _finite(variant[field], f"step.variants.{name}.{field}")
     assert _get(results, "machine_start.uptime")
+    assert set(results["bench_seconds"]) == {"step", "input", "serve", "memory", "task",
+                                             "checkpoint"}
+    for name, seconds in results["bench_seconds"].items():
+        _finite(seconds, name)
+        assert seconds > 0 and f"[{name}] {seconds:.0f} s" in proc.stdout
     depths = [run["teacher_depth"] for run in _get(results, "step.truncated_teacher.runs").values()]
     assert depths[0] == _get(results, "config.teacher.num_layers") > depths[1] > 0
 

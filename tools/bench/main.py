@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 
 from absl import app
 
@@ -74,7 +75,10 @@ def main(argv):
 
 
 def guarded(results, name, fn, *args):
-    """Runs one benchmark; a failure is recorded in the JSON and the others still run."""
+    """Runs one benchmark; a failure is recorded in the JSON and the others still run. Each
+    benchmark's own wall time (worker processes and compiles included) goes beside its figures
+    as `results["bench_seconds"][name]`."""
+    start = time.perf_counter()
     try:
         results[name] = fn(*args)
     except Exception as err:  # noqa: BLE001 - report and go on with the other benchmarks
@@ -83,4 +87,8 @@ def guarded(results, name, fn, *args):
         traceback.print_exc()
         results[name] = {"error": f"{type(err).__name__}: {err}"}
         return None
+    finally:
+        seconds = round(time.perf_counter() - start, 1)
+        results.setdefault("bench_seconds", {})[name] = seconds
+        print(f"[{name}] {seconds:.0f} s")
     return results[name]
