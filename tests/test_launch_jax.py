@@ -181,6 +181,11 @@ def test_jax_compilation_cache_keeps_what_the_user_gave_jax(tmp_path):
         assert jax.config.jax_compilation_cache_max_size == 123
         jax.config.update("jax_enable_compilation_cache", False)
         assert strategy.jax_compilation_cache(jax, {}) is None
+        jax.config.update("jax_enable_compilation_cache", True)
+        jax.config.update("jax_compilation_cache_dir", None)
+        (tmp_path / "file").write_text("")  # a cache home that cannot hold a directory
+        assert strategy.jax_compilation_cache(jax, {"XDG_CACHE_HOME": str(tmp_path / "file")}) \
+            is None and not jax.config.jax_compilation_cache_dir
         assert strategy.default_jax_cache_dir({}) == os.path.join(
             os.path.expanduser("~"), ".cache", "tinybert_tf", "jax")
     finally:

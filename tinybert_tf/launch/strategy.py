@@ -5,7 +5,8 @@
 `devices.Choice` behind it (`strategy=auto`: by the devices present). On TensorFlow it is the `tf.distribute.Strategy` itself (`tf_strategy`); on JAX
 there is no strategy: `JaxContext` (the default device, a no-op scope), or for `data_parallel`
 the context of `tinybert_tf.launch.distribution` (keras.distribution.DataParallel +
-jax.distributed), called from `_jax_data_parallel` only.
+jax.distributed), called from `_jax_data_parallel` only. Every JAX run has JAX's persistent
+compilation cache on (`jax_compilation_cache`).
 """
 
 from __future__ import annotations
@@ -181,13 +182,18 @@ def jax_compilation_cache(jax, environ=None):
       lock it, so two runs sharing it never read an entry half written (with `filelock`, which
       JAX needs for that, installed).
     A rerun, a resumed run or a data-parallel process with the same shapes then loads its
-    programs instead of compiling them (bench/RESULTS.md). Called before the run compiles."""
+    programs instead of compiling them (bench/RESULTS.md). Called before the run compiles. A
+    default directory that cannot be made (a read-only home) leaves the cache off."""
     environ = os.environ if environ is None else environ
     if not jax.config.jax_enable_compilation_cache:
         return None
     path = jax.config.jax_compilation_cache_dir
     if not path:
         path = default_jax_cache_dir(environ)
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError:
+            return None
         jax.config.update("jax_compilation_cache_dir", path)
     if (MIN_COMPILE_S_ENV not in environ
             and jax.config.jax_persistent_cache_min_compile_time_secs == 1):
