@@ -12,6 +12,7 @@ compilation cache on (`jax_compilation_cache`).
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 
 import keras
@@ -198,15 +199,9 @@ def jax_compilation_cache(jax, environ=None):
     if (MIN_COMPILE_S_ENV not in environ
             and jax.config.jax_persistent_cache_min_compile_time_secs == 1):
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    if jax.config.jax_compilation_cache_max_size == -1 and _importable("filelock"):
+    if jax.config.jax_compilation_cache_max_size == -1 and importlib.util.find_spec("filelock"):
         jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
     return path
-
-
-def _importable(name):
-    import importlib.util
-
-    return importlib.util.find_spec(name) is not None
 
 
 def default_jax_cache_dir(environ=None):
