@@ -6,6 +6,7 @@ import json
 import os
 import pty
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -96,6 +97,37 @@ def test_signal_stops_with_checkpoint_and_resumes_exactly(uninterrupted, tmp_pat
     states = [json.load(open(os.path.join(d, "selection.json"))) for d in (full_dir, workdir)]
     assert [h["step"] for h in states[0]["history"]] == [10, 15, 20]
     assert states[0] == states[1]
+
+
+@pytest.mark.parametrize("done", [False, True], ids=["fresh", "complete"])
+def test_signal_during_the_restore_stops_before_any_step(uninterrupted, tmp_path, monkeypatch,
+                                                         done):
+    """The handlers are in place from before the restore (a launcher's "Resuming from" line):
+    a SIGTERM there stops at the restored step, with no step trained, also when the run was
+    already complete (a multi-stage launch goes no further)."""
+    workdir = str(tmp_path / "run")
+    if done:
+        shutil.copytree(uninterrupted[0], workdir)
+    restore = train._restore
+
+    def restore_then_signal(*args, **kwargs):
+        checkpointer = restore(*args, **kwargs)
+        signal.raise_signal(signal.SIGTERM)
+        return checkpointer
+
+    monkeypatch.setattr(train, "_restore", restore_then_signal)
+    model = _model()
+    with pytest.raises(errors.Interrupted) as err:
+        _run(model, workdir)
+    step = 20 if done else 0
+    assert err.value.exit_code == 143 and str(err.value).startswith(f"stopped at step {step}, ")
+    assert int(model.optimizer.iterations.numpy()) == step
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    monkeypatch.setattr(train, "_restore", restore)
+    resumed = _model()
+    _run(resumed, workdir)
+    for a, b in zip(uninterrupted[1], [w.numpy() for w in resumed.weights]):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_second_signal_exits_at_once(monkeypatch):

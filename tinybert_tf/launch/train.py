@@ -290,22 +290,31 @@ def run(model, dataset, workdir, total_steps, log_every=100, checkpoint_every=10
     `head`: records heading metrics.jsonl (`StepLogger`).
     """
     ends = chunk_ends(model, total_steps, log_every, checkpoint_every, eval_every)
-    checkpointer = _restore(model, workdir, max_to_keep, ends[-1], teacher_path)
-    start = current_step(model)
-    if _nothing_left(start, ends[-1], callbacks):
-        return
-    # Metrics, TensorBoard and the console: the chief; orbax checkpoints: every process.
-    chief = distribution.is_chief()
-    shown = Progress(ends[-1], start, steps_per_epoch, label, model.optimizer) if chief else None
-    stopper = SignalStop()
-    stall = [StallCheck(stall_intervals)] if stall_intervals and start == 0 else []
-    # The chunk's record before its checkpoint: a kill between the two re-runs the chunk, whose
-    # record then replaces the first (read_metrics), rather than leaving the chunk without one.
-    every_chunk = [*([shown] if shown else []), NanGuard(checkpointer), *stall, *callbacks,
-                   *([StepLogger(workdir, head)] if chief else []),
-                   SaveEvery(checkpointer, checkpoint_every), stopper]
-    with stopper, shown or contextlib.nullcontext():
-        step = _fit(model, dataset, _segments(start, ends), every_chunk, checkpointer)
+    stopper = SignalStop()  # from before the restore: a signal from then on stops cleanly
+    with stopper:
+        checkpointer = _restore(model, workdir, max_to_keep, ends[-1], teacher_path)
+        start = current_step(model)
+        if _nothing_left(start, ends[-1], callbacks):
+            _raise_if_signalled(stopper, start)  # a signal during the restore still stops
+            return
+        # Metrics, TensorBoard and the console: the chief; orbax checkpoints: every process.
+        chief = distribution.is_chief()
+        shown = (Progress(ends[-1], start, steps_per_epoch, label, model.optimizer) if chief
+                 else None)
+        stall = [StallCheck(stall_intervals)] if stall_intervals and start == 0 else []
+        # The chunk's record before its checkpoint: a kill between the two re-runs the chunk,
+        # whose record then replaces the first (read_metrics), rather than leaving the chunk
+        # without one.
+        every_chunk = [*([shown] if shown else []), NanGuard(checkpointer), *stall, *callbacks,
+                       *([StepLogger(workdir, head)] if chief else []),
+                       SaveEvery(checkpointer, checkpoint_every), stopper]
+        with shown or contextlib.nullcontext():
+            step = _fit(model, dataset, _segments(start, ends), every_chunk, checkpointer)
+    _raise_if_signalled(stopper, step)
+
+
+def _raise_if_signalled(stopper, step):
+    """`errors.Interrupted` (exit 128 + the signal) if `stopper` caught a signal."""
     if stopper.signum is not None:
         raise errors.Interrupted(
             f"stopped at step {step}, checkpoint written; run the same command (or Python call) "
