@@ -53,6 +53,7 @@ def test_row_configs_follow_the_protocol(proof):
     assert (k1.stages, k1.transfer_file, k1.prediction.hard_weight) == (
         "prediction", proof.data["transfer"], 1.0)
     assert k1.student == os.path.join(w, "general_minilm", "student")
+    assert k1.prediction.logits_cache == os.path.join(w, "logits_cache")  # shared by the rows
     kE = proof_rows.row_config(proof, "wide", proof_rows.kE_key(4.0), 0)
     assert (kE.teacher, kE.stages, kE.prediction.temperature) == (
         os.path.join(w, "teachers", "teacher"), "prediction", 4.0)

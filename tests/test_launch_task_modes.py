@@ -75,6 +75,40 @@ def test_cached_teacher_logits_train_the_same_student(task_run):
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
 
 
+@pytest.mark.slow
+def test_logits_cache_serves_a_later_run_the_same_logits(task_run, capsys):
+    """prediction.logits_cache: the first run stores the teacher's logits, the next run with the
+    same teacher, data and settings reads them (no teacher pass) and trains the same student as
+    a run without the cache; other data is another key; what the file holds is what trains."""
+    cache = task_run["dir"] / "logits_cache"
+
+    def run(name, **overrides):
+        out = run_mode(_config(mode="task_distill", teacher=task_run["teacher"],
+                               stages="prediction", deterministic=True, **{
+                                   **task_run["common"], "prediction.learning_rate": 1e-3,
+                                   **overrides}), str(task_run["dir"] / name))
+        model = keras_hub.models.TextClassifier.from_preset(out, preprocessor=None)
+        return [w.numpy() for w in model.weights], capsys.readouterr().out
+
+    plain, _ = run("no_cache")
+    stored, out = run("cache_cold", **{"prediction.logits_cache": str(cache)})
+    assert "logits read from" not in out and len(list(cache.iterdir())) == 1
+    read, out = run("cache_warm", **{"prediction.logits_cache": str(cache)})
+    assert f"Teacher {task_run['teacher']}: logits read from {cache}." in out
+    for a, b, c in zip(plain, stored, read):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+    (path,) = cache.iterdir()
+    logits = np.load(path)
+    assert logits.shape == (48, 2)
+    np.save(path, -logits)  # the file is what trains: flipped logits, another student
+    flipped, _ = run("cache_flipped", **{"prediction.logits_cache": str(cache)})
+    assert max(np.abs(a - b).max() for a, b in zip(plain, flipped)) > 1e-4
+    other = tiny.write_task(task_run["dir"] / "other.tsv", 48, 5)
+    run("cache_other", **{"prediction.logits_cache": str(cache), "data.train_file": other})
+    assert len(list(cache.iterdir())) == 2
+
+
 def test_export_mode_publishes_a_version_with_labels(task_run):
     c = _config(mode="export", teacher=task_run["teacher"], **task_run["common"],
                 **{"export.student": task_run["student"]})

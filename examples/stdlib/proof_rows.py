@@ -223,7 +223,9 @@ def row_config(p, start, key, seed):
                      **task, **{"finetune.learning_rate": s.student_lr})
     fields = {**task, "prediction.learning_rate": s.student_lr,
               "prediction.hard_weight": s.hard_weight, "prediction.combine": s.combine,
-              "prediction.temperature": s.temperature}
+              "prediction.temperature": s.temperature,
+              # rows sharing a teacher and data compute its logits once (launch/logits_cache.py)
+              "prediction.logits_cache": os.path.join(p.w, "logits_cache")}
     if key == "k1":
         teacher, fields["stages"] = p.member(p.best_member()), "prediction"
     elif key.startswith("kE_T"):

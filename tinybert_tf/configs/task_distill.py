@@ -53,12 +53,14 @@ def get_config(variant=None):
     # teacher: which of several teachers (--config.teacher=DIR1,DIR2,...) step 1 distils from;
     # its layers are the student's start. The prediction step uses them all (combine below).
     # cache_teacher_logits: run the frozen teacher once over the training data, not every epoch.
+    # logits_cache: a directory keeping those logits for later runs with the same teacher, data
+    # and settings (launch/logits_cache.py); "" = computed in every run.
     # hard_weight: weight of the cross-entropy (MSE) on labelled rows beside the soft targets.
     # combine (several teachers): prob = mean of their tempered probabilities; logit = tempered
     # softmax of their mean logits.
     config.prediction = ml_collections.ConfigDict(
         dict(epochs=_auto(), patience=_auto(), learning_rate=3e-5, temperature=1.0,
-             cache_teacher_logits=True,
+             cache_teacher_logits=True, logits_cache="",
              hard_weight=0.0, combine="prob")
     )
     config.eval_split = ""  # evaluate: "" = the task's first evaluation split; or e.g. "test"
