@@ -5,9 +5,10 @@ cached_logits_data`). Runs that share a teacher and training data (a temperature
 students of several sizes) would compute the same logits again; with a cache directory each
 teacher's logits are stored once and read back by the next run. The key holds everything the
 logits depend on: the bytes of the teacher's preset files, the class order it is read in, the
-teacher dtype and the precision policy, the number of replicas, and the exact input batches (token
-ids, masks and their order: data, tokenizer, `seq_len`, buckets and batch size all show there),
-plus the Keras and TensorFlow versions. A different run gets a different key, never stale logits.
+teacher dtype, the precision policy and XLA setting, the number of replicas, the exact input
+batches (token ids, masks and their order: data, tokenizer, `seq_len`, buckets and batch size
+all show there), the Keras backend and the Keras and TensorFlow versions. A run that differs in
+any of them gets another key, never another run's logits.
 """
 
 import hashlib
@@ -53,7 +54,8 @@ def key(teacher_dir, inputs_digest, **settings):
     import keras
 
     record = {"teacher": preset_digest(teacher_dir), "inputs": inputs_digest,
-              "keras": keras.__version__, "tensorflow": tf.__version__, **settings}
+              "keras": keras.__version__, "backend": keras.backend.backend(),
+              "tensorflow": tf.__version__, **settings}
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
 
 
