@@ -13,7 +13,7 @@ import tiny
 
 from tinybert_tf.distill.distiller import CACHED_LOGITS
 from tinybert_tf.errors import LaunchError
-from tinybert_tf.launch import config_lib, evaluate_mode, task_modes, teachers
+from tinybert_tf.launch import config_lib, evaluate_mode, teacher_logits, teachers
 from tinybert_tf.launch.modes import run as run_mode
 
 
@@ -59,7 +59,7 @@ def test_cached_soft_targets_are_the_members_combined(ensemble, combine):
     from tinybert_tf.launch import builders, task_data
 
     spec, tokenizer = task_data.task_spec(c), builders.load_tokenizer(dirs[0])
-    data = task_modes.cached_logits_data(c, task_data.TaskData(c, spec, tokenizer), dirs,
+    data = teacher_logits.cached_logits_data(c, task_data.TaskData(c, spec, tokenizer), dirs,
                                          tf.distribute.get_strategy())
     x = next(iter(data))[0]
     inputs = {k: v for k, v in x.items() if k != CACHED_LOGITS}

@@ -1,6 +1,6 @@
 """Teacher logits kept on disk between runs (`--config.prediction.logits_cache=DIR`).
 
-The prediction step runs each frozen teacher once over the training data (`task_modes.
+The prediction step runs each frozen teacher once over the training data (`teacher_logits.
 cached_logits_data`). Runs that share a teacher and training data (a temperature sweep, seeds,
 students of several sizes) would compute the same logits again; with a cache directory each
 teacher's logits are stored once and read back by the next run. The key holds everything the
