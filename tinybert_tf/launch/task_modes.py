@@ -263,7 +263,8 @@ def _distill_step(config, workdir, launch, stage, task, teacher):
         builders.compile_model(distiller, strategy, config, total, config[stage].learning_rate)
     if stage == "prediction" and config.prediction.cache_teacher_logits:
         data = teacher_logits.cached_logits_data(config, task, launch.teacher_dirs, strategy,
-                                  loaded={launch.lead: teacher}, orders=launch.label_orders)
+                                                 loaded={launch.lead: teacher},
+                                                 orders=launch.label_orders)
     else:
         data = task.train()
     print(f"[{stage}] {_plan(epochs, patience, task.per_epoch)}, recipe {recipe.name} "
