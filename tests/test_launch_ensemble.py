@@ -60,7 +60,7 @@ def test_cached_soft_targets_are_the_members_combined(ensemble, combine):
 
     spec, tokenizer = task_data.task_spec(c), builders.load_tokenizer(dirs[0])
     data = teacher_logits.cached_logits_data(c, task_data.TaskData(c, spec, tokenizer), dirs,
-                                         tf.distribute.get_strategy())
+                                             tf.distribute.get_strategy())
     x = next(iter(data))[0]
     inputs = {k: v for k, v in x.items() if k != CACHED_LOGITS}
     logits = [np.asarray(builders.load_classifier(p)(inputs, training=False)) for p in dirs]

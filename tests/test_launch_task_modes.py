@@ -78,9 +78,9 @@ def test_cached_teacher_logits_train_the_same_student(task_run):
 
 @pytest.mark.slow
 def test_logits_cache_serves_a_later_run_the_same_logits(task_run, capsys):
-    """prediction.logits_cache: the first run stores the teacher's logits (computed as without
-    the cache), the next run with the same teacher, data and settings reads them (no teacher
-    pass) and trains the same student; what the file holds is what trains."""
+    """prediction.logits_cache: the first run stores the teacher's logits, the next run with the
+    same teacher, data and settings reads them (no teacher pass) and trains the same student;
+    what the file holds is what trains."""
     cache = task_run["dir"] / "logits_cache"
 
     def run(name):
